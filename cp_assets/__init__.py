@@ -1,0 +1,1 @@
+"""corpus-proximity: Dagster assets that measure how far model outputs and eval questions sit from training corpora."""

