@@ -63,6 +63,7 @@ class Source(BaseModel):
     joiner: str = "\n"
     split_on: str | None = None
     limit: int | None = Field(default=None, gt=0)
+    where: dict[str, list[str | int]] = Field(default_factory=dict)
     exclude: Exclude | None = None
     on_bad_record: Literal["error", "skip"] = "error"
     max_doc_chars: int = Field(default=5_000_000, gt=0)

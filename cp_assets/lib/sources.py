@@ -170,6 +170,8 @@ def _record_docs(records: Iterable[Record], src: Source, split: str, excluded: s
         if isinstance(rec, BadRecord):
             yield rec
             continue
+        if any(rec.get(f) not in allowed for f, allowed in src.where.items()):
+            continue
         if excluded and str(rec.get(src.exclude.key, "")).strip() in excluded:
             stats.excluded += 1
             continue

@@ -1,0 +1,51 @@
+# corpus-proximity: `make demo` (install + embedded Postgres + every asset on the sample corpora) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CPROX_HOME ?= $(CURDIR)/.cprox
+export DAGSTER_HOME ?= $(CPROX_HOME)/dagster_home
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+PORT ?= 3000
+
+.PHONY: install db db-stop demo test test-fast ui summary clean
+
+install: $(VENV)/.installed
+
+# torch first, from the local CPU wheel: anything that pulls torch before it downloads a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+db: install
+	$(VENV)/bin/cprox db start
+
+db-stop:
+	$(VENV)/bin/cprox db stop
+
+demo: install db $(DAGSTER_HOME)/dagster.yaml
+	time $(VENV)/bin/cprox materialize
+	$(VENV)/bin/cprox summary
+
+summary:
+	$(VENV)/bin/cprox summary
+
+test: install
+	$(VENV)/bin/pytest -q -rs
+
+test-fast: install
+	$(VENV)/bin/pytest -q -rs -m "not slow"
+
+ui: install db $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+clean:
+	-$(VENV)/bin/cprox db stop
+	rm -rf $(CPROX_HOME)
