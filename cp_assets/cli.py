@@ -78,7 +78,7 @@ def cmd_materialize(args) -> int:
     import dagster as dg
 
     from cp_assets.definitions import corpus_assets
-    from cp_assets.defs.embeddings import embedding_checks
+    from cp_assets.defs.embeddings import all_embedding_checks
     from cp_assets.lib.registry import load_registry
     from cp_assets.resources import local_resources
 
@@ -90,7 +90,7 @@ def cmd_materialize(args) -> int:
     for split in splits:
         t0 = time.perf_counter()
         err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
-        result = dg.materialize(corpus_assets + embedding_checks, selection=names, partition_key=split,
+        result = dg.materialize(corpus_assets + all_embedding_checks, selection=names, partition_key=split,
                                 instance=instance, resources=local_resources(), run_config=run_config,
                                 raise_on_error=False)
         figures = {"split": split, "ok": result.success, "seconds": round(time.perf_counter() - t0, 1)}

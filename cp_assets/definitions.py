@@ -4,8 +4,7 @@
 import dagster as dg
 
 from cp_assets.defs.chunks import chunks
-from cp_assets.defs.embeddings import embedding_checks, embeddings
-from cp_assets.defs.partitions import split_partitions
+from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.resources import local_resources
 
@@ -14,22 +13,22 @@ corpus_assets = [raw_corpus, chunks, embeddings]
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
 corpus_job = dg.define_asset_job(
-    "corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks), partitions_def=split_partitions,
+    "corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks),
     description="Read and chunk one corpus split (CPU).",
 )
 gpu_embed_job = dg.define_asset_job(
-    "gpu_embed_job", selection=dg.AssetSelection.assets(embeddings), partitions_def=split_partitions,
+    "gpu_embed_job", selection=dg.AssetSelection.assets(embeddings),
     executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
     description="Embed one corpus split into pgvector (GPU pool).",
 )
 all_assets_job = dg.define_asset_job(
-    "all_assets_job", selection=dg.AssetSelection.assets(*corpus_assets), partitions_def=split_partitions,
+    "all_assets_job", selection=dg.AssetSelection.assets(*corpus_assets),
     description="Everything for one split: raw_corpus -> chunks -> embeddings (+ checks).",
 )
 
 defs = dg.Definitions(
     assets=corpus_assets,
-    asset_checks=embedding_checks,
+    asset_checks=all_embedding_checks,
     jobs=[corpus_job, gpu_embed_job, all_assets_job],
     resources=local_resources(),
 )

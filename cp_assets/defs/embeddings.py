@@ -9,8 +9,7 @@ import dagster as dg
 
 from cp_assets.defs.chunks import chunks
 from cp_assets.defs.partitions import split_partitions
-from cp_assets.lib.embeddings import embed_split
-from cp_assets.lib.encoder import model_dim, model_slug
+from cp_assets.lib.embeddings import embed_split, embedding_checks
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 
@@ -33,36 +32,32 @@ def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: 
     return dg.MaterializeResult(metadata={k: v for k, v in figures.items() if v is not None})
 
 
-def _health(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dict:
-    return pg.store().embedding_health(model_slug(encoder.model), context.partition_key)
+def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+           pg: PgVectorStore) -> dg.AssetCheckResult:
+    passed, figures = embedding_checks(pg.store(), context.partition_key, encoder.model)[name]
+    return dg.AssetCheckResult(passed=passed, metadata=figures)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
                 description="Exactly one vector per chunk of the split.")
 def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                           pg: PgVectorStore) -> dg.AssetCheckResult:
-    split = context.partition_key
-    n_chunks = pg.store().count("chunks", split)
-    n_vecs = _health(context, encoder, pg)["rows"]
-    return dg.AssetCheckResult(passed=n_vecs == n_chunks and n_chunks > 0,
-                               metadata={"chunks": n_chunks, "embeddings": n_vecs})
+    return _check("count_matches_chunks", context, encoder, pg)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
                 description="Every vector has the embedding model's dimension.")
 def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                        pg: PgVectorStore) -> dg.AssetCheckResult:
-    dims, expected = _health(context, encoder, pg)["dims"], model_dim(encoder.model)
-    return dg.AssetCheckResult(passed=dims == [expected], metadata={"dims": str(dims), "model_dim": expected})
+    return _check("dim_matches_model", context, encoder, pg)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
                 description="No NULL or non-finite vectors.")
 def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                             pg: PgVectorStore) -> dg.AssetCheckResult:
-    health = _health(context, encoder, pg)
-    return dg.AssetCheckResult(passed=health["bad"] == 0 and health["rows"] > 0,
-                               metadata={"bad_vectors": health["bad"], "rows": health["rows"]})
+    return _check("finite", context, encoder, pg)
 
 
-embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model, check_embeddings_finite]
+all_embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model,
+                        check_embeddings_finite]

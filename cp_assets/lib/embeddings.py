@@ -59,3 +59,14 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
         "chunks_per_s": round(len(todo) / t_enc, 1) if t_enc else None,
         "tokens_per_s": round(tokens / t_enc, 1) if t_enc else None,
     }
+
+
+def embedding_checks(store: PgStore, split: str, model: str) -> dict[str, tuple[bool, dict]]:
+    """The published split's health: name -> (passed, figures), for the asset checks."""
+    health = store.embedding_health(model_slug(model), split)
+    n_chunks, expected = store.count("chunks", split), model_dim(model)
+    return {
+        "count_matches_chunks": (health["rows"] == n_chunks > 0, {"chunks": n_chunks, "embeddings": health["rows"]}),
+        "dim_matches_model": (health["dims"] == [expected], {"dims": str(health["dims"]), "model_dim": expected}),
+        "finite": (health["bad"] == 0 and health["rows"] > 0, {"bad_vectors": health["bad"], "rows": health["rows"]}),
+    }

@@ -1,0 +1,91 @@
+"""Test set-up: a private CPROX_HOME (its own embedded Postgres) and a tiny corpus registry over the shared data.
+
+The environment is set before anything imports cp_assets, because the split partitions are read from the registry
+when the definitions load.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+TEST_HOME = Path(tempfile.mkdtemp(prefix="cprox_test_"))
+REGISTRY = TEST_HOME / "corpora.yaml"
+REGISTRY.write_text("""
+splits:
+  tiny:
+    description: a few FineWeb-Edu documents, sonnets and Austen chapters
+    sources:
+      - path: fineweb_edu_sample/fineweb_edu_sample10bt_150.jsonl.gz
+        name: fineweb
+        text_field: text
+        id_field: id
+        limit: 12
+      - path: public_domain_texts/shakespeare_sonnets.txt.gz
+        name: sonnets
+        split_on: '^\\s*$'
+        limit: 20
+      - path: public_domain_texts/austen_pride_and_prejudice.txt.gz
+        name: austen
+        split_on: '^Chapter \\d+'
+        limit: 3
+  math:
+    description: GSM8K train conversations
+    sources:
+      - path: gsm8k/train.jsonl.gz
+        name: gsm8k
+        template: "User: {question}\\nAssistant: {answer}"
+        limit: 40
+""")
+os.environ.update(
+    CPROX_HOME=str(TEST_HOME),
+    CPROX_CORPORA=str(REGISTRY),
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+    DAGSTER_HOME=str(TEST_HOME / "dagster_home"),
+)
+os.environ.pop("CPROX_DATABASE_URL", None)
+(TEST_HOME / "dagster_home").mkdir(exist_ok=True)
+SPLITS = ("tiny", "math")
+
+
+@pytest.fixture(scope="session")
+def store():
+    from cp_assets.lib import embedded_pg
+    from cp_assets.lib.pgstore import PgStore
+
+    s = PgStore(home=TEST_HOME)
+    s.ensure_schema()
+    yield s
+    embedded_pg.stop(TEST_HOME)
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def resources(store):
+    from cp_assets.resources import local_resources
+
+    return local_resources()
+
+
+@pytest.fixture(scope="session")
+def materialized(store, resources):
+    """Every corpus asset and check, materialized once for each test split."""
+    import dagster as dg
+
+    from cp_assets.definitions import corpus_assets
+    from cp_assets.defs.embeddings import all_embedding_checks
+
+    results = {}
+    for split in SPLITS:
+        results[split] = dg.materialize(corpus_assets + all_embedding_checks, partition_key=split, resources=resources)
+        assert results[split].success
+    return results
+
+
+def metadata(result, asset: str) -> dict:
+    [ev] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in ev.materialization.metadata.items()}
