@@ -49,7 +49,9 @@ def crash_env(store, tmp_path_factory):
                 template: "User: {question}\\nAssistant: {answer}"
                 limit: 300
     """))
-    return dict(os.environ, CPROX_CORPORA=str(registry), CPROX_HOME=str(TEST_HOME))
+    yield dict(os.environ, CPROX_CORPORA=str(registry), CPROX_HOME=str(TEST_HOME))
+    store.drop_split(SPLIT)
+    assert store.count("chunks", SPLIT) == 0 and published(store) == []
 
 
 def start(env, assets: str, max_tokens: int) -> subprocess.Popen:

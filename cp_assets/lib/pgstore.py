@@ -312,6 +312,17 @@ class PgStore:
             conn.execute("DELETE FROM cprox_embedding_models WHERE slug = %s", (slug,))
             conn.execute("DELETE FROM cprox_partitions WHERE kind = 'embeddings' AND model_slug = %s", (slug,))
 
+    def drop_split(self, split: str) -> None:
+        """Remove a split everywhere (documents, chunks, every model's vectors and build tables), in one transaction."""
+        with self.session() as conn, conn.transaction():
+            for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s",
+                                     (f"emb\\_%\\_\\_{split}%",)).fetchall():
+                if t.endswith((f"__{split}", f"__{split}__build")):
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(t)))
+            conn.execute("DELETE FROM cprox_chunks WHERE split = %s", (split,))
+            conn.execute("DELETE FROM cprox_documents WHERE split = %s", (split,))
+            conn.execute("DELETE FROM cprox_partitions WHERE split = %s", (split,))
+
     def embedding_health(self, slug: str, split: str) -> dict:
         """Row count, vector dimension, and rows with NULL or non-finite components, for asset checks."""
         with self.session() as conn:
