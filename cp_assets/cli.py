@@ -5,6 +5,8 @@
   cprox summary [--json]                                  documents, chunks, tokens, embeddings per split
   cprox splits [--json]                                   the corpus registry
   cprox db start|stop|status|url                          the embedded Postgres + pgvector
+  cprox rollout --model ID "PROMPT" [--stream] [--json]   one generation (see `cprox rollout -h`)
+  cprox models [--json]                                   the models registry
 """
 
 import argparse
@@ -220,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("db", help="the embedded Postgres + pgvector")
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
+
+    from cp_assets.cli_models import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -228,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cp_assets.lib.pgstore import DatabaseUnavailable
     from cp_assets.lib.registry import RegistryError
+    from cp_assets.lib.rollouts import GenerationError
     from cp_assets.lib.sources import BadRecord
 
     try:
         return args.fn(args)
-    except (DatabaseUnavailable, RegistryError, BadRecord, LookupError, ValueError, FileNotFoundError) as exc:
+    except (DatabaseUnavailable, RegistryError, BadRecord, GenerationError, LookupError, ValueError,
+            FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 1
 

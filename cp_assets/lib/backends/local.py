@@ -52,7 +52,9 @@ def load(spec: ModelSpec, device: str | None = None):
     """(model, tokenizer) in eval mode, on `device` (default: CUDA when available)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     where = model_dir(spec)
     try:
         tok = AutoTokenizer.from_pretrained(where)

@@ -1,0 +1,73 @@
+"""One `generate()` over every backend: a model id from models.yaml -> rollouts, streamed back as they complete."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+from cp_assets.lib.models import ModelRegistry, ModelSpec, load_models
+from cp_assets.lib.rollouts import Backend, GenerationRequest, Rollout, SamplingParams
+
+
+def backend_for(spec: ModelSpec, device: str | None = None) -> Backend:
+    """The backend object for a model spec; heavy imports (torch, openai, vllm) happen only here, when needed."""
+    if spec.backend == "local":
+        from cp_assets.lib.backends.local import LocalBackend
+
+        return LocalBackend(spec, device=device)
+    if spec.backend == "openai":
+        from cp_assets.lib.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    from cp_assets.lib.backends.vllm_engine import VLLMBackend
+
+    return VLLMBackend(spec)
+
+
+def generate(model_id: str, requests: Sequence[GenerationRequest], params: SamplingParams | None = None, *,
+             registry: ModelRegistry | None = None, device: str | None = None) -> Iterator[Rollout]:
+    backend = backend_for((registry or load_models()).get(model_id), device=device)
+    return backend.generate(list(requests), params or SamplingParams())
+
+
+def stream(model_id: str, request: GenerationRequest, on_text: Callable[[str], None],
+           params: SamplingParams | None = None, *, registry: ModelRegistry | None = None) -> Rollout:
+    backend = backend_for((registry or load_models()).get(model_id))
+    return backend.stream(request, params or SamplingParams(), on_text)
+
+
+def generate_and_store(backend: Backend, requests: Sequence[GenerationRequest], params: SamplingParams, db,
+                       *, grade: Callable[[Rollout], bool | None] | None = None, flush_every: int = 1,
+                       log: Callable[[str], None] = print) -> dict:
+    """Generate what is missing for (model, params) and persist rollouts as they complete.
+
+    Requests whose (sample id, model, params hash) already has a rollout are skipped, so a killed run resumes and
+    a rerun with the same parameters generates nothing. Returns figures for asset metadata."""
+    import time
+
+    eval_sets = {r.eval_set for r in requests}
+    key = params.key(requests[0].system_prompt) if requests else params.key()
+    done: set[str] = set()
+    for es in eval_sets:
+        done |= db.done_sample_ids(backend.model_id, key, es)
+    todo = [r for r in requests if r.sample_id not in done]
+    log(f"{backend.model_id}: {len(requests)} samples, {len(done & {r.sample_id for r in requests})} already "
+        f"generated, {len(todo)} to generate (params {key})")
+    pending: list[Rollout] = []
+    n = tokens = 0
+    t0 = last = time.perf_counter()
+    for rollout in backend.generate(todo, params):
+        if grade is not None:
+            rollout = rollout.model_copy(update={"correct": grade(rollout)})
+        pending.append(rollout)
+        n += 1
+        tokens += rollout.n_completion_tokens or 0
+        if len(pending) >= flush_every or time.perf_counter() - last > 30:
+            db.write_rollouts(pending)
+            pending, last = [], time.perf_counter()
+            rate = n / (last - t0)
+            log(f"{backend.model_id}: {n}/{len(todo)} rollouts ({rate:.2f}/s, {tokens / (last - t0):.1f} tokens/s)")
+    db.write_rollouts(pending)
+    secs = time.perf_counter() - t0
+    return {"requested": len(requests), "generated": n, "skipped_existing": len(requests) - len(todo),
+            "params_hash": key, "seconds": round(secs, 2), "completion_tokens": tokens,
+            "tokens_per_s": round(tokens / secs, 1) if secs and tokens else None}

@@ -1,0 +1,21 @@
+"""`LLMResource`: every model of the models registry behind one `backend(model_id)` / `generate()`."""
+
+
+import dagster as dg
+
+from cp_assets.lib.generate import backend_for
+from cp_assets.lib.models import ModelRegistry, load_models
+from cp_assets.lib.rollouts import Backend
+
+
+class LLMResource(dg.ConfigurableResource):
+    """`models_file`: the models registry (CPROX_MODELS; default models.yaml). `device`: for local models."""
+
+    models_file: str | None = None
+    device: str | None = None
+
+    def registry(self) -> ModelRegistry:
+        return load_models(self.models_file or None)
+
+    def backend(self, model_id: str) -> Backend:
+        return backend_for(self.registry().get(model_id), device=self.device)
