@@ -5,10 +5,14 @@ import dagster as dg
 
 from cp_assets.defs.chunks import chunks
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
+from cp_assets.defs.eval_samples import eval_samples
+from cp_assets.defs.models_sensor import models_registry_sensor
 from cp_assets.defs.raw_corpus import raw_corpus
+from cp_assets.defs.rollouts import rollouts
 from cp_assets.resources import local_resources
 
 corpus_assets = [raw_corpus, chunks, embeddings]
+eval_assets = [eval_samples, rollouts]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
@@ -26,9 +30,20 @@ all_assets_job = dg.define_asset_job(
     description="Everything for one split: raw_corpus -> chunks -> embeddings (+ checks).",
 )
 
+eval_samples_job = dg.define_asset_job(
+    "eval_samples_job", selection=dg.AssetSelection.assets(eval_samples),
+    description="Load one eval set's samples into the results DuckDB.",
+)
+rollouts_job = dg.define_asset_job(
+    "rollouts_job", selection=dg.AssetSelection.assets(rollouts),
+    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    description="Generate and grade rollouts for one eval set x model (GPU pool for local and vLLM models).",
+)
+
 defs = dg.Definitions(
-    assets=corpus_assets,
+    assets=corpus_assets + eval_assets,
     asset_checks=all_embedding_checks,
-    jobs=[corpus_job, gpu_embed_job, all_assets_job],
+    jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job],
+    sensors=[models_registry_sensor],
     resources=local_resources(),
 )

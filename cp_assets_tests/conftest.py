@@ -46,6 +46,8 @@ os.environ.update(
     TRANSFORMERS_OFFLINE="1",
     TOKENIZERS_PARALLELISM="false",
     DAGSTER_HOME=str(TEST_HOME / "dagster_home"),
+    # converted GGUF checkpoints outlive the test run (converting SmolLM2 takes ~20 s)
+    CPROX_MODEL_CACHE=str(Path(__file__).resolve().parents[1] / ".cprox" / "models"),
 )
 os.environ.pop("CPROX_DATABASE_URL", None)
 (TEST_HOME / "dagster_home").mkdir(exist_ok=True)

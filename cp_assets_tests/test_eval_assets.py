@@ -1,0 +1,163 @@
+"""eval_samples and rollouts through Dagster: partitions (eval set x dynamic model), the models sensor, grading,
+idempotent reruns, resuming after kill -9, and clear errors for unknown or unreachable models."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import pytest
+
+from cp_assets_tests.conftest import TEST_HOME, metadata
+
+SMOL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def instance():
+    from cp_assets.defs.models_sensor import sync_model_partitions
+
+    inst = dg.DagsterInstance.ephemeral()
+    assert SMOL in sync_model_partitions(inst)
+    return inst
+
+
+@pytest.fixture(scope="module")
+def results_db():
+    from cp_assets.lib.results_db import ResultsDB
+
+    return ResultsDB()
+
+
+def materialize(assets, partition, instance, resources, config=None, **kw):
+    from cp_assets.definitions import eval_assets
+
+    run_config = {"ops": {"rollouts": {"config": config}}} if config else None
+    return dg.materialize(eval_assets, selection=assets, partition_key=partition, instance=instance,
+                          resources=resources, run_config=run_config, **kw)
+
+
+def key(eval_set, model=SMOL):
+    return dg.MultiPartitionKey({"eval_set": eval_set, "model": model})
+
+
+@pytest.mark.parametrize("eval_set,n,first", [("gsm8k", 1319, "gsm8k:0"), ("math500", 500, "math500:0"),
+                                              ("recall", 79, "recall:sonnet18")])
+def test_eval_samples_asset(instance, resources, results_db, eval_set, n, first):
+    result = materialize(["eval_samples"], eval_set, instance, resources)
+    md = metadata(result, "eval_samples")
+    assert md["samples"] == n and md["first_id"] == first
+    rows = results_db.samples(eval_set)
+    assert len(rows) == n and rows[0]["sample_id"] == first
+    assert materialize(["eval_samples"], eval_set, instance, resources).success  # idempotent
+    assert len(results_db.samples(eval_set)) == n
+
+
+def test_models_sensor_syncs_dynamic_partitions(tmp_path, monkeypatch):
+    from cp_assets.defs.models_sensor import models_registry_sensor
+
+    inst = dg.DagsterInstance.ephemeral()
+    inst.add_dynamic_partitions("models", ["gone-model", SMOL])
+    result = models_registry_sensor(dg.build_sensor_context(instance=inst))
+    reqs = result.dynamic_partitions_requests
+    assert [type(r).__name__ for r in reqs] == ["AddDynamicPartitionsRequest", "DeleteDynamicPartitionsRequest"]
+    assert SMOL not in reqs[0].partition_keys and "gemma3-270m" in reqs[0].partition_keys
+    assert reqs[1].partition_keys == ["gone-model"]
+    custom = tmp_path / "models.yaml"
+    custom.write_text("models:\n  only-one:\n    backend: openai\n    base_url: http://127.0.0.1:9/v1\n")
+    monkeypatch.setenv("CPROX_MODELS", str(custom))
+    reqs = models_registry_sensor(dg.build_sensor_context(instance=inst)).dynamic_partitions_requests
+    assert reqs[0].partition_keys == ["only-one"] and set(reqs[1].partition_keys) == {"gone-model", SMOL}
+
+
+def test_rollouts_generate_grade_and_rerun_nothing(instance, resources, results_db):
+    assert materialize(["eval_samples"], "gsm8k", instance, resources).success
+    cfg = {"limit": 3, "max_tokens": 32}
+    md = metadata(materialize(["rollouts"], key("gsm8k"), instance, resources, cfg), "rollouts")
+    assert (md["generated"], md["skipped_existing"], md["rollouts"]) == (3, 0, 3)
+    assert md["backend"] == "local" and 0 <= md["accuracy"] <= 1 and md["tokens_per_s"] > 0
+    stored = results_db.rollouts(eval_set="gsm8k", model_id=SMOL, params_hash=md["params_hash"])
+    assert [r.sample_id for r in stored] == ["gsm8k:0", "gsm8k:1", "gsm8k:2"]
+    assert all(r.correct is not None and r.completion_token_ids and r.logprobs for r in stored)
+    assert stored[0].metadata["reference"] == "18" and stored[0].metadata["n_steps"] == 2
+
+    again = metadata(materialize(["rollouts"], key("gsm8k"), instance, resources, cfg), "rollouts")
+    assert (again["generated"], again["skipped_existing"]) == (0, 3), "same parameters: nothing generated"
+    more = metadata(materialize(["rollouts"], key("gsm8k"), instance, resources, cfg | {"limit": 4}), "rollouts")
+    assert (more["generated"], more["skipped_existing"]) == (1, 3)
+    other = metadata(materialize(["rollouts"], key("gsm8k"), instance, resources, {"limit": 2, "max_tokens": 16}),
+                     "rollouts")
+    assert other["generated"] == 2 and other["params_hash"] != md["params_hash"]
+
+
+def test_unknown_and_unreachable_models_fail_clearly(resources, tmp_path, monkeypatch):
+    from cp_assets.defs.models_sensor import sync_model_partitions
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    custom = tmp_path / "models.yaml"
+    custom.write_text("models:\n  down-server:\n    backend: openai\n    base_url: http://127.0.0.1:9/v1\n"
+                      "    max_retries: 0\n    timeout_s: 5\n")
+    monkeypatch.setenv("CPROX_MODELS", str(custom))
+    from cp_assets.resources import local_resources
+
+    sync_model_partitions(instance)
+    result = materialize(["rollouts"], key("recall", "down-server"), instance, local_resources(),
+                         {"limit": 2, "max_tokens": 8}, raise_on_error=False)
+    assert not result.success
+    text = str([e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error)
+    assert "down-server" in text and "recall:" in text and "127.0.0.1:9" in text
+    from cp_assets.lib.models import ModelRegistryError, load_models
+
+    with pytest.raises(ModelRegistryError, match="unknown model 'smollm2-135m-instruct'"):
+        load_models().get(SMOL)
+
+
+RUNNER = textwrap.dedent("""
+    import dagster as dg
+    from cp_assets.definitions import eval_assets
+    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.resources import local_resources
+
+    inst = dg.DagsterInstance.ephemeral()
+    sync_model_partitions(inst)
+    key = dg.MultiPartitionKey({"eval_set": "recall", "model": "smollm2-135m-instruct"})
+    res = dg.materialize(eval_assets, selection=["rollouts"], partition_key=key, instance=inst,
+                         resources=local_resources(),
+                         run_config={"ops": {"rollouts": {"config": {"limit": 24, "max_tokens": 12}}}})
+    md = {e.asset_key.to_user_string(): e.materialization.metadata for e in res.get_asset_materialization_events()}
+    print("GENERATED", md["rollouts"]["generated"].value, "SKIPPED", md["rollouts"]["skipped_existing"].value)
+""")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_rollouts_then_rerun_resumes(instance, resources, results_db):
+    from cp_assets.lib.rollouts import SamplingParams
+
+    assert materialize(["eval_samples"], "recall", instance, resources).success
+    params_hash = SamplingParams(max_tokens=12).key()
+
+    def done() -> int:
+        return len(results_db.done_sample_ids(SMOL, params_hash, "recall"))
+
+    env = dict(os.environ, CPROX_HOME=str(TEST_HOME))
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while done() < 8:  # one local batch is 8 prompts
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no rollout was persisted in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = done()
+    assert 8 <= before < 24
+    out = subprocess.run([sys.executable, "-c", RUNNER], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    generated = int(out.stdout.split("GENERATED ")[1].split()[0])
+    assert generated == 24 - before and done() == 24
+    rows = results_db.rollouts(eval_set="recall", model_id=SMOL, params_hash=params_hash)
+    assert len(rows) == len({r.sample_id for r in rows}) == 24
