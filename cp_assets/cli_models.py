@@ -2,6 +2,8 @@
 
   cprox rollout --model ID "PROMPT" [--system "..."] [--stream] [--max-tokens N] [--temperature T] [--json]
   cprox models [--json]
+  cprox rollouts --eval SET [--eval ...] --model ID [--model ...] [--limit N] [--max-tokens N]
+      materialize eval_samples + rollouts in-process (recorded in DAGSTER_HOME) and print accuracy per partition
 """
 
 import json
@@ -64,6 +66,47 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_rollouts(args) -> int:
+    import os
+    import time
+
+    import dagster as dg
+
+    from cp_assets.definitions import eval_assets
+    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.lib.evals import load_evals
+    from cp_assets.resources import local_resources
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    sync_model_partitions(instance)
+    eval_sets = args.eval or load_evals().names()
+    config = {"limit": args.limit, "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    table = Table(title="rollouts")
+    for col in ("eval set", "model", "ok", "rollouts", "generated", "skipped", "accuracy", "tokens/s", "seconds"):
+        table.add_column(col, justify="right")
+    failed = False
+    for eval_set in eval_sets:
+        res = dg.materialize(eval_assets, selection=["eval_samples"], partition_key=eval_set, instance=instance,
+                             resources=local_resources(), run_config=log, raise_on_error=False)
+        failed |= not res.success
+        for model in args.model:
+            t0 = time.perf_counter()
+            key = dg.MultiPartitionKey({"eval_set": eval_set, "model": model})
+            res = dg.materialize(eval_assets, selection=["rollouts"], partition_key=key, instance=instance,
+                                 resources=local_resources(), raise_on_error=False,
+                                 run_config=log | {"ops": {"rollouts": {"config": config}}})
+            md = {k: v.value for e in res.get_asset_materialization_events()
+                  for k, v in e.materialization.metadata.items()}
+            failed |= not res.success
+            table.add_row(eval_set, model, "yes" if res.success else "[red]NO[/red]", str(md.get("rollouts", "")),
+                          str(md.get("generated", "")), str(md.get("skipped_existing", "")),
+                          str(md.get("accuracy", "")), str(md.get("tokens_per_s", "")),
+                          f"{time.perf_counter() - t0:.1f}")
+    err.print(table)
+    return 1 if failed else 0
+
+
 def add_parsers(sub) -> None:
     r = sub.add_parser("rollout", help="generate one completion with a registered model")
     r.add_argument("prompt", help="the prompt ('-' reads stdin)")
@@ -76,6 +119,16 @@ def add_parsers(sub) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="print the Rollout record as one JSON object")
     r.set_defaults(fn=cmd_rollout)
+
+    x = sub.add_parser("rollouts", help="materialize eval_samples + rollouts for eval sets x models, in-process")
+    x.add_argument("--eval", action="append", help="repeatable; default: every eval set in evals.yaml")
+    x.add_argument("--model", action="append", required=True, help="repeatable model id")
+    x.add_argument("--limit", type=int, default=None, help="first N samples of each eval set")
+    x.add_argument("--max-tokens", type=int, default=256)
+    x.add_argument("--temperature", type=float, default=0.0)
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--log-level", default="INFO")
+    x.set_defaults(fn=cmd_rollouts)
 
     m = sub.add_parser("models", help="the models registry")
     m.add_argument("--json", action="store_true")
