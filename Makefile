@@ -41,6 +41,7 @@ db-stop:
 demo: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(VENV)/bin/cprox materialize
 	$(VENV)/bin/cprox summary
+	time $(VENV)/bin/cprox rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 96 --log-level WARNING
 
 summary:
 	$(VENV)/bin/cprox summary
