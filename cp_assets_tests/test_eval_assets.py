@@ -79,6 +79,7 @@ def test_rollouts_generate_grade_and_rerun_nothing(instance, resources, results_
     md = metadata(materialize(["rollouts"], key("gsm8k"), instance, resources, cfg), "rollouts")
     assert (md["generated"], md["skipped_existing"], md["rollouts"]) == (3, 0, 3)
     assert md["backend"] == "local" and 0 <= md["accuracy"] <= 1 and md["tokens_per_s"] > 0
+    assert md["accuracy_by_n_steps"].startswith("![accuracy by n_steps](data:image/png;base64,")
     stored = results_db.rollouts(eval_set="gsm8k", model_id=SMOL, params_hash=md["params_hash"])
     assert [r.sample_id for r in stored] == ["gsm8k:0", "gsm8k:1", "gsm8k:2"]
     assert all(r.correct is not None and r.completion_token_ids and r.logprobs for r in stored)

@@ -164,3 +164,16 @@ def test_local_generation_is_thread_safe(smol):
     for t in threads:
         t.join()
     assert not errors and len(results) == 3
+
+
+@pytest.mark.parametrize("metas,field,expected", [
+    ([{"level": 1}, {"level": 1}, {"level": 2}], "level", {1: (0.5, 2), 2: (1.0, 1)}),
+    ([{"category": "poem"}, {"category": "poem"}, {"category": "speech"}], "category",
+     {"poem": (0.5, 2), "speech": (1.0, 1)}),
+    ([{}, {}, {}], None, {}),
+])
+def test_accuracy_by_group(metas, field, expected):
+    from cp_assets.lib.rollouts import accuracy_by
+
+    rs = [rollout(f"s:{i}", metadata=m, correct=c) for i, (m, c) in enumerate(zip(metas, [False, True, True]))]
+    assert accuracy_by(rs + [rollout("s:x", metadata=metas[0], correct=None)]) == (field, expected)

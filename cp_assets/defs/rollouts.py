@@ -9,12 +9,14 @@ import collections
 
 import dagster as dg
 
+from cp_assets.lib import plots, settings
+
 from cp_assets.defs.eval_samples import eval_samples
 from cp_assets.defs.partitions import eval_model_partitions
 from cp_assets.lib.evals import load_evals, load_samples, to_request
 from cp_assets.lib.generate import generate_and_store
 from cp_assets.lib.grading import grade
-from cp_assets.lib.rollouts import SamplingParams
+from cp_assets.lib.rollouts import SamplingParams, accuracy_by
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -59,9 +61,16 @@ def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLM
               if r.sample_id in by_id]
     graded = [r.correct for r in stored if r.correct is not None]
     finish = collections.Counter(r.finish_reason for r in stored)
-    return dg.MaterializeResult(metadata=figures | {
+    extra = {}
+    field, by = accuracy_by(stored)
+    if by:
+        png = plots.bars([str(k) for k in by], [a for a, _ in by.values()],
+                         settings.home() / "plots" / f"rollouts_{eval_set}_{model_id}.png",
+                         f"{model_id} on {eval_set}: accuracy by {field}", "accuracy", [n for _, n in by.values()])
+        extra[f"accuracy_by_{field}"] = dg.MetadataValue.md(plots.markdown_image(png, f"accuracy by {field}"))
+    return dg.MaterializeResult(metadata={k: v for k, v in (extra | figures | {
         "model": model_id, "backend": backend.backend, "eval_set": eval_set, "rollouts": len(stored),
         "accuracy": round(sum(graded) / len(graded), 4) if graded else None,
         "finish_reasons": dict(finish), "params": params.model_dump(mode="json"),
         "mean_latency_s": round(sum(r.latency_s for r in stored) / len(stored), 3) if stored else None,
-    })
+    }).items() if v is not None})
