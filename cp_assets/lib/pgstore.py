@@ -12,6 +12,7 @@ Tables
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ class PgStore:
         self.url, self.home = url, home
         self._resolved: str | None = None
         self._schema_ready = False
+        self._reader: psycopg.Connection | None = None  # kept open for searches (a connect costs ~10 ms)
+        self._reader_lock = threading.Lock()
 
     # -- connections --------------------------------------------------------------------------------------------
     def dsn(self) -> str:
@@ -113,6 +116,19 @@ class PgStore:
         if self._schema_ready:
             register_vector(conn)
         return conn
+
+    @contextmanager
+    def reader(self) -> Iterator[psycopg.Connection]:
+        """The store's long-lived autocommit connection for reads, one user at a time; reopened when broken."""
+        self.ensure_schema()
+        with self._reader_lock:
+            if self._reader is None or self._reader.closed or self._reader.broken:
+                self._reader = self.connect(autocommit=True)
+            try:
+                yield self._reader
+            except psycopg.OperationalError:
+                self._reader.close()
+                raise
 
     @contextmanager
     def session(self) -> Iterator[psycopg.Connection]:
@@ -354,7 +370,7 @@ class PgStore:
                         "JOIN cprox_chunks c USING (split, chunk_id) ORDER BY h.distance LIMIT %(k)s").format(
             inner=inner.format(e=expr, t=sql.Identifier(emb_table(slug)), w=where))
         cand = max(k, ef_search) if metric == "l1" else k
-        with self.session() as conn:
+        with self.reader() as conn:
             if not self._exists(conn, emb_table(slug)):
                 raise LookupError(f"no embeddings for model {slug!r} yet: materialize the `embeddings` asset first")
             conn.execute("SET enable_indexscan = %s" % ("off" if exact else "on"))
