@@ -177,3 +177,9 @@ def test_accuracy_by_group(metas, field, expected):
 
     rs = [rollout(f"s:{i}", metadata=m, correct=c) for i, (m, c) in enumerate(zip(metas, [False, True, True]))]
     assert accuracy_by(rs + [rollout("s:x", metadata=metas[0], correct=None)]) == (field, expected)
+
+
+def test_completion_tokens_fall_back_to_server_usage():
+    assert rollout().n_completion_tokens == 2
+    assert rollout(completion_token_ids=None, metadata={"usage": {"completion_tokens": 7}}).n_completion_tokens == 7
+    assert rollout(completion_token_ids=None, metadata={}).n_completion_tokens is None

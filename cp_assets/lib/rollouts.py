@@ -75,7 +75,11 @@ class Rollout(BaseModel):
 
     @property
     def n_completion_tokens(self) -> int | None:
-        return len(self.completion_token_ids) if self.completion_token_ids is not None else None
+        """From the token ids, else the server's usage count (OpenAI-compatible servers rarely return ids)."""
+        if self.completion_token_ids is not None:
+            return len(self.completion_token_ids)
+        usage = self.metadata.get("usage") or {}
+        return usage.get("completion_tokens") if isinstance(usage, dict) else None
 
 
 class GenerationError(RuntimeError):

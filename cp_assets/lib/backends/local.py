@@ -86,7 +86,8 @@ class LocalBackend:
 
     @property
     def model_and_tokenizer(self):
-        return load(self.spec, self.device)
+        # cache on what determines the weights, so specs differing in batch size share one loaded model
+        return load(self.spec.model_copy(update={"batch_size": 1, "description": ""}), self.device)
 
     def render(self, req: GenerationRequest) -> str:
         """The text the model sees: the chat template for instruct models, else system + prompt as plain text."""
