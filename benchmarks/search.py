@@ -18,8 +18,8 @@ Measured, all with k = `--k`:
                      no), prefers a bitmap scan + sort (exact, slow) to the HNSW index; the row is shown only when
                      the plan has no HNSW scan. Then the benchmark runs ANALYZE and VACUUM itself (timed), so that
                      autovacuum does not do it in the middle of the measurements.
-  pgvector HNSW      PgStore.search (pipelined batch; per-query latency = one call per query, which opens a
-                     connection like the CLI/`search(engine='pgvector')` does), for each --ef value
+  pgvector HNSW      PgStore.search (pipelined batch; per-query latency = one call per query, on the store's
+                     long-lived reader connection; a fresh process pays one connect more), for each --ef value
   pgvector raw SQL   `ORDER BY embedding <=> q LIMIT k` on the partition over one open connection (the index alone)
   pgvector exact     PgStore.search(exact=True): sequential scan (a sample of queries at large n)
   FAISS IndexFlatIP, FAISS IndexHNSWFlat (M=--m, efConstruction=--efc, like pgvector), for each --ef
@@ -323,7 +323,8 @@ def run(args, home) -> int:
             for _ in range(20):
                 store.connect().close()
         build.append(["PgStore.connect() (connect + register_vector)", t.s / 20, f"{t.s / 20 * 1e3:.1f} ms per "
-                      "connection; each PgStore.search / memory_search call opens one or two"])
+                      "connection; memory_search opens two per call (partition_version, chunk_texts), PgStore.search "
+                      "reuses its reader connection"])
         with store.connect() as conn:
             st = conn.execute("SELECT c.reltuples::bigint, s.last_analyze, s.last_autoanalyze, s.n_mod_since_analyze "
                               "FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = %s",
