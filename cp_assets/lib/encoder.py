@@ -37,8 +37,12 @@ def model_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.split("/")[-1].lower()).strip("_")[:40]
 
 
-@lru_cache(maxsize=4)
 def load_model(name: str, device: str | None = None):
+    return _load_model(name, device)  # one cache key for load_model(name) and load_model(name, None)
+
+
+@lru_cache(maxsize=4)
+def _load_model(name: str, device: str | None):
     from sentence_transformers import SentenceTransformer  # 7-8 s import: keep it out of module import
 
     return SentenceTransformer(resolve_model(name), device=device)

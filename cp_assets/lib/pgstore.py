@@ -297,11 +297,15 @@ class PgStore:
             got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(b))).fetchone()[0]
             if got != expected:
                 raise RuntimeError(f"build table {b} has {got} rows, expected {expected}: not published")
-            conn.execute("SET maintenance_work_mem = '512MB'")
+            # the HNSW graph needs ~2.5 KB per 384-d row in memory; past maintenance_work_mem it spills (much slower)
+            conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(
+                sql.Literal(f"{min(8192, max(512, expected * 25 // 10240 + 1))}MB")))
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{b}_hnsw")))
             conn.execute(sql.SQL("CREATE INDEX {i} ON {b} USING hnsw (embedding vector_cosine_ops) "
                                  "WITH (m = {m}, ef_construction = {efc})").format(
                 i=sql.Identifier(f"{b}_hnsw"), b=sql.Identifier(b), m=sql.Literal(m), efc=sql.Literal(ef_construction)))
+            conn.commit()
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(b)))  # else small splits skip the index
             conn.commit()
             with conn.transaction():
                 if self._exists(conn, p):
