@@ -10,7 +10,9 @@ CPROX_MODEL_CACHE    converted generation checkpoints (default CPROX_HOME/models
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +25,29 @@ def _path(var: str, default: Path) -> Path:
 
 
 def data_dir() -> Path:
-    return _path("CPROX_DATA_DIR", (REPO_ROOT / ".." / "shared" / "data").resolve())
+    """CPROX_DATA_DIR, else ../shared/data next to the repo; a clone of a local checkout (`git clone . /tmp/x`)
+    falls back to the data next to the checkout it was cloned from."""
+    value = os.environ.get("CPROX_DATA_DIR")
+    if value:
+        return Path(value).expanduser().resolve()
+    default = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    if default.is_dir():
+        return default
+    origin = _local_origin()
+    fallback = (origin / ".." / "shared" / "data").resolve() if origin else None
+    return fallback if fallback and fallback.is_dir() else default
+
+
+@functools.lru_cache(maxsize=1)
+def _local_origin() -> Path | None:
+    """The checkout this repo was cloned from, when `origin` is a local path."""
+    try:
+        url = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://")) if url and "://" not in url.replace("file://", "") else None
+    return path if path and path.is_dir() else None
 
 
 def corpora_file() -> Path:
