@@ -6,7 +6,7 @@ import collections
 import dagster as dg
 
 from cp_assets.defs.partitions import eval_set_partitions
-from cp_assets.lib.evals import load_evals, load_samples, to_request
+from cp_assets.lib.evals import sample_rows
 from cp_assets.resources.results import ResultsStore
 
 
@@ -19,17 +19,13 @@ from cp_assets.resources.results import ResultsStore
                 "metadata (level, subject, steps, category), and the prompt sent to models; table `eval_samples`.",
 )
 def eval_samples(context: dg.AssetExecutionContext, results: ResultsStore) -> dg.MaterializeResult:
-    name = context.partition_key
-    definition = load_evals().get(name)
-    samples = load_samples(name)
-    rows = [{"sample_id": s.id, "row_idx": i, "prompt": s.prompt, "reference": s.reference,
-             "request_prompt": to_request(s, definition).prompt, "metadata": s.metadata}
-            for i, s in enumerate(samples)]
-    n = results.db().replace_samples(name, rows)
-    context.log.info(f"{name}: {n} samples into {results.db().path}")
-    by = collections.Counter(str(s.metadata.get("level") or s.metadata.get("category") or "all") for s in samples)
+    name, db = context.partition_key, results.db()
+    rows = sample_rows(name)
+    n = db.replace_samples(name, rows)
+    context.log.info(f"{name}: {n} samples into {db.path}")
+    by = collections.Counter(str(r["metadata"].get("level") or r["metadata"].get("category") or "all") for r in rows)
     return dg.MaterializeResult(metadata={
-        "samples": n, "by_level_or_category": dict(sorted(by.items())), "results_db": str(results.db().path),
+        "samples": n, "by_level_or_category": dict(sorted(by.items())), "results_db": str(db.path),
         "first_id": rows[0]["sample_id"] if rows else None,
         "preview": dg.MetadataValue.md("\n".join(f"- `{r['sample_id']}`: {r['prompt'][:120]!r}" for r in rows[:5])),
     })

@@ -26,10 +26,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cp_assets.lib import settings
+from cp_assets.lib.registry import validated_yaml
 from cp_assets.lib.rollouts import GenerationRequest
 from cp_assets.lib.samples import AnySample, Sample, hf_samples, read_samples
 
@@ -175,22 +175,9 @@ def evals_file() -> Path:
 
 def load_evals(path: Path | str | None = None, data_dir: Path | str | None = None) -> EvalRegistry:
     path = Path(path) if path else evals_file()
-    data_dir = Path(data_dir) if data_dir else settings.data_dir()
-    if not path.exists():
-        raise EvalRegistryError(f"eval registry {path} not found (set CPROX_EVALS to your registry file)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise EvalRegistryError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        registry = EvalRegistry.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise EvalRegistryError(f"{path}: {problems}") from exc
+    registry = validated_yaml(path, EvalRegistry, EvalRegistryError, "eval registry; set CPROX_EVALS to your file")
     registry.file = path
-    registry.data_dir = data_dir
+    registry.data_dir = Path(data_dir) if data_dir else settings.data_dir()
     return registry
 
 
@@ -208,3 +195,12 @@ def to_request(sample: Sample, eval_def: EvalDef) -> GenerationRequest:
     meta.update(kind=eval_def.kind, reference=sample.reference)
     return GenerationRequest(sample_id=sample.id, prompt=eval_def.render(sample), system_prompt=eval_def.system_prompt,
                              eval_set=eval_def.name, metadata=meta)
+
+
+def sample_rows(name: str, registry: EvalRegistry | None = None) -> list[dict[str, Any]]:
+    """One eval set's samples as rows of the results table `eval_samples` (with the prompt sent to models)."""
+    registry = registry or load_evals()
+    definition = registry.get(name)
+    return [{"sample_id": s.id, "row_idx": i, "prompt": s.prompt, "reference": s.reference,
+             "request_prompt": to_request(s, definition).prompt, "metadata": s.metadata}
+            for i, s in enumerate(registry.load_samples(name))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from typing import Callable, Iterator, Sequence
 
 from cp_assets.lib.models import ModelRegistry, ModelSpec, load_models
@@ -71,3 +73,28 @@ def generate_and_store(backend: Backend, requests: Sequence[GenerationRequest], 
     return {"requested": len(requests), "generated": n, "skipped_existing": len(requests) - len(todo),
             "params_hash": key, "seconds": round(secs, 2), "completion_tokens": tokens,
             "tokens_per_s": round(tokens / secs, 1) if secs and tokens else None}
+
+
+def run_eval(backend: Backend, eval_set: str, params: SamplingParams, db, *, limit: int | None = None,
+             system_prompt: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, list[Rollout]]:
+    """Generate and grade what is missing of one eval set for one model; return figures and every stored rollout of
+    the set's (first `limit`) samples under these parameters."""
+    from cp_assets.lib.evals import load_evals, to_request
+    from cp_assets.lib.grading import grade
+
+    registry = load_evals()
+    samples = registry.load_samples(eval_set, limit)
+    by_id = {s.id: s for s in samples}
+    definition = registry.get(eval_set)
+    requests = [to_request(s, definition).model_copy(update={"system_prompt": system_prompt}) for s in samples]
+    figures = generate_and_store(backend, requests, params, db, log=log,
+                                 grade=lambda r: grade(by_id[r.sample_id], r.completion))
+    stored = [r for r in db.rollouts(eval_set=eval_set, model_id=backend.model_id, params_hash=figures["params_hash"])
+              if r.sample_id in by_id]
+    graded = [r.correct for r in stored if r.correct is not None]
+    figures |= {"model": backend.model_id, "backend": backend.backend, "eval_set": eval_set, "rollouts": len(stored),
+                "accuracy": round(sum(graded) / len(graded), 4) if graded else None,
+                "finish_reasons": dict(collections.Counter(r.finish_reason for r in stored)),
+                "params": params.model_dump(mode="json"),
+                "mean_latency_s": round(sum(r.latency_s for r in stored) / len(stored), 3) if stored else None}
+    return figures, stored

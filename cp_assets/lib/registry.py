@@ -140,22 +140,26 @@ class Registry(BaseModel):
         return list(self.splits)
 
 
-def load_registry(path: Path | str | None = None, data_dir: Path | str | None = None) -> Registry:
-    path = Path(path) if path else settings.corpora_file()
-    data_dir = Path(data_dir) if data_dir else settings.data_dir()
+def validated_yaml(path: Path, model: type[BaseModel], error: type[Exception], hint: str):
+    """Parse a YAML registry file into `model`; every problem becomes `error` naming the file and the field."""
     if not path.exists():
-        raise RegistryError(f"corpus registry {path} not found (set CPROX_CORPORA to your registry file)")
+        raise error(f"{path} not found ({hint})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
+        raise error(f"{path}: not valid YAML: {exc}") from exc
     try:
-        registry = Registry.model_validate(raw or {})
+        return model.model_validate(raw or {})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
-        raise RegistryError(f"{path}: {problems}") from exc
+        raise error(f"{path}: {problems}") from exc
+
+
+def load_registry(path: Path | str | None = None, data_dir: Path | str | None = None) -> Registry:
+    path = Path(path) if path else settings.corpora_file()
+    registry = validated_yaml(path, Registry, RegistryError, "corpus registry; set CPROX_CORPORA to your file")
     registry.file = path
-    registry.data_dir = data_dir
+    registry.data_dir = Path(data_dir) if data_dir else settings.data_dir()
     return registry

@@ -82,12 +82,13 @@ class LocalBackend:
 
     def __init__(self, spec: ModelSpec, device: str | None = None):
         self.spec, self.model_id, self.device = spec, spec.id, device
+        # the load cache key: what determines the weights, so specs differing in batch size share one loaded model
+        self._weights = spec.model_copy(update={"batch_size": 1, "description": ""})
         self._lock = threading.Lock()
 
     @property
     def model_and_tokenizer(self):
-        # cache on what determines the weights, so specs differing in batch size share one loaded model
-        return load(self.spec.model_copy(update={"batch_size": 1, "description": ""}), self.device)
+        return load(self._weights, self.device)
 
     def render(self, req: GenerationRequest) -> str:
         """The text the model sees: the chat template for instruct models, else system + prompt as plain text."""
