@@ -176,3 +176,13 @@ class Timer:
     def __exit__(self, *exc):
         self.s = time.perf_counter() - self.t0
         self.cpu = cpu_seconds(self.home) - self.c0 if self.track_cpu else float("nan")
+
+
+def run_in_private_home(prefix: str, run, args) -> int:
+    """`run(args, home)` with a fresh private CPROX_HOME, cleaned up on exit or SIGTERM (unless args.keep)."""
+    home = private_home(prefix)
+    install_sigterm()
+    try:
+        return run(args, home)
+    finally:
+        cleanup(home, keep=args.keep)

@@ -54,12 +54,7 @@ def main() -> int:
     if args.repeats < 1 or args.n < 1:
         ap.error("--n and --repeats must be at least 1")
 
-    home = C.private_home("cprox_bench_ingest_")
-    C.install_sigterm()
-    try:
-        return run(args, home)
-    finally:
-        C.cleanup(home, keep=args.keep)
+    return C.run_in_private_home("cprox_bench_ingest_", run, args)
 
 
 def run(args, home) -> int:

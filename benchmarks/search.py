@@ -214,12 +214,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the private CPROX_HOME (default: delete it)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
-    home = C.private_home("cprox_bench_search_")
-    C.install_sigterm()
-    try:
-        return run(args, home)
-    finally:
-        C.cleanup(home, keep=args.keep)
+    return C.run_in_private_home("cprox_bench_search_", run, args)
 
 
 def run(args, home) -> int:
