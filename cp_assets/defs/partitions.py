@@ -14,3 +14,7 @@ split_partitions = dg.StaticPartitionsDefinition(load_registry().names())
 eval_set_partitions = dg.StaticPartitionsDefinition(load_evals().names())
 model_partitions = dg.DynamicPartitionsDefinition(name="models")
 eval_model_partitions = dg.MultiPartitionsDefinition({"eval_set": eval_set_partitions, "model": model_partitions})
+# Proximity reports: eval set x corpus split (eval_proximity, contamination), model x corpus split (rollout_proximity,
+# rollout_traces).
+eval_split_partitions = dg.MultiPartitionsDefinition({"eval_set": eval_set_partitions, "split": split_partitions})
+model_split_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "split": split_partitions})

@@ -1,0 +1,83 @@
+"""Schemas of the proximity-report tables in the results DuckDB (`CPROX_HOME/results.duckdb`), defined once.
+
+Each table is written by one asset (`OWNERS`), replaced per partition in one transaction (delete the partition's
+rows, insert the new ones), so re-materializing is idempotent and a crash leaves the previous rows. The SQL models in
+`dbt_like_sql/` read these tables; their asset dependencies come from `OWNERS`.
+
+Distances are computed on unit-normalized embeddings: cosine = 1 - cos, l2 = Euclidean, inner_product = -<a, b>
+(pgvector's `<#>`, smaller is closer). `percentile` (0-100) places an item's nearest-neighbour cosine distance in
+the split's reference distribution (`reference_distances`: random chunks of the split to their nearest chunk of
+another document), so distances compare across splits and embedding models.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+DDL = {
+    "reference_distances": """
+        split TEXT NOT NULL, embed_model TEXT NOT NULL, version TEXT NOT NULL, chunk_id TEXT NOT NULL,
+        cosine DOUBLE NOT NULL""",
+    "eval_proximity": """
+        eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, embed_model TEXT NOT NULL,
+        min_cosine DOUBLE, min_l2 DOUBLE, min_inner_product DOUBLE, percentile DOUBLE,
+        nn_chunk_id TEXT, nn_doc_id TEXT, nn_text TEXT""",
+    "eval_neighbors": """
+        eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, embed_model TEXT NOT NULL,
+        rank INTEGER NOT NULL, chunk_id TEXT NOT NULL, doc_id TEXT NOT NULL, cosine DOUBLE, l2 DOUBLE,
+        inner_product DOUBLE""",
+    "rollout_proximity": """
+        model_id TEXT NOT NULL, split TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL, params_hash TEXT NOT NULL,
+        unit TEXT NOT NULL, idx INTEGER NOT NULL, char_start INTEGER, char_end INTEGER, text TEXT,
+        embed_model TEXT NOT NULL, nn_chunk_id TEXT, nn_doc_id TEXT, cosine DOUBLE, l2 DOUBLE, inner_product DOUBLE,
+        percentile DOUBLE""",
+    "contamination": """
+        eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, ngram_n INTEGER NOT NULL,
+        n_tokens INTEGER NOT NULL, ngram_overlap DOUBLE NOT NULL, contaminated_share DOUBLE NOT NULL,
+        longest_span INTEGER NOT NULL, bucket TEXT NOT NULL, substring_hits INTEGER NOT NULL, nn_distance DOUBLE,
+        nn_percentile DOUBLE, flagged BOOLEAN NOT NULL, flag_reason TEXT""",
+    "rollout_spans": """
+        model_id TEXT NOT NULL, split TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL, params_hash TEXT NOT NULL,
+        token_start INTEGER NOT NULL, token_end INTEGER NOT NULL, char_start INTEGER NOT NULL,
+        char_end INTEGER NOT NULL, text TEXT NOT NULL, n_tokens INTEGER NOT NULL, count BIGINT NOT NULL,
+        n_docs INTEGER NOT NULL, docs JSON""",
+    "proximity_correlations": """
+        eval_set TEXT NOT NULL, split TEXT NOT NULL, variable TEXT NOT NULL, model_id TEXT, n INTEGER NOT NULL,
+        rho DOUBLE, ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE""",
+}
+
+# table -> the asset that writes it (SQL models' dependencies are derived from this and from each other)
+OWNERS = {
+    "eval_samples": "eval_samples", "rollouts": "rollouts",
+    "reference_distances": "eval_proximity", "eval_proximity": "eval_proximity", "eval_neighbors": "eval_proximity",
+    "rollout_proximity": "rollout_proximity", "contamination": "contamination", "rollout_spans": "rollout_traces",
+    "proximity_correlations": "difficulty_report",
+}
+
+
+def ensure(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    for t in tables or DDL:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {t} ({DDL[t]})")
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: dict[str, str], columns: list[str],
+                 rows: list[tuple]) -> int:
+    """Delete the partition's rows (`where`: column -> value) and insert `rows`, in one transaction."""
+    ensure(con, table)
+    cond = " AND ".join(f"{c} = ?" for c in where)
+    con.execute("BEGIN")
+    try:
+        con.execute(f"DELETE FROM {table} WHERE {cond}", list(where.values()))
+        if rows:  # through Arrow: executemany is ~1,000x slower in DuckDB
+            batch = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+            con.register("_cprox_rows", batch)
+            try:
+                con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM _cprox_rows")
+            finally:
+                con.unregister("_cprox_rows")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return len(rows)
