@@ -79,8 +79,7 @@ class _null:
 def cmd_materialize(args) -> int:
     import dagster as dg
 
-    from cp_assets.definitions import corpus_assets
-    from cp_assets.defs.embeddings import all_embedding_checks
+    from cp_assets.definitions import corpus_assets, corpus_checks
     from cp_assets.lib.registry import load_registry
     from cp_assets.resources import local_resources
 
@@ -92,7 +91,7 @@ def cmd_materialize(args) -> int:
     for split in splits:
         t0 = time.perf_counter()
         err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
-        result = dg.materialize(corpus_assets + all_embedding_checks, selection=names, partition_key=split,
+        result = dg.materialize(corpus_assets + corpus_checks, selection=names, partition_key=split,
                                 instance=instance, resources=local_resources(), run_config=run_config,
                                 raise_on_error=False)
         figures = {"split": split, "ok": result.success, "seconds": round(time.perf_counter() - t0, 1)}
@@ -208,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("materialize", help="materialize corpus assets for splits, in-process")
     m.add_argument("--split", action="append", help="repeatable; default: every split in the registry")
-    m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings"],
+    m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings", "ngram_index"],
                    help="repeatable; default: all")
     m.add_argument("--log-level", default="INFO")
     m.add_argument("--json", action="store_true")
@@ -223,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets.cli_models import add_parsers
+    from cp_assets import cli_models, cli_trace
 
-    add_parsers(sub)
+    cli_models.add_parsers(sub)
+    cli_trace.add_parsers(sub)
     return p
 
 

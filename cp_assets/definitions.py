@@ -4,21 +4,26 @@
 import dagster as dg
 
 from cp_assets.defs.chunks import chunks
+from cp_assets.defs.contamination import contamination
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.eval_samples import eval_samples
 from cp_assets.defs.models_sensor import models_registry_sensor
+from cp_assets.defs.ngram_index import check_ngram_index_matches_corpus, ngram_index
 from cp_assets.defs.raw_corpus import raw_corpus
+from cp_assets.defs.rollout_traces import rollout_traces
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.resources import local_resources
 
-corpus_assets = [raw_corpus, chunks, embeddings]
+corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]
+corpus_checks = all_embedding_checks + [check_ngram_index_matches_corpus]
 eval_assets = [eval_samples, rollouts]
+report_assets = [contamination, rollout_traces]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
 corpus_job = dg.define_asset_job(
-    "corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks),
-    description="Read and chunk one corpus split (CPU).",
+    "corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks, ngram_index),
+    description="Read, chunk and n-gram-index one corpus split (CPU).",
 )
 gpu_embed_job = dg.define_asset_job(
     "gpu_embed_job", selection=dg.AssetSelection.assets(embeddings),
@@ -27,7 +32,7 @@ gpu_embed_job = dg.define_asset_job(
 )
 all_assets_job = dg.define_asset_job(
     "all_assets_job", selection=dg.AssetSelection.assets(*corpus_assets),
-    description="Everything for one split: raw_corpus -> chunks -> embeddings (+ checks).",
+    description="Everything for one split: raw_corpus -> chunks -> embeddings, ngram_index (+ checks).",
 )
 
 eval_samples_job = dg.define_asset_job(
@@ -41,8 +46,8 @@ rollouts_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=corpus_assets + eval_assets,
-    asset_checks=all_embedding_checks,
+    assets=corpus_assets + eval_assets + report_assets,
+    asset_checks=corpus_checks,
     jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job],
     sensors=[models_registry_sensor],
     resources=local_resources(),

@@ -78,12 +78,11 @@ def materialized(store, resources):
     """Every corpus asset and check, materialized once for each test split."""
     import dagster as dg
 
-    from cp_assets.definitions import corpus_assets
-    from cp_assets.defs.embeddings import all_embedding_checks
+    from cp_assets.definitions import corpus_assets, corpus_checks
 
     results = {}
     for split in SPLITS:
-        results[split] = dg.materialize(corpus_assets + all_embedding_checks, partition_key=split, resources=resources)
+        results[split] = dg.materialize(corpus_assets + corpus_checks, partition_key=split, resources=resources)
         assert results[split].success
     return results
 

@@ -26,7 +26,10 @@ def test_definitions_load():
     rollouts = repo.asset_graph.get(dg.AssetKey("rollouts"))
     assert rollouts.partitions_def.partition_dimension_names == ["eval_set", "model"]
     assert rollouts.pools == {"gpu"} and [s.name for s in repo.sensor_defs] == ["models_registry_sensor"]
-    assert len(repo.asset_graph.asset_check_keys) == 3
+    assert {k.name for k in repo.asset_graph.asset_check_keys} >= {
+        "check_embeddings_count_matches_chunks", "check_embeddings_dim_matches_model", "check_embeddings_finite",
+        "check_ngram_index_matches_corpus"}
+    assert {"ngram_index", "contamination", "rollout_traces"} <= keys
 
 
 def test_materialize_every_split(materialized, store):
@@ -38,16 +41,17 @@ def test_materialize_every_split(materialized, store):
         assert emb["tokens_per_s"] > 0 and ch["token_histogram"].startswith("![tokens per chunk](data:image/png")
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"check_embeddings_count_matches_chunks": True, "check_embeddings_dim_matches_model": True,
-                          "check_embeddings_finite": True}
+                          "check_embeddings_finite": True, "check_ngram_index_matches_corpus": True}
+        ngrams = metadata(result, "ngram_index")
+        assert ngrams["documents"] == raw["documents"] and ngrams["postings"] > 0
     raw = metadata(materialized["tiny"], "raw_corpus")
     assert raw["per_source"] == {"fineweb": 12, "sonnets": 20, "austen": 3}
 
 
 def run(assets, split, resources, **kw):
-    from cp_assets.definitions import corpus_assets
-    from cp_assets.defs.embeddings import all_embedding_checks
+    from cp_assets.definitions import corpus_assets, corpus_checks
 
-    return dg.materialize(corpus_assets + all_embedding_checks, selection=assets, partition_key=split,
+    return dg.materialize(corpus_assets + corpus_checks, selection=assets, partition_key=split,
                           resources=resources, **kw)
 
 

@@ -180,6 +180,12 @@ class PgStore:
             for doc_id, split_, source, locator, offset, text, meta in cur:
                 yield Document(doc_id, split_, source, locator, offset, text, meta)
 
+    def document_texts(self, split: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        """doc_id -> text for some documents of a split (snippets of traced spans)."""
+        with self.reader() as conn:
+            return dict(conn.execute("SELECT doc_id, text FROM cprox_documents WHERE split = %s AND doc_id = ANY(%s)",
+                                     (split, list(doc_ids))).fetchall())
+
     def chunk_rows(self, split: str) -> list[tuple[str, str, str, int]]:
         """(chunk_id, text_hash, text, n_tokens) of a split, in document order."""
         with self.session() as conn:

@@ -81,3 +81,11 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: dict[str, st
         con.execute("ROLLBACK")
         raise
     return len(rows)
+
+
+def ensure_readable(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """On a read-only connection: create missing tables as empty temp views, so readers need no writer first."""
+    for t in tables:
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [t]).fetchone()[0]
+        if not exists:
+            con.execute(f"CREATE TEMP TABLE {t} ({DDL[t]})")

@@ -1,0 +1,200 @@
+"""The n-gram index and verbatim tracing: exact counts against brute force, incremental updates, crash resume,
+contamination evidence (n-gram share, buckets, GPT-4 substrings, the flag rule). No Postgres: plain lib calls."""
+
+import random
+
+import numpy as np
+import pytest
+
+from cp_assets.lib.contamination import (FlagRule, NgramEvidence, bucket, ngram_evidence, normalize, substring_hits,
+                                         substring_probes)
+from cp_assets.lib.ngram_index import NgramIndex, tokenize, window_hashes
+from cp_assets.lib.trace import Segments, covered, kgram_presence, trace
+
+# every word is one WordPiece token, so token positions are word positions
+WORDS = "the cat dog red blue ran sat on a mat big small old new green house tree car".split()
+
+
+def corpus(n_docs=30, length=80, seed=0):
+    rng = random.Random(seed)
+    return [(f"d{i}", " ".join(rng.choice(WORDS[:8]) for _ in range(length))) for i in range(n_docs)]
+
+
+def brute_maximal(query: list[str], docs: list[list[str]], min_len: int) -> dict[tuple[int, int], int]:
+    """(start, end) -> occurrence count of each maximal span, by scanning every document."""
+    def count(span):
+        k = len(span)
+        return sum(d[p:p + k] == span for d in docs for p in range(len(d) - k + 1))
+
+    best = {}
+    for i in range(len(query)):
+        j = i
+        while j < len(query) and count(query[i:j + 1]):
+            j += 1
+        if j - i >= 1:
+            best[i] = j
+    spans, reach = {}, -1
+    for i in sorted(best):
+        if best[i] > reach:
+            reach = best[i]
+            if best[i] - i >= min_len:
+                spans[(i, best[i])] = count(query[i:best[i]])
+    return spans
+
+
+@pytest.fixture()
+def small_index(tmp_path):
+    docs = corpus()
+    idx = NgramIndex(tmp_path / "s.duckdb", n=4)
+    idx.update(docs, batch_tokens=300, log=lambda m: None)  # many committed batches
+    return idx, docs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_maximal_spans_and_counts_equal_brute_force(small_index, seed):
+    idx, docs = small_index
+    rng = random.Random(seed)
+    words = [d.split() for _, d in docs]
+    pieces = []
+    for _ in range(4):  # corpus slices glued with fresh words: spans of several lengths and counts
+        w = rng.choice(words)
+        a = rng.randrange(0, 60)
+        pieces += w[a:a + rng.randrange(4, 15)] + [rng.choice(WORDS[8:])]
+    got = {(s.token_start, s.token_end): s.count for s in trace(idx, " ".join(pieces), min_tokens=5)}
+    assert got == brute_maximal(pieces, words, 5)
+    assert got, "the query was built from corpus slices"
+
+
+@pytest.mark.parametrize("starts, ends, n_tokens, k, present", [
+    ([0], [10], 12, 8, [True, True, True, False, False]),
+    ([0, 5], [7, 12], 12, 8, [False] * 5),          # two overlapping matches do not make an 8-gram
+    ([2], [12], 12, 10, [False, False, True]),
+    ([], [], 5, 8, []),
+])
+def test_kgram_presence(starts, ends, n_tokens, k, present):
+    z = np.zeros(len(starts), dtype=np.int64)
+    seg = Segments(np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), z, z)
+    assert kgram_presence(seg, n_tokens, k).tolist() == present
+
+
+@pytest.mark.parametrize("starts, ends, min_len, share", [
+    ([0], [10], 10, 10 / 20), ([0], [9], 10, 0.0), ([0, 5], [10, 20], 10, 1.0), ([0, 15], [12, 20], 5, 17 / 20)])
+def test_covered_share(starts, ends, min_len, share):
+    z = np.zeros(len(starts), dtype=np.int64)
+    seg = Segments(np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), z, z)
+    assert covered(seg, 20, min_len).mean() == pytest.approx(share)
+
+
+def postings(idx):
+    with idx.connect(read_only=True) as con:
+        return sorted(con.execute("SELECT p.h, d.doc_id, p.pos FROM postings p JOIN docs d USING (doc)").fetchall())
+
+
+def test_incremental_update_equals_a_fresh_build(tmp_path):
+    docs = corpus(40)
+    idx = NgramIndex(tmp_path / "inc.duckdb", n=4)
+    first = idx.update(docs[:30], log=lambda m: None)
+    assert (first.added, first.kept, first.removed) == (30, 0, 0)
+    changed = [(d, t + " green house") if d == "d7" else (d, t) for d, t in docs[5:]]  # -5 docs, +10, 1 changed
+    second = idx.update(changed, batch_tokens=200, log=lambda m: None)
+    assert (second.added, second.kept, second.removed) == (11, 24, 5)
+    fresh = NgramIndex(tmp_path / "fresh.duckdb", n=4)
+    fresh.update(changed, log=lambda m: None)
+    assert postings(idx) == postings(fresh)
+    assert idx.update(changed, log=lambda m: None).added == 0, "a rerun with the same documents changes nothing"
+
+
+def test_a_crash_mid_update_keeps_whole_batches_and_the_rerun_completes(tmp_path):
+    docs = corpus(40)
+
+    def failing():
+        for i, d in enumerate(docs):
+            if i == 25:
+                raise RuntimeError("killed")
+            yield d
+
+    idx = NgramIndex(tmp_path / "c.duckdb", n=4)
+    with pytest.raises(RuntimeError):
+        idx.update(failing(), batch_tokens=200, log=lambda m: None)
+    partial = idx.stats()
+    assert 0 < partial["n_docs"] < 25, "committed batches survive, the batch in flight does not"
+    again = idx.update(docs, log=lambda m: None)
+    assert again.kept == partial["n_docs"] and idx.stats()["n_docs"] == 40
+    fresh = NgramIndex(tmp_path / "f.duckdb", n=4)
+    fresh.update(docs, log=lambda m: None)
+    assert postings(idx) == postings(fresh)
+
+
+def test_index_refuses_other_settings_and_short_spans(small_index, tmp_path):
+    idx, docs = small_index
+    with pytest.raises(ValueError, match="built with"):
+        NgramIndex(idx.path, n=6).update(docs, log=lambda m: None)
+    assert NgramIndex(idx.path, n=6).update(docs, rebuild=True, log=lambda m: None).added == len(docs)
+    with pytest.raises(ValueError, match="below the index's window"):
+        trace(NgramIndex(idx.path), "the cat sat", min_tokens=3)
+    with pytest.raises(ValueError, match="occurs twice"):
+        NgramIndex(tmp_path / "dup.duckdb").update([("a", "x y"), ("a", "z")], log=lambda m: None)
+
+
+def test_window_hashes_are_per_window_and_deterministic():
+    ids = np.array([5, 6, 7, 5, 6, 7, 5, 6], dtype=np.int64)
+    h = window_hashes(ids, 3, 100)
+    assert len(h) == 6 and h[0] == h[3] and h[1] == h[4] and len(set(h.tolist())) == 3
+    assert (window_hashes(ids, 3, 100) == h).all() and len(window_hashes(ids[:2], 3, 100)) == 0
+
+
+def test_trace_snippets_locate_real_text(small_index):
+    idx, docs = small_index
+    text = dict(docs)["d7"]
+    query = "green " + " ".join(text.split()[10:30]) + " house"
+    [span] = trace(idx, query, min_tokens=12, doc_text=lambda ids: {i: dict(docs)[i] for i in ids})
+    assert span.n_tokens >= 20 and span.text == " ".join(text.split()[10:30])
+    loc = next(loc for loc in span.locations if loc.doc_id == "d7")
+    assert loc.verified and dict(docs)["d7"][loc.char_start:loc.char_end] == span.text
+    assert "\u00ab" + span.text + "\u00bb" in loc.snippet
+
+
+@pytest.mark.parametrize("share, name", [(0.0, "clean"), (0.19, "clean"), (0.2, "not_clean"), (0.79, "not_clean"),
+                                         (0.8, "dirty"), (1.0, "dirty")])
+def test_llama2_buckets(share, name):
+    assert bucket(share) == name
+
+
+def test_ngram_evidence_of_verbatim_partial_and_clean_items(tmp_path):
+    docs = [("a", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                  "How many clips did Natalia sell altogether in April and May?"),
+            ("b", "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.")]
+    idx = NgramIndex(tmp_path / "e.duckdb")
+    idx.update(docs, log=lambda m: None)
+    verbatim, partial, clean = ngram_evidence(idx, [
+        docs[0][1], "Weng earns $12 an hour for babysitting. How much did she earn in total last week, in dollars?",
+        "A train leaves the station at noon and travels east at sixty miles per hour for three hours."])
+    assert verbatim.ngram_overlap == 1.0 and verbatim.contaminated_share == 1.0 and bucket(1.0) == "dirty"
+    assert 0 < partial.contaminated_share < 0.8 and 0 < partial.ngram_overlap < 1
+    assert clean == NgramEvidence(clean.n_tokens, 0.0, 0.0, 0)
+    with pytest.raises(ValueError, match="window"):
+        ngram_evidence(idx, ["x"], n=5)
+
+
+def test_gpt4_substring_probes_and_hits():
+    q = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins."
+    probes = substring_probes("gsm8k:0", q)
+    assert probes == substring_probes("gsm8k:0", q) and len(probes) == 3
+    assert all(len(p) == 50 and p in normalize(q) for p in probes)
+    assert substring_probes("x", "too short") == [] and substring_probes("x", "a" * 30) == ["a" * 30]
+    corpus_texts = ["Some page.\n" + q.upper().replace(" ", "  "), "unrelated text"]
+    assert substring_hits([probes, substring_probes("y", "A completely different question about trains and "
+                                                         "apples and sixty miles.")], corpus_texts) == [3, 0]
+
+
+@pytest.mark.parametrize("share, hits, dist, flagged, reason", [
+    (0.9, 3, 0.05, True, "ngram,substring,embedding"), (0.0, 0, 0.15, True, "embedding"),
+    (0.0, 0, 0.5, False, None), (0.25, 0, None, True, "ngram"), (0.1, 1, None, True, "substring")])
+def test_flag_rule(share, hits, dist, flagged, reason):
+    ev = NgramEvidence(20, share, share, 10)
+    assert FlagRule().apply(ev, hits, dist) == (flagged, reason)
+
+
+def test_tokenize_offsets_map_back_to_text():
+    [tk] = tokenize("all-minilm-l6-v2", ["Héllo, World! 42"])
+    assert [("Héllo, World! 42")[a:b] for a, b in tk.offsets] == ["Héllo", ",", "World", "!", "42"]
