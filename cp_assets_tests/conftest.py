@@ -38,7 +38,14 @@ splits:
         name: gsm8k
         template: "User: {question}\\nAssistant: {answer}"
         limit: 40
-""")
+  contam:
+    description: GSM8K test items planted in web text (contamination acceptance test; written by its fixture)
+    sources:
+      - path: %s
+        name: contam
+        text_field: text
+        id_field: id
+""" % (TEST_HOME / "contam.jsonl.gz"))
 os.environ.update(
     CPROX_HOME=str(TEST_HOME),
     CPROX_CORPORA=str(REGISTRY),
@@ -51,7 +58,8 @@ os.environ.update(
 )
 os.environ.pop("CPROX_DATABASE_URL", None)
 (TEST_HOME / "dagster_home").mkdir(exist_ok=True)
-SPLITS = ("tiny", "math")
+SPLITS = ("tiny", "math")  # materialized once for the session by `materialized`
+REGISTRY_SPLITS = SPLITS + ("contam",)  # contam: built and dropped by test_contamination
 
 
 @pytest.fixture(scope="session")

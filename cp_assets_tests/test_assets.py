@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 import pytest
 
-from cp_assets_tests.conftest import SPLITS, metadata
+from cp_assets_tests.conftest import REGISTRY_SPLITS, SPLITS, metadata
 
 
 def test_definitions_load():
@@ -17,7 +17,7 @@ def test_definitions_load():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_corpus", "chunks", "embeddings", "eval_samples", "rollouts"} <= keys
     node = repo.asset_graph.get(dg.AssetKey("embeddings"))
-    assert node.partitions_def.get_partition_keys() == list(SPLITS)
+    assert node.partitions_def.get_partition_keys() == list(REGISTRY_SPLITS)
     from cp_assets.defs.embeddings import embeddings
 
     assert embeddings.op.pool == "gpu"

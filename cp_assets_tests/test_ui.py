@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cp_assets_tests.conftest import SPLITS
+from cp_assets_tests.conftest import REGISTRY_SPLITS
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = """{
@@ -76,7 +76,7 @@ def test_webserver_lists_assets_partitions_and_checks(webserver):
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {"raw_corpus", "chunks", "embeddings"} <= set(nodes)
     for name in ("raw_corpus", "chunks", "embeddings"):
-        assert nodes[name]["isPartitioned"] and nodes[name]["partitionKeys"] == list(SPLITS)
+        assert nodes[name]["isPartitioned"] and nodes[name]["partitionKeys"] == list(REGISTRY_SPLITS)
     assert nodes["embeddings"]["pools"] == ["gpu"]
     checks = {c["name"]: c["blocking"] for c in nodes["embeddings"]["assetChecksOrError"]["checks"]}
     assert checks == {"check_embeddings_count_matches_chunks": True, "check_embeddings_dim_matches_model": True,
