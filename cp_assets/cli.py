@@ -7,6 +7,8 @@
   cprox db start|stop|status|url                          the embedded Postgres + pgvector
   cprox rollout --model ID "PROMPT" [--stream] [--json]   one generation (see `cprox rollout -h`)
   cprox models [--json]                                   the models registry
+  cprox trace "TEXT" [--split S] [--min-tokens 8] [--json] verbatim spans of a text in a split (exact counts, docs)
+  cprox sql "SELECT ..." [--json]                         query the results DuckDB (read-only)
 """
 
 import argparse
@@ -222,10 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets import cli_models, cli_trace
+    from cp_assets import cli_models, cli_reports, cli_trace
 
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
+    cli_reports.add_parsers(sub)
     return p
 
 

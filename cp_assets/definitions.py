@@ -5,6 +5,7 @@ import dagster as dg
 
 from cp_assets.defs.chunks import chunks
 from cp_assets.defs.contamination import contamination
+from cp_assets.defs.difficulty_report import difficulty_report
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.eval_samples import eval_samples
 from cp_assets.defs.models_sensor import models_registry_sensor
@@ -12,12 +13,13 @@ from cp_assets.defs.ngram_index import check_ngram_index_matches_corpus, ngram_i
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.defs.rollout_traces import rollout_traces
 from cp_assets.defs.rollouts import rollouts
+from cp_assets.defs.sql_models import sql_model_assets
 from cp_assets.resources import local_resources
 
 corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]
 corpus_checks = all_embedding_checks + [check_ngram_index_matches_corpus]
 eval_assets = [eval_samples, rollouts]
-report_assets = [contamination, rollout_traces]
+report_assets = [contamination, rollout_traces, difficulty_report, *sql_model_assets]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
