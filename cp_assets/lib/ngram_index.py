@@ -75,8 +75,18 @@ class Tokens:
         return len(self.ids)
 
 
-def tokenize(name: str, texts: Sequence[str]) -> list[Tokens]:
-    encs = load_tokenizer(name).encode_batch(list(texts), add_special_tokens=False)
+def tokenize(name: str, texts: Sequence[str], parallel: bool = False) -> list[Tokens]:
+    """`parallel`: use every core for this batch (the index build), even where TOKENIZERS_PARALLELISM=false is set
+    to keep forked workers safe; the setting is restored afterwards."""
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    if parallel:
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        encs = load_tokenizer(name).encode_batch(list(texts), add_special_tokens=False)
+    finally:
+        if parallel:
+            os.environ.pop("TOKENIZERS_PARALLELISM") if saved is None else os.environ.update(
+                TOKENIZERS_PARALLELISM=saved)
     return [Tokens(np.asarray(e.ids, dtype=np.int64), np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2))
             for e in encs]
 
@@ -219,7 +229,7 @@ class NgramIndex:
 
     def _add(self, con: duckdb.DuckDBPyConnection, batch: list[tuple[int, str, str, str]], stats: UpdateStats,
              log: Callable[[str], None], t0: float) -> None:
-        toks = tokenize(self.tokenizer, [t for *_, t in batch])
+        toks = tokenize(self.tokenizer, [t for *_, t in batch], parallel=True)
         hs, dd, pp = [], [], []
         for (doc, *_), tk in zip(batch, toks):
             h = self.hashes(tk.ids)
