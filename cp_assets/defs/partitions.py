@@ -18,3 +18,6 @@ eval_model_partitions = dg.MultiPartitionsDefinition({"eval_set": eval_set_parti
 # rollout_traces).
 eval_split_partitions = dg.MultiPartitionsDefinition({"eval_set": eval_set_partitions, "split": split_partitions})
 model_split_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "split": split_partitions})
+# A model x split report reads the rollouts (eval set x model) of its model for every eval set.
+rollouts_of_model = dg.MultiPartitionMapping(
+    {"model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping())})
