@@ -42,6 +42,8 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(VENV)/bin/cprox materialize
 	$(VENV)/bin/cprox summary
 	time $(VENV)/bin/cprox rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 96 --log-level WARNING
+	time $(VENV)/bin/cprox reports
+	$(VENV)/bin/cprox sql "SELECT * FROM contamination_summary"
 
 summary:
 	$(VENV)/bin/cprox summary

@@ -2,6 +2,9 @@
 
   cprox sql "SELECT * FROM contamination_summary" [--json] [--limit N] [--db PATH]
       prints a table (default: the first 100 rows) or one JSON object per row (--json: every row unless --limit)
+  cprox reports [--eval SET ...] [--split S ...] [--model ID ...]
+      materialize the proximity reports in-process: eval_proximity + contamination per eval set x split,
+      rollout_proximity + rollout_traces per model x split, then difficulty_report and the SQL models
 
 The file (`CPROX_RESULTS_DB`, default `CPROX_HOME/results.duckdb`) is opened read-only: statements that write
 fail with a message saying so. Bad SQL or a refused write exits with status 2.
@@ -76,7 +79,81 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def _stored(query: str) -> list[str]:
+    path = results_path()
+    if not path.exists():
+        return []
+    from cp_assets.lib.results_db import ResultsDB
+
+    with ResultsDB(path).connect(read_only=True) as con:
+        try:
+            return [r[0] for r in con.execute(query).fetchall()]
+        except duckdb.CatalogException:
+            return []
+
+
+def cmd_reports(args) -> int:
+    import time
+
+    import dagster as dg
+
+    from cp_assets.definitions import defs
+    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.lib.registry import load_registry
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    sync_model_partitions(instance)
+    graph = defs.resolve_asset_graph()
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    checks = list(defs.asset_checks or [])
+    resources = defs.resources
+    log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    splits = args.split or load_registry().names()
+    eval_sets = args.eval or _stored("SELECT DISTINCT eval_set FROM eval_samples ORDER BY 1")
+    models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
+    table = Table(title="reports")
+    for col in ("partition", "assets", "ok", "figures", "seconds"):
+        table.add_column(col, overflow="fold")
+    failed = False
+
+    def run(selection: list[str], key, label: str, figures) -> None:
+        nonlocal failed
+        t0 = time.perf_counter()
+        res = dg.materialize(assets + checks, selection=selection, partition_key=key, instance=instance,
+                             resources=resources, run_config=log, raise_on_error=False)
+        md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+              for e in res.get_asset_materialization_events()}
+        failed |= not res.success
+        table.add_row(label, ", ".join(selection), "yes" if res.success else "[red]NO[/red]",
+                      figures(md) if res.success else "", f"{time.perf_counter() - t0:.1f}")
+
+    for eval_set in eval_sets:
+        for split in splits:
+            run(["eval_proximity", "contamination"], dg.MultiPartitionKey({"eval_set": eval_set, "split": split}),
+                f"{eval_set} x {split}", lambda md: "flagged {}/{}; median percentile {}".format(
+                    md.get("contamination", {}).get("flagged"), md.get("contamination", {}).get("items"),
+                    (md.get("eval_proximity", {}).get("percentile") or {}).get("p50", "?")))
+    for model in models:
+        for split in splits:
+            run(["rollout_proximity", "rollout_traces"], dg.MultiPartitionKey({"model": model, "split": split}),
+                f"{model} x {split}", lambda md: "{} rollouts; {} with verbatim spans".format(
+                    md.get("rollout_traces", {}).get("rollouts"), md.get("rollout_traces", {}).get("rollouts_with_spans")))
+    unpartitioned = [k.to_user_string() for k in graph.get_all_asset_keys()
+                     if graph.get(k).group_name == "reports" and graph.get(k).partitions_def is None]
+    run(sorted(unpartitioned), None, "all", lambda md: ", ".join(
+        f"{a}: {m['rows']} rows" for a, m in md.items() if "rows" in m))
+    err.print(table)
+    return 1 if failed else 0
+
+
 def add_parsers(sub) -> None:
+    r = sub.add_parser("reports", help="materialize the proximity reports in-process (eval x split, model x split)")
+    r.add_argument("--eval", action="append", help="repeatable; default: eval sets with samples in the results DB")
+    r.add_argument("--split", action="append", help="repeatable; default: every split in the registry")
+    r.add_argument("--model", action="append", help="repeatable; default: models with rollouts in the results DB")
+    r.add_argument("--log-level", default="WARNING")
+    r.set_defaults(fn=cmd_reports)
+
     q = sub.add_parser("sql", help="read-only SQL over the results DuckDB (samples, rollouts, reports)")
     q.add_argument("query", help='e.g. "SELECT * FROM contamination_summary"')
     q.add_argument("--json", action="store_true", help="one JSON object per row")

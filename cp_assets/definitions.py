@@ -6,11 +6,13 @@ import dagster as dg
 from cp_assets.defs.chunks import chunks
 from cp_assets.defs.contamination import contamination
 from cp_assets.defs.difficulty_report import difficulty_report
+from cp_assets.defs.eval_proximity import check_eval_proximity_rows_consistent, eval_proximity
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.eval_samples import eval_samples
 from cp_assets.defs.models_sensor import models_registry_sensor
 from cp_assets.defs.ngram_index import check_ngram_index_matches_corpus, ngram_index
 from cp_assets.defs.raw_corpus import raw_corpus
+from cp_assets.defs.rollout_proximity import check_rollout_proximity_rows_consistent, rollout_proximity
 from cp_assets.defs.rollout_traces import rollout_traces
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.defs.sql_models import sql_model_assets
@@ -19,7 +21,9 @@ from cp_assets.resources import local_resources
 corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]
 corpus_checks = all_embedding_checks + [check_ngram_index_matches_corpus]
 eval_assets = [eval_samples, rollouts]
-report_assets = [contamination, rollout_traces, difficulty_report, *sql_model_assets]
+report_assets = [eval_proximity, contamination, rollout_proximity, rollout_traces, difficulty_report,
+                 *sql_model_assets]
+report_checks = [check_eval_proximity_rows_consistent, check_rollout_proximity_rows_consistent]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
@@ -47,10 +51,25 @@ rollouts_job = dg.define_asset_job(
     description="Generate and grade rollouts for one eval set x model (GPU pool for local and vLLM models).",
 )
 
+# Reports: eval set x split, model x split, then the unpartitioned analyses over everything.
+proximity_job = dg.define_asset_job(
+    "proximity_job", selection=dg.AssetSelection.assets(eval_proximity, contamination),
+    description="Eval questions vs one split: nearest chunks, percentiles, contamination evidence.",
+)
+rollout_reports_job = dg.define_asset_job(
+    "rollout_reports_job", selection=dg.AssetSelection.assets(rollout_proximity, rollout_traces),
+    description="One model's rollouts vs one split: nearest chunk per answer and sentence, verbatim spans.",
+)
+analysis_job = dg.define_asset_job(
+    "analysis_job", selection=dg.AssetSelection.assets(difficulty_report, *sql_model_assets),
+    description="difficulty_report and the dbt_like_sql models over every partition's results.",
+)
+
 defs = dg.Definitions(
     assets=corpus_assets + eval_assets + report_assets,
-    asset_checks=corpus_checks,
-    jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job],
+    asset_checks=corpus_checks + report_checks,
+    jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job, proximity_job,
+          rollout_reports_job, analysis_job],
     sensors=[models_registry_sensor],
     resources=local_resources(),
 )

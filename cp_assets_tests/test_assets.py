@@ -29,7 +29,12 @@ def test_definitions_load():
     assert {k.name for k in repo.asset_graph.asset_check_keys} >= {
         "check_embeddings_count_matches_chunks", "check_embeddings_dim_matches_model", "check_embeddings_finite",
         "check_ngram_index_matches_corpus"}
-    assert {"ngram_index", "contamination", "rollout_traces"} <= keys
+    assert {"ngram_index", "eval_proximity", "contamination", "rollout_proximity", "rollout_traces",
+            "difficulty_report", "contamination_summary", "distance_by_difficulty", "nearest_neighbors",
+            "rollout_correctness_by_distance"} <= keys
+    assert {"proximity_job", "rollout_reports_job", "analysis_job"} <= {j.name for j in repo.get_all_jobs()}
+    contamination = repo.asset_graph.get(dg.AssetKey("contamination"))
+    assert {p.to_user_string() for p in contamination.parent_keys} == {"eval_samples", "ngram_index", "eval_proximity"}
 
 
 def test_materialize_every_split(materialized, store):

@@ -6,17 +6,13 @@ import time
 import dagster as dg
 
 from cp_assets.defs.ngram_index import ngram_index
-from cp_assets.defs.partitions import model_split_partitions
+from cp_assets.defs.partitions import model_split_partitions, rollouts_of_model
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.lib import plots, report_tables, settings
 from cp_assets.lib.ngram_index import open_index
 from cp_assets.lib.trace import SPAN_COLUMNS, rollout_span_rows
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
-
-# every eval set's rollouts of the model feed its traces
-ROLLOUTS_BY_MODEL = dg.MultiPartitionMapping(
-    {"model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping())})
 
 
 class RolloutTracesConfig(dg.Config):
@@ -26,8 +22,7 @@ class RolloutTracesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_split_partitions,
-    ins={"rollouts": dg.AssetIn(key=rollouts.key, partition_mapping=ROLLOUTS_BY_MODEL, dagster_type=dg.Nothing)},
-    deps=[ngram_index],
+    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), ngram_index],
     group_name="reports",
     kinds={"duckdb", "python"},
     owners=["team:evals"],
