@@ -204,12 +204,15 @@ def test_rollout_proximity_asset(materialized, store, db, instance, resources):
     for key in answered:
         idx = sorted(r["idx"] for r in rows if (r["sample_id"], r["params_hash"]) == key and r["unit"] == "sentence")
         assert idx == list(range(len(idx)))
-    assert md["annotated_answers"].count("```text") == min(3, len(answered)) and "[-> gsm8k:" in md["annotated_answers"]
+    assert md["annotated_answers"].count("```text") == min(3, len(answered)) and "[-> " in md["annotated_answers"]
     assert md["answer_distance_by_correctness"].startswith("![answer distance](data:image/png;base64,")
 
     tiny_md, tiny_rows = run("tiny")
     assert tiny_md["units_encoded"] == 0 and tiny_md["units_cached"] > 0, "units encoded once for both splits"
-    assert md["answer_cosine"]["p50"] < tiny_md["answer_cosine"]["p50"], "answers sit nearer GSM8K than sonnets"
+    # other tests may have stored rollouts of other eval sets (recall answers sit near the sonnets): GSM8K's only
+    gsm = {split: np.median([r["cosine"] for r in rs if r["unit"] == "answer" and r["eval_set"] == "gsm8k"])
+           for split, rs in (("math", rows), ("tiny", tiny_rows))}
+    assert gsm["math"] < gsm["tiny"], "GSM8K answers sit nearer GSM8K than sonnets"
 
     again, again_rows = run("math")
     assert len(again_rows) == len(rows) and again["reference_reused"] is True, "idempotent"
