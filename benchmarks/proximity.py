@@ -19,6 +19,9 @@ otherwise (or with --synthetic) three splits of synthetic unit vectors of low in
 (`search.synthetic`, sizes --sizes, ~ the demo's pretrain / midtrain / sft) loaded, as the `embeddings` asset
 stores them, into a private CPROX_HOME. The questions are always the real GSM8K test set, encoded for real.
 
+The n-gram half (`benchmarks/ngram.py`, `--ngram-tokens`, default 100M, 0 skips it): index build rate and trace
+latency for 512-token texts on a synthetic split made by repeating and shuffling the bundled data.
+
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python benchmarks/proximity.py [--synthetic]
 """
 
@@ -182,6 +185,12 @@ def run(args, home: Path | None) -> int:
                                          pg_queries=args.pg_queries)
     report(rows, f"embedding proximity: 1,319 GSM8K test questions x {len(splits)} splits, k={args.k} "
                  f"(loadavg at the end {C.loadavg()})")
+    if args.ngram_tokens:
+        from ngram import bench_ngram  # the n-gram half: build rate and 512-token trace latency (benchmarks/ngram.py)
+
+        with tempfile.TemporaryDirectory(prefix="cprox_bench_ngram_") as tmp:
+            log(f"n-gram index over a synthetic split of {args.ngram_tokens:,} tokens (benchmarks/ngram.py)")
+            print(bench_ngram(args.ngram_tokens, Path(tmp)))
     return 0
 
 
@@ -195,6 +204,8 @@ def main() -> int:
     ap.add_argument("--pg-queries", type=int, default=300, help="questions per split for the pgvector baseline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the private CPROX_HOME (synthetic splits)")
+    ap.add_argument("--ngram-tokens", type=int, default=100_000_000,
+                    help="size of the synthetic split for the n-gram index figures (0: skip them)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     home = Path(os.environ.get("CPROX_HOME") or Path(__file__).resolve().parents[1] / ".cprox")

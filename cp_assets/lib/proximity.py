@@ -179,10 +179,12 @@ def nearest(store: PgStore, model: str, split: str, vecs: np.ndarray, *, k: int,
                          ef_search=ef_search, cache_dir=cache_dir or settings.home() / "cache" / "indexes")
 
 
-def _write(db, table: str, where: dict[str, str], rows: list[dict]) -> int:
-    columns = [c.split()[0] for c in report_tables.DDL[table].split(",") if c.strip()]
+def _write(db, where: dict[str, str], tables: dict[str, list[dict]]) -> dict[str, int]:
+    """Replace the partition's rows of each table (table -> rows as dicts) in one transaction."""
+    cols = {t: [c.split()[0] for c in report_tables.DDL[t].split(",") if c.strip()] for t in tables}
     with db.connect() as con:
-        return report_tables.replace_rows(con, table, where, columns, [tuple(r[c] for c in columns) for r in rows])
+        return report_tables.replace_tables(con, where, {
+            t: (cols[t], [tuple(r[c] for c in cols[t]) for r in rows]) for t, rows in tables.items()})
 
 
 # -- eval questions -----------------------------------------------------------------------------------------------
@@ -225,8 +227,7 @@ def question_proximity(store: PgStore, db, model: str, eval_set: str, split: str
     items, neighbors = question_rows(eval_set, split, model, [s["sample_id"] for s in samples], hits, ref)
     t3 = time.perf_counter()
     where = {"eval_set": eval_set, "split": split, "embed_model": model}
-    _write(db, "eval_proximity", where, items)
-    _write(db, "eval_neighbors", where, neighbors)
+    _write(db, where, {"eval_proximity": items, "eval_neighbors": neighbors})
     secs = time.perf_counter() - t0
     log(f"{eval_set} x {split}: {len(items)} questions ({encoded} encoded), reference "
         f"{'reused' if ref.reused else 'built'} ({len(ref.cosine)}), {secs:.1f}s")
@@ -304,7 +305,7 @@ def answer_proximity(store: PgStore, db, model: str, model_id: str, split: str, 
                      "l2": float(e) if h else None, "inner_product": float(i) if h else None,
                      "percentile": float(p) if h and np.isfinite(p) else None})
     t3 = time.perf_counter()
-    _write(db, "rollout_proximity", {"model_id": model_id, "split": split}, rows)
+    _write(db, {"model_id": model_id, "split": split}, {"rollout_proximity": rows})
     secs = time.perf_counter() - t0
     answers = [x for x in rows if x["unit"] == "answer"]
     sentences = [x for x in rows if x["unit"] == "sentence"]

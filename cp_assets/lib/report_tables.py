@@ -64,23 +64,31 @@ def ensure(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: dict[str, str], columns: list[str],
                  rows: list[tuple]) -> int:
     """Delete the partition's rows (`where`: column -> value) and insert `rows`, in one transaction."""
-    ensure(con, table)
+    return replace_tables(con, where, {table: (columns, rows)})[table]
+
+
+def replace_tables(con: duckdb.DuckDBPyConnection, where: dict[str, str],
+                   tables: dict[str, tuple[list[str], list[tuple]]]) -> dict[str, int]:
+    """`replace_rows` for several tables of one partition (table -> (columns, rows)) in one transaction, so a
+    crash never leaves one table new and another old."""
+    ensure(con, *tables)
     cond = " AND ".join(f"{c} = ?" for c in where)
     con.execute("BEGIN")
     try:
-        con.execute(f"DELETE FROM {table} WHERE {cond}", list(where.values()))
-        if rows:  # through Arrow: executemany is ~1,000x slower in DuckDB
-            batch = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
-            con.register("_cprox_rows", batch)
-            try:
-                con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM _cprox_rows")
-            finally:
-                con.unregister("_cprox_rows")
+        for table, (columns, rows) in tables.items():
+            con.execute(f"DELETE FROM {table} WHERE {cond}", list(where.values()))
+            if rows:  # through Arrow: executemany is ~1,000x slower in DuckDB
+                batch = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+                con.register("_cprox_rows", batch)
+                try:
+                    con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM _cprox_rows")
+                finally:
+                    con.unregister("_cprox_rows")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return len(rows)
+    return {t: len(rows) for t, (_, rows) in tables.items()}
 
 
 def ensure_readable(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
