@@ -45,6 +45,13 @@ DDL = {
     "proximity_correlations": """
         eval_set TEXT NOT NULL, split TEXT NOT NULL, variable TEXT NOT NULL, model_id TEXT, n INTEGER NOT NULL,
         rho DOUBLE, ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE""",
+    "cluster_nodes": """
+        tree TEXT NOT NULL, embed_model TEXT NOT NULL, node_id TEXT NOT NULL, parent_id TEXT, depth INTEGER NOT NULL,
+        size INTEGER NOT NULL, quality DOUBLE, split_counts JSON NOT NULL, member_hash TEXT NOT NULL,
+        stop_reason TEXT, is_leaf BOOLEAN NOT NULL""",
+    "cluster_members": """
+        tree TEXT NOT NULL, embed_model TEXT NOT NULL, split TEXT NOT NULL, chunk_id TEXT NOT NULL,
+        leaf_id TEXT NOT NULL""",
 }
 
 # table -> the asset that writes it (SQL models' dependencies are derived from this and from each other)
@@ -53,6 +60,7 @@ OWNERS = {
     "reference_distances": "eval_proximity", "eval_proximity": "eval_proximity", "eval_neighbors": "eval_proximity",
     "rollout_proximity": "rollout_proximity", "contamination": "contamination", "rollout_spans": "rollout_traces",
     "proximity_correlations": "difficulty_report",
+    "cluster_nodes": "cluster_tree", "cluster_members": "cluster_tree",
 }
 
 
