@@ -280,3 +280,23 @@ def test_duckdb_export(tmp_path):
         counts_json = con.execute("SELECT split_counts FROM cluster_nodes WHERE tree = 'pretrain' AND "
                                   "node_id = '0'").fetchone()[0]
         assert json.loads(counts_json) == tree.nodes["0"].split_counts
+
+
+@pytest.mark.slow
+def test_all_tree_over_the_real_embedded_splits(materialized, store):
+    """The test splits embedded for real (MiniLM): the "all" tree, one split too small to cluster, saved and read."""
+    from cp_assets.lib import settings
+    from cp_assets.lib.encoder import model_slug
+
+    slug = model_slug(settings.embed_model())
+    x, ids, splits = cluster_store.load_vectors(store, slug, ["math", "tiny"])
+    assert x.shape[1] == 384 and set(splits) == {"math", "tiny"}
+    assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-4)
+    tree = build_tree(x, ids, splits, min_size=10, max_depth=3)
+    assert tree.nodes["0"].split_counts == {"math": splits.count("math"), "tiny": splits.count("tiny")}
+    assert len(tree.leaf_ids) > 1 and np.bincount(tree.leaf_of).sum() == len(ids)
+    cluster_store.save_tree(store, "all", slug, tree)
+    assert_same_tree(cluster_store.load_tree(store, "all", slug), tree)
+    mx, mids, msplits = cluster_store.load_vectors(store, slug, "math")
+    small = build_tree(mx, mids, msplits, min_size=len(mids))
+    assert small.leaf_ids == ["0"] and small.nodes["0"].stop_reason == "too_small" and small.warnings
