@@ -62,8 +62,10 @@ def make_tree(groups: dict[str, list[list[str]]], vecs: dict[str, np.ndarray]) -
 
     def add(node_id, parent, depth, members, children):
         c = np.mean([vecs[m] for m in members], axis=0)
-        nodes[node_id] = Node(node_id, parent, depth, len(members), (c / np.linalg.norm(c)).astype(np.float32),
-                              None, {"x": len(members)}, member_fingerprint(members), children)
+        nodes[node_id] = Node(node_id=node_id, parent_id=parent, depth=depth, size=len(members),
+                              centroid=(c / np.linalg.norm(c)).astype(np.float32), quality=None,
+                              split_counts={"x": len(members)}, member_hash=member_fingerprint(members),
+                              children=children)
         if not children:
             leaf_ids.append(node_id)
             chunk_ids.extend(members)
@@ -79,8 +81,8 @@ def make_tree(groups: dict[str, list[list[str]]], vecs: dict[str, np.ndarray]) -
             for j, leaf in enumerate(leaves):
                 add(f"{gid}.{j}", gid, 2, leaf, [])
     order = sorted(nodes, key=lambda n: (nodes[n].depth, n))
-    return Tree({n: nodes[n] for n in order}, chunk_ids, ["x"] * len(chunk_ids), np.array(leaf_of, np.int32),
-                leaf_ids, 0, {})
+    return Tree(nodes={n: nodes[n] for n in order}, chunk_ids=chunk_ids, chunk_splits=["x"] * len(chunk_ids),
+                leaf_of=np.array(leaf_of, np.int32), leaf_ids=leaf_ids, seed=0, params={})
 
 
 def two_level(texts, vecs) -> Tree:
