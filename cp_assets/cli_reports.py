@@ -111,6 +111,8 @@ def cmd_reports(args) -> int:
     splits = args.split or load_registry().names()
     eval_sets = args.eval or _stored("SELECT DISTINCT eval_set FROM eval_samples ORDER BY 1")
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
+    known = set(instance.get_dynamic_partitions("models"))
+    instance.add_dynamic_partitions("models", [m for m in models if m not in known])  # rollouts of a retired model
     table = Table(title="reports")
     for col in ("partition", "assets", "ok", "figures", "seconds"):
         table.add_column(col, overflow="fold")

@@ -191,8 +191,24 @@ def test_gpt4_substring_probes_and_hits():
     (0.9, 3, 0.05, True, "ngram,substring,embedding"), (0.0, 0, 0.15, True, "embedding"),
     (0.0, 0, 0.5, False, None), (0.25, 0, None, True, "ngram"), (0.1, 1, None, True, "substring")])
 def test_flag_rule(share, hits, dist, flagged, reason):
-    ev = NgramEvidence(20, share, share, 10)
+    ev = NgramEvidence(20, share, share, 10, share)
     assert FlagRule().apply(ev, hits, dist) == (flagged, reason)
+    common = NgramEvidence(20, share, 0.9, 10, 0.0)  # matches only in boilerplate found in many documents
+    assert FlagRule().apply(common, 0, None)[1] != "ngram"
+
+
+def test_boilerplate_matches_do_not_count_toward_rare_share(tmp_path):
+    rng = random.Random(0)
+    tail = "Express your answer as a common fraction in lowest terms please."
+    docs = [(f"p{i}", f"Problem {i}: what is {rng.randint(2, 99)} divided by {rng.randint(2, 99)}? {tail}")
+            for i in range(15)]
+    item = "A jar holds seven red marbles and five blue ones; one is drawn at random. What is the chance it is blue?"
+    docs.append(("copy", "Worked example. " + item + " " + tail))
+    idx = NgramIndex(tmp_path / "b.duckdb")
+    idx.update(docs, log=lambda m: None)
+    fresh, copied = ngram_evidence(idx, ["Find the area of a circle of radius two. " + tail, item + " " + tail])
+    assert fresh.contaminated_share > 0.4 and fresh.rare_share == 0.0, "the tail occurs in 16 documents"
+    assert copied.rare_share == copied.contaminated_share == 1.0
 
 
 def test_tokenize_offsets_map_back_to_text():

@@ -97,3 +97,16 @@ def test_cprox_trace_json_and_table(materialized, store, capsys):
     assert "no n-gram index for split(s) ['nope']" in capsys.readouterr().err
     assert main(["trace", text, "--split", "math", "--min-tokens", "3"]) == 1
     assert "below the index's window" in capsys.readouterr().err
+
+
+def test_cprox_reports_materializes_the_reports(echo_rollouts, capsys):
+    from cp_assets.cli import main
+    from cp_assets.resources.results import ResultsStore
+
+    assert main(["reports", "--eval", "gsm8k", "--split", "math", "--model", MODEL]) == 0
+    table = capsys.readouterr().err
+    assert "gsm8k x math" in table and f"{MODEL} x math" in table and "contamination_summary" in table
+    with ResultsStore().db().connect(read_only=True) as con:
+        n = con.execute("SELECT n_items FROM contamination_summary WHERE eval_set = 'gsm8k' AND split = 'math'")
+        assert n.fetchone()[0] == 1319
+        assert con.execute("SELECT count(*) FROM rollout_spans WHERE model_id = ?", [MODEL]).fetchone()[0] > 0

@@ -16,6 +16,7 @@ SELECT
     count(*) FILTER (WHERE contaminated_share >= 0.8) AS n_dirty,
     avg(ngram_overlap) AS mean_ngram_overlap,
     avg(contaminated_share) AS mean_contaminated_share,
+    avg(rare_share) AS mean_rare_share,
     max(longest_span) AS max_longest_span,
     avg((substring_hits > 0)::INTEGER) AS substring_hit_rate,
     avg(nn_distance) AS mean_nn_distance

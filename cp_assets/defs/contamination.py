@@ -19,7 +19,8 @@ from cp_assets.resources.results import ResultsStore
 class ContaminationConfig(dg.Config):
     n: int = 13  # n-gram length of `ngram_overlap`
     min_span: int = 10  # matches at least this long count toward `contaminated_share` (Llama 2)
-    min_share: float = 0.2  # flag: contaminated_share at or above
+    max_span_docs: int = 10  # matches found in more documents are boilerplate: not counted in `rare_share`
+    min_share: float = 0.2  # flag: rare_share at or above
     min_substring_hits: int = 1  # flag: GPT-4 substrings found at or above
     max_nn_cosine: float = 0.2  # flag: nearest-chunk cosine distance at or below
 
@@ -51,7 +52,8 @@ def contamination(context: dg.AssetExecutionContext, config: ContaminationConfig
         context.log.warning(f"no eval_proximity rows for {eval_set} x {split}: no embedding evidence")
     rule = FlagRule(config.min_share, config.min_substring_hits, config.max_nn_cosine)
     rows = contamination_rows(eval_set, split, items, open_index(split), (d.text for d in store.iter_documents(split)),
-                              nearest, n=config.n, min_span=config.min_span, rule=rule)
+                              nearest, n=config.n, min_span=config.min_span, max_span_docs=config.max_span_docs,
+                              rule=rule)
     with db.connect() as con:
         report_tables.replace_rows(con, "contamination", {"eval_set": eval_set, "split": split}, COLUMNS, rows)
     secs = time.perf_counter() - t0

@@ -31,6 +31,8 @@ class EvalProximityConfig(dg.Config):
     partitions_def=eval_split_partitions,
     deps=[eval_samples, embeddings],
     group_name="reports",
+    pool="gpu",  # encodes texts with the embedding model
+    op_tags={"cprox/resource": "gpu"},
     kinds={"duckdb", "python"},
     owners=["team:evals"],
     description="Eval question x corpus split proximity: top-k nearest chunks (`eval_neighbors`), nearest-chunk "

@@ -31,6 +31,8 @@ class RolloutProximityConfig(dg.Config):
     partitions_def=model_split_partitions,
     deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), embeddings],
     group_name="reports",
+    pool="gpu",  # encodes texts with the embedding model
+    op_tags={"cprox/resource": "gpu"},
     kinds={"duckdb", "python"},
     owners=["team:evals"],
     description="Model answer x corpus split proximity: for every rollout of the model, the whole answer and each "

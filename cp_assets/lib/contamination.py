@@ -12,8 +12,12 @@ nearest chunk (`eval_proximity`):
 - `nn_distance`: cosine distance of the item to its nearest chunk, and `nn_percentile` in the split's reference
   distribution (see report_tables.py).
 
+- `rare_share`: the same share counting only matches that occur in at most 10 documents of the split
+  (`max_span_docs`): boilerplate such as "Express your answer as a common fraction." or a LaTeX/Asymptote preamble
+  is 10+ WordPiece tokens long and occurs in hundreds of MATH documents, and would make clean items "not clean".
+
 The flag (`FlagRule`, documented in README): an item is `flagged` when any of
-  ngram      contaminated_share >= 0.2 (Llama 2 "not clean"),
+  ngram      rare_share >= 0.2 (Llama 2's "not clean", boilerplate excluded),
   substring  substring_hits >= 1 (GPT-4's rule: any of the three substrings),
   embedding  nn_distance <= 0.2 (cosine), the paraphrase evidence n-grams miss;
 `flag_reason` lists which. Verbatim copies trip the first two, paraphrases and changed numbers the third.
@@ -29,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cp_assets.lib.ngram_index import NgramIndex, tokenize
-from cp_assets.lib.trace import covered, kgram_presence, segments_many
+from cp_assets.lib.trace import Segments, covered, kgram_presence, segments_many
 
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -41,14 +45,29 @@ class NgramEvidence:
     ngram_overlap: float
     contaminated_share: float
     longest_span: int
+    rare_share: float = 0.0  # contaminated_share counting only matches found in <= max_span_docs documents
+
+
+def rare_segments(seg, max_docs: int) -> np.ndarray:
+    """Which segments match a stretch of the query (start, end) that occurs in at most `max_docs` documents:
+    boilerplate ("Express your answer as a common fraction.", LaTeX and plotting preambles) occurs in many."""
+    if not len(seg):
+        return np.zeros(0, dtype=bool)
+    pairs = np.stack([seg.start, seg.end, seg.doc], axis=1)
+    uniq = np.unique(pairs, axis=0)  # one row per (interval, document)
+    intervals, docs = np.unique(uniq[:, :2], axis=0, return_counts=True)
+    common = {(int(a), int(b)) for (a, b), n in zip(intervals, docs) if n > max_docs}
+    return np.array([(int(a), int(b)) not in common for a, b in zip(seg.start, seg.end)], dtype=bool)
 
 
 def bucket(share: float) -> str:
     return "clean" if share < CLEAN_BELOW else "dirty" if share >= DIRTY_FROM else "not_clean"
 
 
-def ngram_evidence(index: NgramIndex, texts: Sequence[str], n: int = 13, min_span: int = 10) -> list[NgramEvidence]:
-    """n-gram overlap and Llama-2 token share of each text against the split, from one index lookup."""
+def ngram_evidence(index: NgramIndex, texts: Sequence[str], n: int = 13, min_span: int = 10,
+                   max_span_docs: int = 10) -> list[NgramEvidence]:
+    """n-gram overlap and Llama-2 token share of each text against the split (and the share in rare matches,
+    see `rare_segments`), from one index lookup."""
     if min(n, min_span) < index.n:
         raise ValueError(f"n={n} and min_span={min_span} must be >= the index's window ({index.n} tokens, "
                          f"{index.path}); rebuild the index with a smaller n")
@@ -57,9 +76,12 @@ def ngram_evidence(index: NgramIndex, texts: Sequence[str], n: int = 13, min_spa
     for tk, seg in zip(toks, segments_many(index, toks)):
         present = kgram_presence(seg, len(tk), n)
         share = covered(seg, len(tk), min_span)
+        rare = rare_segments(seg, max_span_docs)
+        rare_cov = covered(Segments(seg.start[rare], seg.end[rare], seg.doc[rare], seg.pos[rare]), len(tk), min_span)
         out.append(NgramEvidence(len(tk), float(present.mean()) if len(present) else 0.0,
                                  float(share.mean()) if len(share) else 0.0,
-                                 int((seg.end - seg.start).max()) if len(seg) else 0))
+                                 int((seg.end - seg.start).max()) if len(seg) else 0,
+                                 float(rare_cov.mean()) if len(rare_cov) else 0.0))
     return out
 
 
@@ -98,34 +120,36 @@ def substring_hits(probes: Sequence[Sequence[str]], corpus: Iterable[str]) -> li
 
 @dataclass(frozen=True)
 class FlagRule:
-    min_share: float = CLEAN_BELOW      # contaminated_share at or above: n-gram evidence
+    min_share: float = CLEAN_BELOW      # rare_share at or above: n-gram evidence
     min_substring_hits: int = 1         # substring_hits at or above: substring evidence
     max_nn_cosine: float = 0.2          # nn_distance at or below: embedding evidence
 
     def apply(self, ev: NgramEvidence, hits: int, nn_distance: float | None) -> tuple[bool, str | None]:
         reasons = [name for name, on in (
-            ("ngram", ev.contaminated_share >= self.min_share),
+            ("ngram", ev.rare_share >= self.min_share),
             ("substring", hits >= self.min_substring_hits),
             ("embedding", nn_distance is not None and nn_distance <= self.max_nn_cosine)) if on]
         return bool(reasons), ",".join(reasons) or None
 
 
 COLUMNS = ["eval_set", "sample_id", "split", "ngram_n", "n_tokens", "ngram_overlap", "contaminated_share",
-           "longest_span", "bucket", "substring_hits", "nn_distance", "nn_percentile", "flagged", "flag_reason"]
+           "longest_span", "bucket", "substring_hits", "nn_distance", "nn_percentile", "flagged", "flag_reason",
+           "rare_share"]
 
 
 def contamination_rows(eval_set: str, split: str, items: Sequence[tuple[str, str]], index: NgramIndex,
                        corpus: Iterable[str], nearest: dict[str, tuple[float, float | None]] | None = None,
-                       n: int = 13, min_span: int = 10, rule: FlagRule = FlagRule()) -> list[tuple]:
+                       n: int = 13, min_span: int = 10, max_span_docs: int = 10,
+                       rule: FlagRule = FlagRule()) -> list[tuple]:
     """Rows of the `contamination` table for items ((sample_id, text)); `nearest`: sample_id -> (nn_distance,
     nn_percentile) from eval_proximity (absent: no embedding evidence)."""
     nearest = nearest or {}
-    evidence = ngram_evidence(index, [t for _, t in items], n=n, min_span=min_span)
+    evidence = ngram_evidence(index, [t for _, t in items], n=n, min_span=min_span, max_span_docs=max_span_docs)
     hits = substring_hits([substring_probes(sid, t) for sid, t in items], corpus)
     rows = []
     for (sid, _), ev, h in zip(items, evidence, hits):
         dist, pct = nearest.get(sid, (None, None))
         flagged, reason = rule.apply(ev, h, dist)
         rows.append((eval_set, sid, split, n, ev.n_tokens, ev.ngram_overlap, ev.contaminated_share,
-                     ev.longest_span, bucket(ev.contaminated_share), h, dist, pct, flagged, reason))
+                     ev.longest_span, bucket(ev.contaminated_share), h, dist, pct, flagged, reason, ev.rare_share))
     return rows

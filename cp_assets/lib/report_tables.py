@@ -36,7 +36,7 @@ DDL = {
         eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, ngram_n INTEGER NOT NULL,
         n_tokens INTEGER NOT NULL, ngram_overlap DOUBLE NOT NULL, contaminated_share DOUBLE NOT NULL,
         longest_span INTEGER NOT NULL, bucket TEXT NOT NULL, substring_hits INTEGER NOT NULL, nn_distance DOUBLE,
-        nn_percentile DOUBLE, flagged BOOLEAN NOT NULL, flag_reason TEXT""",
+        nn_percentile DOUBLE, flagged BOOLEAN NOT NULL, flag_reason TEXT, rare_share DOUBLE""",
     "rollout_spans": """
         model_id TEXT NOT NULL, split TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL, params_hash TEXT NOT NULL,
         token_start INTEGER NOT NULL, token_end INTEGER NOT NULL, char_start INTEGER NOT NULL,
@@ -65,8 +65,15 @@ OWNERS = {
 
 
 def ensure(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """Create the tables; add columns a newer schema has to a table an older version created."""
     for t in tables or DDL:
         con.execute(f"CREATE TABLE IF NOT EXISTS {t} ({DDL[t]})")
+        have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                          [t]).fetchall()}
+        for col in DDL[t].split(","):
+            name, *typ = col.split()
+            if name not in have:
+                con.execute(f"ALTER TABLE {t} ADD COLUMN {name} {' '.join(w for w in typ if w not in ('NOT', 'NULL'))}")
 
 
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: dict[str, str], columns: list[str],
