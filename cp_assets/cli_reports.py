@@ -129,7 +129,10 @@ def cmd_reports(args) -> int:
         table.add_row(label, ", ".join(selection), "yes" if res.success else "[red]NO[/red]",
                       figures(md) if res.success else "", f"{time.perf_counter() - t0:.1f}")
 
+    have_samples = set(_stored("SELECT DISTINCT eval_set FROM eval_samples"))
     for eval_set in eval_sets:
+        if eval_set not in have_samples:
+            run(["eval_samples"], eval_set, eval_set, lambda md: f"{md.get('eval_samples', {}).get('samples')} samples")
         for split in splits:
             run(["eval_proximity", "contamination"], dg.MultiPartitionKey({"eval_set": eval_set, "split": split}),
                 f"{eval_set} x {split}", lambda md: "flagged {}/{}; median percentile {}".format(

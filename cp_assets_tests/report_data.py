@@ -74,7 +74,7 @@ def fill(path: Path) -> dict:
                 report_tables.replace_rows(con, "eval_neighbors", where, columns("eval_neighbors"),
                                            neighbors)
                 cont = [(eval_set, r["sample_id"], split, 8, 40, share, share, int(share * 40), _bucket(share),
-                         int(share >= 0.5), prox[(r["sample_id"], split)], None, share >= FLAGGED_SHARE, None)
+                         int(share >= 0.5), prox[(r["sample_id"], split)], None, share >= FLAGGED_SHARE, None, share)
                         for r, share in zip(rows, SHARES if split == "near" else [0.0] * len(rows))]
                 report_tables.replace_rows(con, "contamination", where, columns("contamination"), cont)
     rollouts, answers = _rollouts(evals["math500"], prox)

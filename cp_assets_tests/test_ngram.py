@@ -188,8 +188,8 @@ def test_gpt4_substring_probes_and_hits():
 
 
 @pytest.mark.parametrize("share, hits, dist, flagged, reason", [
-    (0.9, 3, 0.05, True, "ngram,substring,embedding"), (0.0, 0, 0.15, True, "embedding"),
-    (0.0, 0, 0.5, False, None), (0.25, 0, None, True, "ngram"), (0.1, 1, None, True, "substring")])
+    (0.9, 3, 0.05, True, "ngram,substring,embedding"), (0.0, 0, 0.15, True, "embedding"), (0.3, 0, None, False, None),
+    (0.0, 0, 0.5, False, None), (0.55, 0, None, True, "ngram"), (0.1, 1, None, True, "substring")])
 def test_flag_rule(share, hits, dist, flagged, reason):
     ev = NgramEvidence(20, share, share, 10, share)
     assert FlagRule().apply(ev, hits, dist) == (flagged, reason)
@@ -208,7 +208,7 @@ def test_boilerplate_matches_do_not_count_toward_rare_share(tmp_path):
     idx.update(docs, log=lambda m: None)
     fresh, copied = ngram_evidence(idx, ["Find the area of a circle of radius two. " + tail, item + " " + tail])
     assert fresh.contaminated_share > 0.4 and fresh.rare_share == 0.0, "the tail occurs in 16 documents"
-    assert copied.rare_share == copied.contaminated_share == 1.0
+    assert copied.contaminated_share == 1.0 and 0.8 < copied.rare_share < 1.0, "all but the common tail"
 
 
 def test_tokenize_offsets_map_back_to_text():

@@ -115,3 +115,10 @@ def test_difficulty_report_skips_missing_inputs(tmp_path):
     assert rep.correlations == [] and rep.contamination == []
     assert any("eval_proximity" in n for n in rep.notes) and any("contamination" in n for n in rep.notes)
     assert difficulty.figures(rep, tmp_path) == {}
+
+
+def test_no_interval_when_many_resamples_are_degenerate():
+    from cp_assets.lib.stats import spearman
+
+    c = spearman([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0, 0, 0, 0, 0, 0, 0, 1])
+    assert c.defined and c.rho > 0 and np.isnan(c.ci_low) and "constant" in c.reason

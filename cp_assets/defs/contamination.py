@@ -20,7 +20,7 @@ class ContaminationConfig(dg.Config):
     n: int = 13  # n-gram length of `ngram_overlap`
     min_span: int = 10  # matches at least this long count toward `contaminated_share` (Llama 2)
     max_span_docs: int = 10  # matches found in more documents are boilerplate: not counted in `rare_share`
-    min_share: float = 0.2  # flag: rare_share at or above
+    min_share: float = 0.5  # flag: rare_share at or above
     min_substring_hits: int = 1  # flag: GPT-4 substrings found at or above
     max_nn_cosine: float = 0.2  # flag: nearest-chunk cosine distance at or below
 

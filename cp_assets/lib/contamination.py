@@ -12,12 +12,12 @@ nearest chunk (`eval_proximity`):
 - `nn_distance`: cosine distance of the item to its nearest chunk, and `nn_percentile` in the split's reference
   distribution (see report_tables.py).
 
-- `rare_share`: the same share counting only matches that occur in at most 10 documents of the split
+- `rare_share`: the same share, chaining only windows (8-grams) that occur in at most 10 documents of the split
   (`max_span_docs`): boilerplate such as "Express your answer as a common fraction." or a LaTeX/Asymptote preamble
   is 10+ WordPiece tokens long and occurs in hundreds of MATH documents, and would make clean items "not clean".
 
 The flag (`FlagRule`, documented in README): an item is `flagged` when any of
-  ngram      rare_share >= 0.2 (Llama 2's "not clean", boilerplate excluded),
+  ngram      rare_share >= 0.5 (most of the item inside rare verbatim matches of >= 10 tokens),
   substring  substring_hits >= 1 (GPT-4's rule: any of the three substrings),
   embedding  nn_distance <= 0.2 (cosine), the paraphrase evidence n-grams miss;
 `flag_reason` lists which. Verbatim copies trip the first two, paraphrases and changed numbers the third.
@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cp_assets.lib.ngram_index import NgramIndex, tokenize
-from cp_assets.lib.trace import Segments, covered, kgram_presence, segments_many
+from cp_assets.lib.trace import chain, covered, kgram_presence, lookup_hits, rare_hits
 
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -45,19 +45,7 @@ class NgramEvidence:
     ngram_overlap: float
     contaminated_share: float
     longest_span: int
-    rare_share: float = 0.0  # contaminated_share counting only matches found in <= max_span_docs documents
-
-
-def rare_segments(seg, max_docs: int) -> np.ndarray:
-    """Which segments match a stretch of the query (start, end) that occurs in at most `max_docs` documents:
-    boilerplate ("Express your answer as a common fraction.", LaTeX and plotting preambles) occurs in many."""
-    if not len(seg):
-        return np.zeros(0, dtype=bool)
-    pairs = np.stack([seg.start, seg.end, seg.doc], axis=1)
-    uniq = np.unique(pairs, axis=0)  # one row per (interval, document)
-    intervals, docs = np.unique(uniq[:, :2], axis=0, return_counts=True)
-    common = {(int(a), int(b)) for (a, b), n in zip(intervals, docs) if n > max_docs}
-    return np.array([(int(a), int(b)) not in common for a, b in zip(seg.start, seg.end)], dtype=bool)
+    rare_share: float = 0.0  # contaminated_share from windows found in <= max_span_docs documents only
 
 
 def bucket(share: float) -> str:
@@ -66,18 +54,19 @@ def bucket(share: float) -> str:
 
 def ngram_evidence(index: NgramIndex, texts: Sequence[str], n: int = 13, min_span: int = 10,
                    max_span_docs: int = 10) -> list[NgramEvidence]:
-    """n-gram overlap and Llama-2 token share of each text against the split (and the share in rare matches,
-    see `rare_segments`), from one index lookup."""
+    """n-gram overlap and Llama-2 token share of each text against the split (and the share from rare windows,
+    see `trace.rare_hits`), from one index lookup."""
     if min(n, min_span) < index.n:
         raise ValueError(f"n={n} and min_span={min_span} must be >= the index's window ({index.n} tokens, "
                          f"{index.path}); rebuild the index with a smaller n")
     toks = tokenize(index.tokenizer, texts)
+    hits = lookup_hits(index, toks)
     out = []
-    for tk, seg in zip(toks, segments_many(index, toks)):
+    for tk, seg, rare in zip(toks, chain(hits, len(toks), index.n),
+                             chain(rare_hits(hits, max_span_docs), len(toks), index.n)):
         present = kgram_presence(seg, len(tk), n)
         share = covered(seg, len(tk), min_span)
-        rare = rare_segments(seg, max_span_docs)
-        rare_cov = covered(Segments(seg.start[rare], seg.end[rare], seg.doc[rare], seg.pos[rare]), len(tk), min_span)
+        rare_cov = covered(rare, len(tk), min_span)
         out.append(NgramEvidence(len(tk), float(present.mean()) if len(present) else 0.0,
                                  float(share.mean()) if len(share) else 0.0,
                                  int((seg.end - seg.start).max()) if len(seg) else 0,
@@ -120,7 +109,7 @@ def substring_hits(probes: Sequence[Sequence[str]], corpus: Iterable[str]) -> li
 
 @dataclass(frozen=True)
 class FlagRule:
-    min_share: float = CLEAN_BELOW      # rare_share at or above: n-gram evidence
+    min_share: float = 0.5              # rare_share at or above: n-gram evidence (most of the item)
     min_substring_hits: int = 1         # substring_hits at or above: substring evidence
     max_nn_cosine: float = 0.2          # nn_distance at or below: embedding evidence
 

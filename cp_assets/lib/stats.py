@@ -4,7 +4,8 @@
 from resampling items with replacement (seeded, 1,000 resamples by default). Resamples are ranked and correlated all
 at once (rank, then Pearson on the ranks, row-wise: exactly Spearman's rho with average ranks for ties), so 1,000
 resamples of a few thousand items take milliseconds. Fewer than 3 complete pairs, or a constant variable, give NaN
-with the reason instead of an exception or a warning.
+with the reason instead of an exception or a warning; so does the interval when more than 5% of the resamples have
+a constant variable (e.g. 1 correct answer in 8: the interval of the other resamples would be biased).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from scipy import stats as sps
 
 MIN_N = 3
+MAX_DEGENERATE = 0.05  # more resamples than this with a constant variable: no interval
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,13 @@ def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = 1000, seed: i
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
         boots.append(_rowwise_spearman(xa[idx], ya[idx]))
     b = np.concatenate(boots) if boots else np.array([])
+    degenerate = 1 - np.isfinite(b).mean() if len(b) else 1.0
     b = b[np.isfinite(b)]
     if len(b) == 0:
         return Correlation(n, rho, nan, nan, p, "every bootstrap resample was constant")
+    if degenerate > MAX_DEGENERATE:  # the interval of the surviving resamples would be biased (e.g. 1 correct of 8)
+        return Correlation(n, rho, nan, nan, p, f"{degenerate:.0%} of bootstrap resamples had a constant variable: "
+                                                 "too few distinct values for an interval")
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(b, [tail, 100 - tail])
     return Correlation(n, rho, float(low), float(high), p)

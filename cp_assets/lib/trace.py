@@ -35,18 +35,42 @@ class Segments:
 EMPTY = Segments(*(np.zeros(0, dtype=np.int64) for _ in range(4)))
 
 
-def segments_many(index: NgramIndex, tokens: Sequence[Tokens]) -> list[Segments]:
-    """Matched segments of each tokenized query, from one lookup for all of them."""
+Hits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # item, qpos, doc, pos: one row per window match
+
+
+def lookup_hits(index: NgramIndex, tokens: Sequence[Tokens]) -> Hits:
+    """Every match of every query window in the split, from one lookup for all queries."""
     hs = [index.hashes(t.ids) for t in tokens]
     if not any(len(h) for h in hs):
-        return [EMPTY for _ in tokens]
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
     keys = pa.table({"h": np.concatenate(hs),
                      "item": np.concatenate([np.full(len(h), i, dtype=np.int32) for i, h in enumerate(hs)]),
                      "qpos": np.concatenate([np.arange(len(h), dtype=np.int32) for h in hs])})
     hits = index.lookup(keys)
-    item, qpos, doc, pos = (hits.column(c).to_numpy().astype(np.int64) for c in ("item", "qpos", "doc", "pos"))
+    return tuple(hits.column(c).to_numpy().astype(np.int64) for c in ("item", "qpos", "doc", "pos"))
+
+
+def rare_hits(hits: Hits, max_docs: int) -> Hits:
+    """Only the matches of windows that occur in at most `max_docs` documents: boilerplate windows ("Express your
+    answer as a common fraction.", a LaTeX or plotting preamble) occur in many and are dropped."""
+    item, qpos, doc, _ = hits
     if not len(item):
-        return [EMPTY for _ in tokens]
+        return hits
+    pairs = np.unique(np.stack([item, qpos, doc], axis=1), axis=0)
+    windows, n_docs = np.unique(pairs[:, :2], axis=0, return_counts=True)
+    common = windows[n_docs > max_docs]
+    if not len(common):
+        return hits
+    key = item * (qpos.max() + 1) + qpos
+    drop = np.isin(key, common[:, 0] * (qpos.max() + 1) + common[:, 1])
+    return tuple(a[~drop] for a in hits)
+
+
+def chain(hits: Hits, n_queries: int, n: int) -> list[Segments]:
+    """Chain window matches on one diagonal (same document, pos - qpos) with consecutive query positions."""
+    item, qpos, doc, pos = hits
+    if not len(item):
+        return [EMPTY for _ in range(n_queries)]
     diag = pos - qpos
     order = np.lexsort((qpos, diag, doc, item))
     item, qpos, doc, diag = item[order], qpos[order], doc[order], diag[order]
@@ -56,11 +80,16 @@ def segments_many(index: NgramIndex, tokens: Sequence[Tokens]) -> list[Segments]
     last = np.r_[first[1:] - 1, len(item) - 1]
     seg_item = item[first]
     out = []
-    for i in range(len(tokens)):
+    for i in range(n_queries):
         sel = slice(*np.searchsorted(seg_item, [i, i + 1]))
         f, l_ = first[sel], last[sel]
-        out.append(Segments(qpos[f], qpos[l_] + index.n, doc[f], diag[f] + qpos[f]))
+        out.append(Segments(qpos[f], qpos[l_] + n, doc[f], diag[f] + qpos[f]))
     return out
+
+
+def segments_many(index: NgramIndex, tokens: Sequence[Tokens]) -> list[Segments]:
+    """Matched segments of each tokenized query, from one lookup for all of them."""
+    return chain(lookup_hits(index, tokens), len(tokens), index.n)
 
 
 def covered(seg: Segments, n_tokens: int, min_len: int) -> np.ndarray:
