@@ -9,6 +9,7 @@
   cprox models [--json]                                   the models registry
   cprox trace "TEXT" [--split S] [--min-tokens 8] [--json] verbatim spans of a text in a split (exact counts, docs)
   cprox sql "SELECT ..." [--json]                         query the results DuckDB (read-only)
+  cprox annotate "TEXT" [--tree pretrain] [--json]        each sentence's cluster path in a split's cluster tree
 """
 
 import argparse
@@ -224,11 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets import cli_models, cli_reports, cli_trace
+    from cp_assets import cli_clusters, cli_models, cli_reports, cli_trace
 
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
     cli_reports.add_parsers(sub)
+    cli_clusters.add_parsers(sub)
     return p
 
 

@@ -3,7 +3,10 @@
 
 import dagster as dg
 
+from cp_assets.defs.annotations import annotations, cluster_report
 from cp_assets.defs.chunks import chunks
+from cp_assets.defs.cluster_names import cluster_names
+from cp_assets.defs.cluster_tree import check_cluster_tree_covers_every_chunk, cluster_tree
 from cp_assets.defs.contamination import contamination
 from cp_assets.defs.difficulty_report import difficulty_report
 from cp_assets.defs.eval_proximity import check_eval_proximity_rows_consistent, eval_proximity
@@ -24,6 +27,8 @@ eval_assets = [eval_samples, rollouts]
 report_assets = [eval_proximity, contamination, rollout_proximity, rollout_traces, difficulty_report,
                  *sql_model_assets]
 report_checks = [check_eval_proximity_rows_consistent, check_rollout_proximity_rows_consistent]
+cluster_assets = [cluster_tree, cluster_names, cluster_report, annotations]
+cluster_checks = [check_cluster_tree_covers_every_chunk]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
@@ -64,12 +69,20 @@ analysis_job = dg.define_asset_job(
     "analysis_job", selection=dg.AssetSelection.assets(difficulty_report, *sql_model_assets),
     description="difficulty_report and the dbt_like_sql models over every partition's results.",
 )
+clusters_job = dg.define_asset_job(
+    "clusters_job", selection=dg.AssetSelection.assets(cluster_tree, cluster_names, cluster_report),
+    description="Cluster tree of one split (or `all`), its names, and the eval questions per cluster.",
+)
+annotations_job = dg.define_asset_job(
+    "annotations_job", selection=dg.AssetSelection.assets(annotations),
+    description="One model's rollouts placed in one split's cluster tree, sentence by sentence.",
+)
 
 defs = dg.Definitions(
-    assets=corpus_assets + eval_assets + report_assets,
-    asset_checks=corpus_checks + report_checks,
+    assets=corpus_assets + eval_assets + report_assets + cluster_assets,
+    asset_checks=corpus_checks + report_checks + cluster_checks,
     jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job, proximity_job,
-          rollout_reports_job, analysis_job],
+          rollout_reports_job, analysis_job, clusters_job, annotations_job],
     sensors=[models_registry_sensor],
     resources=local_resources(),
 )

@@ -21,3 +21,8 @@ model_split_partitions = dg.MultiPartitionsDefinition({"model": model_partitions
 # A model x split report reads the rollouts (eval set x model) of its model for every eval set.
 rollouts_of_model = dg.MultiPartitionMapping(
     {"model": dg.DimensionPartitionMapping("model", dg.IdentityPartitionMapping())})
+# Cluster trees: one per split and one over every split ("all").
+ALL_SPLITS_TREE = "all"
+tree_partitions = dg.StaticPartitionsDefinition(load_registry().names() + [ALL_SPLITS_TREE])
+# a split's embeddings feed its own tree and the "all" tree
+embeddings_to_trees = dg.StaticPartitionMapping({s: {s, ALL_SPLITS_TREE} for s in load_registry().names()})

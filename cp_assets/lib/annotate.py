@@ -48,17 +48,15 @@ def pieces(text: str, min_words: int = 3) -> list[tuple[int, int, str]]:
     return [(text.index(body), text.index(body) + len(body), body)] if body else []
 
 
-def annotate_vectors(tree: Tree, names: dict[str, str], vectors: np.ndarray) -> list[tuple[str, list[str], list[float]]]:
-    """(leaf id, path ids, path distances) of each unit vector."""
-    leaves = tree.leaf_ids
-    cent = np.stack([tree.nodes[i].centroid for i in leaves]).astype(np.float32)
-    sims = np.asarray(vectors, dtype=np.float32) @ cent.T
-    best = sims.argmax(axis=1)
+def annotate_vectors(tree: Tree, vectors: np.ndarray) -> list[tuple[str, list[str], list[float]]]:
+    """(leaf id, path ids root first, cosine distance to each path node's centroid) of each unit vector."""
+    if not len(vectors):
+        return []
+    leaves, _ = tree.nearest_leaves(np.asarray(vectors, dtype=np.float32), k=1)
     out = []
-    for v, b in zip(vectors, best):
-        path = tree.path(leaves[b])
-        dists = [float(1.0 - np.dot(v, tree.nodes[p].centroid)) for p in path]
-        out.append((leaves[b], path, dists))
+    for v, leaf in zip(vectors, leaves[:, 0]):
+        path = tree.path(str(leaf))
+        out.append((str(leaf), path, [float(1.0 - np.dot(v, tree.nodes[p].centroid)) for p in path]))
     return out
 
 
@@ -71,7 +69,7 @@ def annotate(tree: Tree, names: dict[str, str], texts: Sequence[str], encode: Ca
     if not flat:
         return [[] for _ in texts]
     vecs = encode([t for _, _, t in flat])
-    found = iter(annotate_vectors(tree, names, vecs))
+    found = iter(annotate_vectors(tree, vecs))
     out = []
     for ps in split:
         rows = []

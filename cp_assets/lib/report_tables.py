@@ -52,6 +52,18 @@ DDL = {
     "cluster_members": """
         tree TEXT NOT NULL, embed_model TEXT NOT NULL, split TEXT NOT NULL, chunk_id TEXT NOT NULL,
         leaf_id TEXT NOT NULL""",
+    "cluster_names": """
+        tree TEXT NOT NULL, embed_model TEXT NOT NULL, node_id TEXT NOT NULL, path TEXT NOT NULL, name TEXT NOT NULL,
+        description TEXT, keyword_name TEXT NOT NULL, source TEXT NOT NULL, naming_model TEXT, member_hash TEXT NOT NULL,
+        error TEXT""",
+    "annotations": """
+        model_id TEXT NOT NULL, tree TEXT NOT NULL, embed_model TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL,
+        params_hash TEXT NOT NULL, unit TEXT NOT NULL, idx INTEGER NOT NULL, char_start INTEGER NOT NULL,
+        char_end INTEGER NOT NULL, text TEXT NOT NULL, leaf_id TEXT NOT NULL, top_id TEXT NOT NULL,
+        path TEXT NOT NULL, distance DOUBLE NOT NULL, correct BOOLEAN""",
+    "question_clusters": """
+        tree TEXT NOT NULL, embed_model TEXT NOT NULL, eval_set TEXT NOT NULL, sample_id TEXT NOT NULL,
+        leaf_id TEXT NOT NULL, top_id TEXT NOT NULL, path TEXT NOT NULL, distance DOUBLE NOT NULL""",
 }
 
 # table -> the asset that writes it (SQL models' dependencies are derived from this and from each other)
@@ -60,7 +72,8 @@ OWNERS = {
     "reference_distances": "eval_proximity", "eval_proximity": "eval_proximity", "eval_neighbors": "eval_proximity",
     "rollout_proximity": "rollout_proximity", "contamination": "contamination", "rollout_spans": "rollout_traces",
     "proximity_correlations": "difficulty_report",
-    "cluster_nodes": "cluster_tree", "cluster_members": "cluster_tree",
+    "cluster_nodes": "cluster_tree", "cluster_members": "cluster_tree", "cluster_names": "cluster_names",
+    "annotations": "annotations", "question_clusters": "cluster_report",
 }
 
 
