@@ -50,44 +50,35 @@ def cmd_annotate(args) -> int:
 def cmd_clusters(args) -> int:
     import dagster as dg
 
+    from cp_assets.cli_common import add_models, instance, materialize
     from cp_assets.cli_reports import _stored
-    from cp_assets.definitions import defs
-    from cp_assets.defs.models_sensor import sync_model_partitions
     from cp_assets.defs.partitions import ALL_SPLITS_TREE
     from cp_assets.lib.registry import load_registry
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    sync_model_partitions(instance)
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    checks = list(defs.asset_checks or [])
-    log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-    names_cfg = {"ops": {"cluster_names": {"config": {"naming_model": args.naming_model or ""}}}}
+    inst = instance()
+    names_cfg = {"cluster_names": {"config": {"naming_model": args.naming_model or ""}}}
     splits = load_registry().names()
     trees = args.tree or splits + [ALL_SPLITS_TREE]
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
-    known = set(instance.get_dynamic_partitions("models"))
-    instance.add_dynamic_partitions("models", [m for m in models if m not in known])
+    add_models(inst, models)
     table = Table(title="clusters")
     for col in ("partition", "ok", "figures", "seconds"):
         table.add_column(col, overflow="fold")
     failed = False
-    for selection, keys, config in (
+    for selection, keys, ops in (
             (["cluster_tree", "cluster_names", "cluster_report"], [(t, t) for t in trees], names_cfg),
             (["annotations"], [(f"{m} x {s}", dg.MultiPartitionKey({"model": m, "split": s}))
                                for m in models for s in splits if s in trees], {})):
         for label, key in keys:
             t0 = time.perf_counter()
-            res = dg.materialize(assets + checks, selection=selection, partition_key=key, instance=instance,
-                                 resources=defs.resources, run_config=log | config, raise_on_error=False)
-            md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
-                  for e in res.get_asset_materialization_events()}
-            failed |= not res.success
+            ok, md = materialize(inst, selection, key, args.log_level, ops)
+            failed |= not ok
             tree_md, names_md = md.get("cluster_tree", {}), md.get("cluster_names", {})
             figures = (f"{tree_md.get('chunks', '?')} chunks, {tree_md.get('leaves', '?')} leaves, depth "
                        f"{tree_md.get('max_depth', '?')}; names: {names_md.get('llm', 0)} llm, "
                        f"{names_md.get('keywords', 0)} keywords") if "cluster_tree" in md else \
                 f"{md.get('annotations', {}).get('annotated_units', '?')} units annotated"
-            table.add_row(label, "yes" if res.success else "[red]NO[/red]", figures if res.success else "",
+            table.add_row(label, "yes" if ok else "[red]NO[/red]", figures if ok else "",
                           f"{time.perf_counter() - t0:.1f}")
     err.print(table)
     return 1 if failed else 0

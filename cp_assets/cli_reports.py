@@ -97,22 +97,16 @@ def cmd_reports(args) -> int:
 
     import dagster as dg
 
+    from cp_assets.cli_common import add_models, instance, materialize
     from cp_assets.definitions import defs
-    from cp_assets.defs.models_sensor import sync_model_partitions
     from cp_assets.lib.registry import load_registry
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    sync_model_partitions(instance)
+    inst = instance()
     graph = defs.resolve_asset_graph()
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    checks = list(defs.asset_checks or [])
-    resources = defs.resources
-    log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     splits = args.split or load_registry().names()
     eval_sets = args.eval or _stored("SELECT DISTINCT eval_set FROM eval_samples ORDER BY 1")
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
-    known = set(instance.get_dynamic_partitions("models"))
-    instance.add_dynamic_partitions("models", [m for m in models if m not in known])  # rollouts of a retired model
+    add_models(inst, models)
     table = Table(title="reports")
     for col in ("partition", "assets", "ok", "figures", "seconds"):
         table.add_column(col, overflow="fold")
@@ -121,13 +115,10 @@ def cmd_reports(args) -> int:
     def run(selection: list[str], key, label: str, figures) -> None:
         nonlocal failed
         t0 = time.perf_counter()
-        res = dg.materialize(assets + checks, selection=selection, partition_key=key, instance=instance,
-                             resources=resources, run_config=log, raise_on_error=False)
-        md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
-              for e in res.get_asset_materialization_events()}
-        failed |= not res.success
-        table.add_row(label, ", ".join(selection), "yes" if res.success else "[red]NO[/red]",
-                      figures(md) if res.success else "", f"{time.perf_counter() - t0:.1f}")
+        ok, md = materialize(inst, selection, key, args.log_level)
+        failed |= not ok
+        table.add_row(label, ", ".join(selection), "yes" if ok else "[red]NO[/red]", figures(md) if ok else "",
+                      f"{time.perf_counter() - t0:.1f}")
 
     have_samples = set(_stored("SELECT DISTINCT eval_set FROM eval_samples"))
     for eval_set in eval_sets:
