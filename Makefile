@@ -44,6 +44,7 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(VENV)/bin/cprox rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 96 --log-level WARNING
 	time $(VENV)/bin/cprox reports
 	$(VENV)/bin/cprox sql "SELECT * FROM contamination_summary"
+	time $(VENV)/bin/cprox clusters --naming-model smollm2-135m-instruct --llm-max-depth 1 --log-level WARNING
 
 summary:
 	$(VENV)/bin/cprox summary

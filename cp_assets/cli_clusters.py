@@ -1,7 +1,7 @@
 """`cprox annotate` and `cprox clusters`: place a text in a cluster tree, and build the trees.
 
   cprox annotate "TEXT" [--tree pretrain] [--json]      per sentence: nearest leaf, named path, distance ("-": stdin)
-  cprox clusters [--tree T ...] [--naming-model ID] [--model ID ...]
+  cprox clusters [--tree T ...] [--naming-model ID] [--llm-max-depth D] [--model ID ...]
       materialize in-process: cluster_tree, cluster_names, cluster_report per tree (every split and `all`), then
       annotations for each model with rollouts x each split tree
 """
@@ -56,7 +56,8 @@ def cmd_clusters(args) -> int:
     from cp_assets.lib.registry import load_registry
 
     inst = instance()
-    names_cfg = {"cluster_names": {"config": {"naming_model": args.naming_model or ""}}}
+    names_cfg = {"cluster_names": {"config": {"naming_model": args.naming_model or "",
+                                              "llm_max_depth": args.llm_max_depth}}}
     splits = load_registry().names()
     trees = args.tree or splits + [ALL_SPLITS_TREE]
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
@@ -94,6 +95,8 @@ def add_parsers(sub) -> None:
     c.add_argument("--tree", action="append", help="repeatable; default: every split and `all`")
     c.add_argument("--naming-model", default=os.environ.get("CPROX_NAMING_MODEL", ""),
                    help="models.yaml id that names the clusters (default CPROX_NAMING_MODEL; empty: keywords)")
+    c.add_argument("--llm-max-depth", type=int, default=-1,
+                   help="name only nodes this deep or shallower with the model, the rest by keywords (-1: all)")
     c.add_argument("--model", action="append", help="rollouts of these models are annotated (default: all stored)")
     c.add_argument("--log-level", default="WARNING")
     c.set_defaults(fn=cmd_clusters)

@@ -27,6 +27,7 @@ class ClusterNamesConfig(dg.Config):
     samples: int = 6  # chunks nearest the centroid shown to the model
     contrast: int = 4  # chunks of sibling clusters shown as contrast
     max_name_words: int = 6
+    llm_max_depth: int = -1  # only nodes this deep or shallower are named by the model (-1: every node)
 
 
 @dg.asset(
@@ -53,7 +54,8 @@ def cluster_names(context: dg.AssetExecutionContext, config: ClusterNamesConfig,
     by_chunk = dict(zip(ids, vectors))
     backend = llm.backend(config.naming_model) if config.naming_model else None
     names = name_nodes(tree, texts, by_chunk, backend, NameCache(db), samples=config.samples,
-                       contrast=config.contrast, max_name_words=config.max_name_words, log=context.log.info)
+                       contrast=config.contrast, max_name_words=config.max_name_words,
+                       llm_max_depth=None if config.llm_max_depth < 0 else config.llm_max_depth, log=context.log.info)
     rows = cluster_report.name_rows(name, encoder.model, tree, names)
     cluster_report.save_names(db, name, encoder.model, rows)
     stored = cluster_report.load_names(db, name, encoder.model)

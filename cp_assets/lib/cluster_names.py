@@ -192,9 +192,11 @@ def name_nodes(tree: Tree, texts_by_chunk: Mapping[str, str],
                backend: Backend | None = None, cache: NameCache | None = None, *, samples: int = 6,
                contrast: int = 4, sample_chars: int = 300, max_name_words: int = 6,
                params: SamplingParams | None = None, keywords: Mapping[str, KeywordName] | None = None,
-               log: Callable[[str], None] = print) -> dict[str, NodeName]:
+               llm_max_depth: int | None = None, log: Callable[[str], None] = print) -> dict[str, NodeName]:
     """A name and a one-sentence description for every node (see the module docstring). Without `backend` every
-    node gets its keyword name. Never raises for what the model answers or for a failing backend."""
+    node gets its keyword name; with `llm_max_depth`, only nodes that deep or shallower ask the model (the budget
+    knob for big trees: a 4-level tree of 16k chunks has ~200 nodes). Never raises for what the model answers or
+    for a failing backend."""
     kw = dict(keywords) if keywords is not None else keyword_names(tree, texts_by_chunk)
     names: dict[str, NodeName] = {}
     model_id = backend.model_id if backend is not None else None
@@ -204,7 +206,7 @@ def name_nodes(tree: Tree, texts_by_chunk: Mapping[str, str],
     stats, down = Counter(), None
     for depth in sorted({n.depth for n in tree.nodes.values()}, reverse=True):
         level = sorted(n for n, node in tree.nodes.items() if node.depth == depth)
-        if backend is not None:
+        if backend is not None and (llm_max_depth is None or depth <= llm_max_depth):
             down = _llm_level(tree, level, texts_by_chunk, nearest, backend, cache, kw, names, params, version,
                               stats, log, down, samples=samples, contrast=contrast, chars=sample_chars,
                               max_words=max_name_words)
