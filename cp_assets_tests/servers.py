@@ -153,14 +153,16 @@ class FaultProxy:
     (status 200); the rest, and every GET, are forwarded to `upstream` (a base_url) and answered with its reply.
     `hits`, `failed`, `forwarded` and `max_in_flight` count POSTs.
 
-    `echo_auth` puts the caller's Authorization header in the error body, as some providers do with a bad key.
+    `echo_auth` puts the caller's Authorization header in the error body, as some providers do with a bad key;
+    `message` is the error body's message otherwise.
     """
 
     def __init__(self, upstream: str | None = None, *, fail_first: int = 0, status: int = 503, stall_s: float = 0.0,
-                 reply: bytes | None = None, content_type: str = "application/json", echo_auth: bool = False):
+                 reply: bytes | None = None, content_type: str = "application/json", echo_auth: bool = False,
+                 message: str = "injected fault"):
         self.upstream = urlsplit(upstream) if upstream else None
         self.fail_first, self.status, self.stall_s, self.echo_auth = fail_first, status, stall_s, echo_auth
-        self.reply, self.content_type = reply, content_type
+        self.reply, self.content_type, self.message = reply, content_type, message
         self.hits = self.failed = self.forwarded = self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -202,7 +204,7 @@ class FaultProxy:
                         time.sleep(proxy.stall_s)
                         with proxy._lock:
                             proxy.failed += 1
-                        message = "injected fault"
+                        message = proxy.message
                         if proxy.echo_auth:
                             message = f"Incorrect API key provided: {self.headers.get('Authorization', '')}"
                         self._send(proxy.status, json.dumps({"error": {"message": message}}).encode())

@@ -3,6 +3,10 @@
 A GGUF checkpoint is dequantized once (~20-70 s of pure-Python parsing) and saved as safetensors under
 `CPROX_HOME/models/<id>/`; later loads take under a second. Generation is batched (left padding), greedy or sampled
 (seeded), and returns token ids and per-token logprobs.
+
+Also, for membership inference and extraction tests: `score(texts)` (teacher-forced logprobs of every token of a text,
+with mu/sigma over the vocabulary, see `cp_assets.lib.scoring`) and `generate_from_ids(prefixes, n)` (greedy
+continuation of exact token ids, no re-tokenization).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Callable, Iterator, Sequence
 from cp_assets.lib import settings
 from cp_assets.lib.models import ModelSpec
 from cp_assets.lib.rollouts import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
+from cp_assets.lib.scoring import TokenScores, distribution_stats
+
+LOGIT_BUDGET = 2 ** 28  # most logits (rows x tokens x vocabulary) one scoring forward pass materializes: 1 GiB fp32
 
 
 def model_dir(spec: ModelSpec) -> Path | str:
@@ -89,6 +96,11 @@ class LocalBackend:
     @property
     def model_and_tokenizer(self):
         return load(self._weights, self.device)
+
+    @property
+    def tokenizer(self):
+        """The HF tokenizer (encode/decode); its padding side is left, as generation needs."""
+        return self.model_and_tokenizer[1]
 
     def render(self, req: GenerationRequest) -> str:
         """The text the model sees: the chat template for instruct models, else system + prompt as plain text."""
@@ -182,6 +194,108 @@ class LocalBackend:
                 completion_token_ids=ids, logprobs=[round(float(x), 6) for x in lps[i, :n]] if lps is not None else None,
                 metadata={"batch_size": len(reqs), "device": str(model.device)}))
         return rollouts
+
+
+    # -- membership inference: teacher-forced scores, greedy continuation of exact ids ------------------------------
+    def score(self, texts: Sequence[str], *, max_tokens: int = 512) -> list[TokenScores]:
+        """Teacher-forced token scores of each text (see `cp_assets.lib.scoring`), in input order.
+
+        The text is encoded as the tokenizer does by default (a BOS token only where it adds one); the first token of
+        that sequence is context and every later one is scored, at most `max_tokens` of them and the whole sequence
+        within the context length: a longer text is cut (`truncated=True`, `text` = the part scored). Texts run in
+        batches of similar length (right padding: positions and causal attention of the real tokens are unchanged)."""
+        import numpy as np
+        import torch
+
+        model, tok = self.model_and_tokenizer
+        limit = min(max_tokens + 1, self.context_length())
+        encoded = [encode_for_scoring(tok, t, limit) for t in texts]
+        results: list[TokenScores | None] = [None] * len(texts)
+        for i, (ids, text, cut) in enumerate(encoded):
+            if len(ids) < 2:  # nothing to score: an empty text, or a single token with no BOS before it
+                results[i] = TokenScores(text, [], np.zeros(0), np.zeros(0), np.zeros(0), truncated=cut)
+        order = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: -len(encoded[i][0]))
+        vocab = model.config.vocab_size
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        start = 0
+        while start < len(order):
+            longest = len(encoded[order[start]][0])
+            rows = max(1, min(self.spec.batch_size, LOGIT_BUDGET // (longest * vocab)))
+            batch = order[start:start + rows]
+            start += rows
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, i in enumerate(batch):
+                n = len(encoded[i][0])
+                ids[row, :n] = torch.tensor(encoded[i][0])
+                mask[row, :n] = 1
+            with self._lock, torch.inference_mode():
+                logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+                for row, i in enumerate(batch):
+                    seq, text, cut = encoded[i]
+                    logp, mu, sigma = distribution_stats(logits[row, :len(seq) - 1])
+                    target = torch.tensor(seq[1:], device=logp.device)
+                    lp = logp.gather(1, target[:, None])[:, 0]
+                    results[i] = TokenScores(text, list(seq[1:]), *(x.double().cpu().numpy() for x in (lp, mu, sigma)),
+                                             truncated=cut)
+                del logits
+        return results
+
+    def generate_from_ids(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
+                          stop_at_eos: bool = True) -> list[list[int]]:
+        """Greedy continuation of each exact token-id prefix (left padding with an attention mask, no
+        re-tokenization): only the new ids, at most `max_new_tokens`. With `stop_at_eos` a continuation ends with the
+        first end-of-sequence token (kept, as `generate()` keeps it); without, exactly `max_new_tokens` are made."""
+        import torch
+
+        model, tok = self.model_and_tokenizer
+        limit = self.context_length()
+        for i, p in enumerate(prefixes):
+            if not p:
+                raise GenerationError(self.model_id, f"prefix {i} is empty: give at least one token id (e.g. BOS)")
+            if len(p) + max_new_tokens > limit:
+                raise GenerationError(self.model_id, f"prefix {i} of {len(p)} tokens + max_new_tokens "
+                                      f"{max_new_tokens} exceeds the context length {limit}")
+        if max_new_tokens <= 0:
+            return [[] for _ in prefixes]
+        eos = set(_as_list(model.generation_config.eos_token_id)) | {tok.eos_token_id}
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                      pad_token_id=pad)
+        if not stop_at_eos:
+            kwargs["eos_token_id"] = None
+        out: list[list[int]] = []
+        for start in range(0, len(prefixes), self.spec.batch_size):
+            chunk = [list(map(int, p)) for p in prefixes[start:start + self.spec.batch_size]]
+            width = max(map(len, chunk))
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+            with self._lock, torch.inference_mode():
+                seqs = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
+            for row in seqs[:, width:].tolist():
+                end = next((j for j, t in enumerate(row) if t in eos), None) if stop_at_eos else None
+                out.append(row[:end + 1] if end is not None else row)
+        return out
+
+
+def encode_for_scoring(tok, text: str, limit: int) -> tuple[list[int], str, bool]:
+    """(token ids with a BOS where the tokenizer adds one, the text those ids cover, cut) for a sequence of at most
+    `limit` tokens. The text is encoded without special tokens and the BOS prepended, so no EOS a tokenizer might
+    append is ever scored."""
+    probe_with, probe_without = tok("a").input_ids, tok("a", add_special_tokens=False).input_ids
+    bos = [tok.bos_token_id] if (tok.bos_token_id is not None and len(probe_with) > len(probe_without)
+                                 and probe_with[0] == tok.bos_token_id) else []
+    try:
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+    except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer: no offsets
+        enc, offsets = tok(text, add_special_tokens=False), None
+    ids = bos + list(enc["input_ids"])
+    if len(ids) <= limit:
+        return ids, text, False
+    kept = limit - len(bos)
+    cut = text[:offsets[kept - 1][1]] if offsets and kept > 0 else tok.decode(ids[len(bos):limit])
+    return ids[:limit], cut, True
 
 
 def _as_list(x) -> list:

@@ -11,6 +11,10 @@ stored where the server gives them (llama.cpp does; `transformers serve` ignores
 field is asked again without it. Token ids are kept only where the server
 returns them (vLLM's `token_ids`), else None. The API key comes from `spec.api_key()` only, and is scrubbed from every
 error message; it never reaches Rollout metadata.
+
+`score(texts)` (membership inference) asks /v1/completions for the prompt's own token logprobs (`echo=True,
+logprobs=1, max_tokens=1`), which `vllm serve` and OpenAI's echo-capable completion models return; a server that
+ignores echo/logprobs (`transformers serve`) or refuses them (chat-only models) raises `ScoringUnavailable`.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from cp_assets.lib.models import ModelRegistryError, ModelSpec
 from cp_assets.lib.rollouts import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
+from cp_assets.lib.scoring import ScoringUnavailable, TokenScores
 
 _CONTEXT_WORDS = ("context length", "context window", "maximum context", "too long", "exceed", "max_model_len",
                   "maximum length", "too many tokens")
 _MODEL_WORDS = ("model_not_found", "does not exist", "unknown model", "no such model", "not found", "pinned to")
+_NO_ECHO_WORDS = ("echo", "logprob", "chat model", "not supported", "unsupported")  # a refusal of scoring requests
 
 
 class _Refused(Exception):
@@ -101,6 +109,73 @@ class OpenAIBackend:
     def stream(self, request: GenerationRequest, params: SamplingParams,
                on_text: Callable[[str], None]) -> Rollout:
         return self._one(request, params, on_text)
+
+    # -- membership inference -------------------------------------------------------------------------------------
+    def score(self, texts: Sequence[str], *, max_tokens: int = 512) -> list[TokenScores]:
+        """Prompt-token logprobs of each text (in input order; `spec.max_concurrency` requests at a time) from the
+        legacy completions endpoint with echo. The first token (the server's BOS where it adds one, else the text's
+        first token) has no logprob and is not scored; an empty text has no tokens and is not sent. At most
+        `max_tokens` tokens are kept (`truncated=True`, `text` cut at the server's text offsets where its tokens are
+        strings, else left whole). mu/sigma are None: only the chosen token's logprob is known. token_ids are the
+        server's where it gives them (vLLM's `--return-tokens-as-token-ids`, `prompt_token_ids`), else -1 (OpenAI
+        gives only token strings)."""
+        if not texts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.spec.max_concurrency, len(texts)),
+                                thread_name_prefix=f"score-{self.model_id}") as pool:
+            futures = [pool.submit(self._score_one, t, max_tokens) for t in texts]
+            try:
+                return [f.result() for f in futures]
+            finally:
+                for f in futures:
+                    f.cancel()
+
+    def _score_one(self, text: str, max_tokens: int) -> TokenScores:
+        if not text:
+            return TokenScores(text, [], np.zeros(0))
+        try:
+            self._check_model()
+            reply = self.client.completions.create(model=self.spec.served_name, prompt=text, echo=True, logprobs=1,
+                                                   max_tokens=1, temperature=0.0)
+        except Exception as exc:  # noqa: BLE001 - a refusal of echo/logprobs is ScoringUnavailable, the rest as usual
+            body = _body_text(exc)
+            if _status(exc) in (400, 404, 422) and any(w in body.lower() for w in _NO_ECHO_WORDS):
+                raise self._unavailable(f"refused the request (HTTP {_status(exc)}: {body})") from None
+            raise GenerationError(self.model_id, self._explain(exc)) from None
+        choices = getattr(reply, "choices", None)
+        if not choices:
+            raise GenerationError(self.model_id, self._scrub(f"malformed reply from {self.spec.base_url}: no choices "
+                                                             f"in {_short(reply)}"))
+        c, usage = choices[0], getattr(reply, "usage", None)
+        lp = getattr(c, "logprobs", None)
+        values, tokens = getattr(lp, "token_logprobs", None), getattr(lp, "tokens", None) or []
+        if not values:
+            raise self._unavailable("returned no logprobs for the prompt (it ignores echo/logprobs)")
+        n = getattr(usage, "prompt_tokens", None)
+        if n is None:  # no usage: the prompt's tokens are those that start inside the prompt text
+            n = sum(1 for off in (getattr(lp, "text_offset", None) or []) if off < len(text))
+        if not n or len(values) < n or (c.text is not None and not c.text.startswith(text)):
+            raise self._unavailable("returned logprobs for the generated token only (it ignores echo)")
+        scored = values[1:n]
+        if any(v is None for v in scored):
+            raise GenerationError(self.model_id, f"malformed reply from {self.spec.base_url}: a prompt token after "
+                                  f"the first has no logprob")
+        ids = _token_ids(tokens[:n], (getattr(c, "model_extra", None) or {}).get("prompt_token_ids"), n)[1:]
+        cut = len(scored) > max_tokens
+        if cut:
+            scored, ids = scored[:max_tokens], ids[:max_tokens]
+            offsets = list(getattr(lp, "text_offset", None) or [])
+            as_text = not any(str(t).startswith("token_id:") for t in tokens)  # else the offsets count "token_id:.."
+            end = offsets[max_tokens + 1] if as_text and len(offsets) > max_tokens + 1 else None
+            text = text[:end] if end is not None and 0 < end <= len(text) and offsets == sorted(offsets) else text
+        return TokenScores(text, ids, np.asarray(scored, dtype=np.float64), truncated=cut)
+
+    def _unavailable(self, why: str) -> ScoringUnavailable:
+        return ScoringUnavailable(self.model_id, self._scrub(
+            f"cannot score texts: the server at {self.spec.base_url} (model {self.spec.served_name!r}) {why}; "
+            f"membership inference needs the prompt tokens' logprobs (legacy /completions with echo=True and "
+            f"logprobs): serve the model with `vllm serve`, use an OpenAI model that supports echo (davinci-002, "
+            f"babbage-002), or score it with the local backend"))
 
     # -- one request ----------------------------------------------------------------------------------------------
     def _one(self, req: GenerationRequest, params: SamplingParams,
@@ -275,6 +350,15 @@ def _chat_logprobs(lp: Any) -> list[float] | None:
 def _completion_logprobs(lp: Any) -> list[float] | None:
     values = getattr(lp, "token_logprobs", None)
     return [float(x) for x in values if x is not None] if values else None
+
+
+def _token_ids(tokens: Sequence[str], prompt_ids: Any, n: int) -> list[int]:
+    """The prompt's token ids: from vLLM's "token_id:<id>" tokens or its `prompt_token_ids`, else -1 each."""
+    if len(tokens) == n and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
+        return [int(t.split(":", 1)[1]) for t in tokens]
+    if isinstance(prompt_ids, list) and len(prompt_ids) == n:
+        return [int(t) for t in prompt_ids]
+    return [-1] * n
 
 
 def _status(exc: BaseException) -> int | None:

@@ -1,5 +1,9 @@
 """vLLM's offline engine for batch generation on a GPU. vllm is imported only here, and only when installed (the
-`gpu` extra); on a machine without it `available()` is False and asking for a vllm model is a clear error."""
+`gpu` extra); on a machine without it `available()` is False and asking for a vllm model is a clear error.
+
+For membership inference: `score(texts)` (prompt logprobs, `SamplingParams(prompt_logprobs=0, max_tokens=1)`; only
+the chosen token's logprob, so mu/sigma are None) and `generate_from_ids(prefixes, n)` (greedy, from exact token ids).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 from cp_assets.lib.models import ModelSpec
 from cp_assets.lib.rollouts import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
+from cp_assets.lib.scoring import TokenScores
 
 
 def available() -> bool:
@@ -89,3 +94,73 @@ class VLLMBackend:
                             started_at=started, latency_s=round(latency, 4), rendered_prompt=text,
                             prompt_token_ids=list(out.prompt_token_ids), completion_token_ids=list(c.token_ids),
                             logprobs=lps, metadata={"batch_size": batch})
+
+    # -- membership inference -------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.engine.get_tokenizer()
+
+    def context_length(self) -> int | None:
+        """max_model_len of the running engine (models.yaml's context_length, else the model's own)."""
+        for owner in (getattr(self.engine, "llm_engine", None), self.engine):
+            n = getattr(getattr(owner, "model_config", None), "max_model_len", None)
+            if n:
+                return int(n)
+        return self.spec.context_length
+
+    def score(self, texts: Sequence[str], *, max_tokens: int = 512) -> list[TokenScores]:
+        """Prompt-token logprobs of each text, tokenized and cut here exactly as the local backend does (a BOS where
+        the tokenizer adds one, at most `max_tokens` scored tokens within the context) and passed as token ids.
+        vLLM's `prompt_logprobs[j]` maps token ids to Logprob for position j (None at j = 0) and always holds the
+        actual prompt token; with prompt_logprobs=0 nothing else."""
+        import numpy as np
+        from vllm import SamplingParams as VSP
+
+        from cp_assets.lib.backends.local import encode_for_scoring
+
+        tok = self.tokenizer
+        limit = min(max_tokens + 1, self.context_length() or max_tokens + 1)
+        encoded = [encode_for_scoring(tok, t, limit) for t in texts]
+        todo = [i for i, (ids, _, _) in enumerate(encoded) if len(ids) >= 2]
+        outs = {}
+        if todo:
+            params = VSP(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+            prompts = [{"prompt_token_ids": encoded[i][0]} for i in todo]  # a TokensPrompt (a TypedDict)
+            try:
+                outs = dict(zip(todo, self.engine.generate(prompts, params, use_tqdm=False)))
+            except ValueError as exc:
+                raise GenerationError(self.model_id, str(exc)) from exc
+        results = []
+        for i, (ids, text, cut) in enumerate(encoded):
+            lps: list[float] = []
+            if i in outs:
+                steps = outs[i].prompt_logprobs
+                if steps is None or len(steps) != len(ids):
+                    raise GenerationError(self.model_id, f"vLLM returned {0 if steps is None else len(steps)} "
+                                          f"prompt logprobs for a prompt of {len(ids)} tokens")
+                lps = [float(steps[j][ids[j]].logprob) for j in range(1, len(ids))]
+            results.append(TokenScores(text, list(ids[1:]), np.asarray(lps, dtype=np.float64), truncated=cut))
+        return results
+
+    def generate_from_ids(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
+                          stop_at_eos: bool = True) -> list[list[int]]:
+        """Greedy continuation of exact token ids (TokensPrompt: no re-tokenization); only the new ids. vLLM keeps
+        the end-of-sequence token it stops at; `stop_at_eos=False` makes exactly `max_new_tokens` (ignore_eos)."""
+        from vllm import SamplingParams as VSP
+
+        limit = self.context_length()
+        for i, p in enumerate(prefixes):
+            if not p:
+                raise GenerationError(self.model_id, f"prefix {i} is empty: give at least one token id (e.g. BOS)")
+            if limit and len(p) + max_new_tokens > limit:
+                raise GenerationError(self.model_id, f"prefix {i} of {len(p)} tokens + max_new_tokens "
+                                      f"{max_new_tokens} exceeds the context length {limit}")
+        if max_new_tokens <= 0 or not prefixes:
+            return [[] for _ in prefixes]
+        params = VSP(temperature=0.0, max_tokens=max_new_tokens, ignore_eos=not stop_at_eos)
+        prompts = [{"prompt_token_ids": [int(t) for t in p]} for p in prefixes]
+        try:
+            outs = self.engine.generate(prompts, params, use_tqdm=False)
+        except ValueError as exc:
+            raise GenerationError(self.model_id, str(exc)) from exc
+        return [list(o.outputs[0].token_ids) for o in outs]
