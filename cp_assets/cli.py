@@ -10,6 +10,8 @@
   cprox trace "TEXT" [--split S] [--min-tokens 8] [--json] verbatim spans of a text in a split (exact counts, docs)
   cprox sql "SELECT ..." [--json]                         query the results DuckDB (read-only)
   cprox annotate "TEXT" [--tree pretrain] [--json]        each sentence's cluster path in a split's cluster tree
+  cprox train [--run muon-s0 ...] [--no-sft]              train the memorization lab's models (training.yaml)
+  cprox memorization [--model ID ...]                     verbatim recall, extraction, membership, comparisons
 """
 
 import argparse
@@ -225,12 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets import cli_clusters, cli_models, cli_reports, cli_trace
+    from cp_assets import cli_clusters, cli_memorization, cli_models, cli_reports, cli_trace
 
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
     cli_reports.add_parsers(sub)
     cli_clusters.add_parsers(sub)
+    cli_memorization.add_parsers(sub)
     return p
 
 

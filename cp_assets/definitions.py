@@ -12,6 +12,9 @@ from cp_assets.defs.difficulty_report import difficulty_report
 from cp_assets.defs.eval_proximity import check_eval_proximity_rows_consistent, eval_proximity
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.eval_samples import eval_samples
+from cp_assets.defs.extraction import extraction
+from cp_assets.defs.membership import membership
+from cp_assets.defs.memorization_report import memorization_report
 from cp_assets.defs.models_sensor import models_registry_sensor
 from cp_assets.defs.ngram_index import check_ngram_index_matches_corpus, ngram_index
 from cp_assets.defs.raw_corpus import raw_corpus
@@ -19,6 +22,9 @@ from cp_assets.defs.rollout_proximity import check_rollout_proximity_rows_consis
 from cp_assets.defs.rollout_traces import rollout_traces
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.defs.sql_models import sql_model_assets
+from cp_assets.defs.tiny_models import tiny_models
+from cp_assets.defs.tiny_sft_models import tiny_sft_models
+from cp_assets.defs.verbatim_recall import verbatim_recall
 from cp_assets.resources import local_resources
 
 corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]
@@ -29,6 +35,7 @@ report_assets = [eval_proximity, contamination, rollout_proximity, rollout_trace
 report_checks = [check_eval_proximity_rows_consistent, check_rollout_proximity_rows_consistent]
 cluster_assets = [cluster_tree, cluster_names, cluster_report, annotations]
 cluster_checks = [check_cluster_tree_covers_every_chunk]
+memorization_assets = [tiny_models, tiny_sft_models, verbatim_recall, extraction, membership, memorization_report]
 
 # CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
 # in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
@@ -78,11 +85,33 @@ annotations_job = dg.define_asset_job(
     description="One model's rollouts placed in one split's cluster tree, sentence by sentence.",
 )
 
+# The memorization lab: training (GPU pool, one process), then the per-model tests (GPU pool), then the comparisons.
+training_job = dg.define_asset_job(
+    "training_job", selection=dg.AssetSelection.assets(tiny_models, tiny_sft_models),
+    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    description="Train one optimizer x seed run: the base model, then its SFT model (GPU pool).",
+)
+memorization_job = dg.define_asset_job(
+    "memorization_job", selection=dg.AssetSelection.assets(verbatim_recall, membership),
+    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    description="Verbatim recall and membership inference for one model (GPU pool).",
+)
+extraction_job = dg.define_asset_job(
+    "extraction_job", selection=dg.AssetSelection.assets(extraction),
+    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    description="k-extractability of one model on one split (GPU pool).",
+)
+memorization_report_job = dg.define_asset_job(
+    "memorization_report_job", selection=dg.AssetSelection.assets(memorization_report),
+    description="Muon vs AdamW and base vs SFT comparisons over everything the memorization assets wrote.",
+)
+
 defs = dg.Definitions(
-    assets=corpus_assets + eval_assets + report_assets + cluster_assets,
+    assets=corpus_assets + eval_assets + report_assets + cluster_assets + memorization_assets,
     asset_checks=corpus_checks + report_checks + cluster_checks,
     jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job, proximity_job,
-          rollout_reports_job, analysis_job, clusters_job, annotations_job],
+          rollout_reports_job, analysis_job, clusters_job, annotations_job, training_job, memorization_job,
+          extraction_job, memorization_report_job],
     sensors=[models_registry_sensor],
     resources=local_resources(),
 )

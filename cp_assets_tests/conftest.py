@@ -46,8 +46,15 @@ splits:
         text_field: text
         id_field: id
 """ % (TEST_HOME / "contam.jsonl.gz"))
+TRAINING = TEST_HOME / "training.yaml"
+TRAINING.write_text("""
+base: {split: tiny, size: test, optimizers: [adamw, muon], seeds: [0], member_chars: 40000, epochs: 2,
+       heldout_documents: 12, include_recall_documents: true}
+sft: {split: math, epochs: 1, max_chars: 20000}
+""")
 os.environ.update(
     CPROX_HOME=str(TEST_HOME),
+    CPROX_TRAINING=str(TRAINING),
     CPROX_CORPORA=str(REGISTRY),
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",

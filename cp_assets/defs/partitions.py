@@ -8,6 +8,7 @@ needs no code reload: the `models_registry_sensor` adds and removes them to matc
 import dagster as dg
 
 from cp_assets.lib.evals import load_evals
+from cp_assets.lib.experiments import load_experiment
 from cp_assets.lib.registry import load_registry
 
 split_partitions = dg.StaticPartitionsDefinition(load_registry().names())
@@ -26,3 +27,8 @@ ALL_SPLITS_TREE = "all"
 tree_partitions = dg.StaticPartitionsDefinition(load_registry().names() + [ALL_SPLITS_TREE])
 # a split's embeddings feed its own tree and the "all" tree
 embeddings_to_trees = dg.StaticPartitionMapping({s: {s, ALL_SPLITS_TREE} for s in load_registry().names()})
+# Models trained here (training.yaml): one partition per optimizer x seed, e.g. `muon-s0` (tiny_models, tiny_sft_models)
+run_partitions = dg.StaticPartitionsDefinition(load_experiment().runs())
+# every run trains on the base split's documents; the SFT stage reads the SFT split's
+runs_from_base_split = dg.StaticPartitionMapping({load_experiment().base.split: set(load_experiment().runs())})
+runs_from_sft_split = dg.StaticPartitionMapping({load_experiment().sft.split: set(load_experiment().runs())})

@@ -16,6 +16,10 @@ def backend_for(spec: ModelSpec, device: str | None = None) -> Backend:
         from cp_assets.lib.backends.local import LocalBackend
 
         return LocalBackend(spec, device=device)
+    if spec.backend == "tiny":
+        from cp_assets.lib.backends.tiny import TinyBackend
+
+        return TinyBackend(spec, device=device)
     if spec.backend == "openai":
         from cp_assets.lib.backends.openai_compat import OpenAIBackend
 

@@ -12,6 +12,12 @@
       qwen2.5-0.5b-instruct:
         backend: vllm                        # vLLM's offline engine, GPU only
         path: Qwen/Qwen2.5-0.5B-Instruct
+      tiny-adamw-s0:
+        backend: tiny                        # a GPT trained here (cp_assets/lib/tiny_gpt.py), CPU or CUDA
+        path: /abs/path/to/checkpoint
+
+Models trained by the `tiny_models` / `tiny_sft_models` assets are registered in `CPROX_HOME/trained_models.yaml`
+(same format), which `load_models()` merges in after models.yaml; an id in both is an error.
 
 Model ids become Dagster dynamic partitions (a sensor keeps them in sync with this file). `CPROX_MODELS` points at
 another registry file.
@@ -49,7 +55,7 @@ class GGUFSource(BaseModel):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
-    backend: Literal["local", "openai", "vllm"]
+    backend: Literal["local", "openai", "vllm", "tiny"]
     description: str = ""
     # local / vllm: a hub name or a directory; or a packaged GGUF (local only)
     path: str | None = None
@@ -75,6 +81,8 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model id {self.id!r}: use lowercase letters, digits, '.', '_' or '-'")
         if self.backend == "local" and (self.path is None) == (self.gguf is None):
             raise ValueError("a local model needs exactly one of `path` (hub name or directory) or `gguf`")
+        if self.backend == "tiny" and not self.path:
+            raise ValueError("a tiny model needs `path` (its checkpoint directory, written by `tiny_models`)")
         if self.backend == "vllm" and not self.path:
             raise ValueError("a vllm model needs `path` (hub name or directory)")
         if self.backend == "openai" and not self.base_url:
@@ -136,8 +144,25 @@ def models_file() -> Path:
     return Path(value).expanduser().resolve() if value else settings.REPO_ROOT / "models.yaml"
 
 
-def load_models(path: Path | None = None) -> ModelRegistry:
-    path = Path(path) if path else models_file()
+def trained_models_file() -> Path:
+    return settings.home() / "trained_models.yaml"
+
+
+def load_models(path: Path | None = None, *, include_trained: bool = True) -> ModelRegistry:
+    """models.yaml (or `path`), plus the models trained here (`trained_models_file()`) when it exists."""
+    registry = _load_file(Path(path) if path else models_file())
+    trained = trained_models_file()
+    if include_trained and trained.exists():
+        extra = _load_file(trained)
+        clash = sorted(set(extra.models) & set(registry.models))
+        if clash:
+            raise ModelRegistryError(f"{trained}: ids {clash} are also in {registry.source}")
+        registry = ModelRegistry(models={**registry.models, **extra.models},
+                                 source=f"{registry.source} + {trained}")
+    return registry
+
+
+def _load_file(path: Path) -> ModelRegistry:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

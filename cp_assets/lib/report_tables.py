@@ -64,6 +64,37 @@ DDL = {
     "question_clusters": """
         tree TEXT NOT NULL, embed_model TEXT NOT NULL, eval_set TEXT NOT NULL, sample_id TEXT NOT NULL,
         leaf_id TEXT NOT NULL, top_id TEXT NOT NULL, path TEXT NOT NULL, distance DOUBLE NOT NULL""",
+    # memorization lab (issue 7): models trained here, recall, extraction, membership, comparisons
+    "training_runs": """
+        model_id TEXT NOT NULL, run TEXT NOT NULL, stage TEXT NOT NULL, optimizer TEXT NOT NULL, seed INTEGER NOT NULL,
+        status TEXT NOT NULL, n_params BIGINT, tokens BIGINT, final_train_loss DOUBLE, final_val_loss DOUBLE,
+        tokens_per_s DOUBLE, seconds DOUBLE, path TEXT, error TEXT, size TEXT, finished_at TIMESTAMP""",
+    "training_curves": """
+        model_id TEXT NOT NULL, step INTEGER NOT NULL, tokens BIGINT NOT NULL, train_loss DOUBLE, val_loss DOUBLE,
+        lr DOUBLE, seconds DOUBLE""",
+    "training_documents": """
+        split TEXT NOT NULL, doc_id TEXT NOT NULL, role TEXT NOT NULL, recall_quoted BOOLEAN NOT NULL,
+        chars INTEGER NOT NULL""",
+    "verbatim_recall": """
+        model_id TEXT NOT NULL, sample_id TEXT NOT NULL, category TEXT, title TEXT, exact BOOLEAN NOT NULL,
+        normalized BOOLEAN NOT NULL, char_distance INTEGER, word_distance INTEGER, char_similarity DOUBLE,
+        word_similarity DOUBLE, prefix_words INTEGER, n_words INTEGER, completion TEXT, params_hash TEXT""",
+    "extraction": """
+        model_id TEXT NOT NULL, split TEXT NOT NULL, text_id TEXT NOT NULL, doc_id TEXT NOT NULL, member BOOLEAN,
+        prefix_tokens INTEGER NOT NULL, suffix_tokens INTEGER NOT NULL, exact BOOLEAN NOT NULL,
+        matching_prefix INTEGER, token_match_fraction DOUBLE, char_distance INTEGER, char_similarity DOUBLE,
+        target_text TEXT, generated_text TEXT""",
+    "membership_scores": """
+        model_id TEXT NOT NULL, text_id TEXT NOT NULL, doc_id TEXT NOT NULL, member BOOLEAN NOT NULL,
+        n_tokens INTEGER, truncated BOOLEAN, score TEXT NOT NULL, value DOUBLE""",
+    "membership_auroc": """
+        model_id TEXT NOT NULL, score TEXT NOT NULL, labels TEXT NOT NULL, n_members INTEGER, n_nonmembers INTEGER,
+        auroc DOUBLE, ci_low DOUBLE, ci_high DOUBLE, tpr_at_1pct_fpr DOUBLE, tpr_at_5pct_fpr DOUBLE, reason TEXT""",
+    "memorization_comparisons": """
+        comparison TEXT NOT NULL, metric TEXT NOT NULL, split TEXT, group_a TEXT NOT NULL, group_b TEXT NOT NULL,
+        n_runs_a INTEGER, n_runs_b INTEGER, n_items INTEGER, mean_a DOUBLE, mean_b DOUBLE, diff DOUBLE,
+        ci_low DOUBLE, ci_high DOUBLE, welch_p DOUBLE, welch_ci_low DOUBLE, welch_ci_high DOUBLE, matched BOOLEAN,
+        note TEXT""",
 }
 
 # table -> the asset that writes it (SQL models' dependencies are derived from this and from each other)
@@ -74,6 +105,9 @@ OWNERS = {
     "proximity_correlations": "difficulty_report",
     "cluster_nodes": "cluster_tree", "cluster_members": "cluster_tree", "cluster_names": "cluster_names",
     "annotations": "annotations", "question_clusters": "cluster_report",
+    "training_runs": "tiny_models", "training_curves": "tiny_models", "training_documents": "tiny_models",
+    "verbatim_recall": "verbatim_recall", "extraction": "extraction", "membership_scores": "membership",
+    "membership_auroc": "membership", "memorization_comparisons": "memorization_report",
 }
 
 

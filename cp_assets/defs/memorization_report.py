@@ -1,0 +1,58 @@
+"""`memorization_report`: Muon vs AdamW (at matched validation loss) and base vs SFT, every metric with a bootstrap
+interval over seeds and items; table `memorization_comparisons`, plots in the metadata. Reads whatever the
+memorization assets have written; missing inputs are noted, not fatal."""
+
+import dagster as dg
+
+from cp_assets.defs.extraction import extraction
+from cp_assets.defs.membership import membership
+from cp_assets.defs.rollout_proximity import rollout_proximity
+from cp_assets.defs.tiny_models import tiny_models
+from cp_assets.defs.tiny_sft_models import tiny_sft_models
+from cp_assets.defs.verbatim_recall import verbatim_recall
+from cp_assets.lib import compare_runs, experiments as ex, memorization_report as rep, plots, report_tables, settings
+from cp_assets.resources.results import ResultsStore
+
+
+@dg.asset(
+    deps=[tiny_models, tiny_sft_models, verbatim_recall, extraction, membership, rollout_proximity],
+    group_name="memorization",
+    kinds={"duckdb", "python"},
+    owners=["team:memorization"],
+    description="Muon vs AdamW (recall exact rate and similarity, extraction rate, membership AUROC; flagged "
+                "whether final validation losses match within 5%) and base vs SFT (distance of outputs to each split, "
+                "recall, extraction, membership), each a difference with a 95% two-level bootstrap interval over "
+                "seeds and items. Table `memorization_comparisons`.",
+)
+def memorization_report(context: dg.AssetExecutionContext, results: ResultsStore) -> dg.MaterializeResult:
+    db = results.db()
+    with db.connect() as con:
+        opt, opt_meta = rep.optimizer_rows(con, ex.load_experiment().base.split, log=context.log.info)
+        sft, sft_meta = rep.sft_rows(con, log=context.log.info)
+        _replace_all(con, opt + sft)
+    meta: dict = {"optimizer": dg.MetadataValue.json(opt_meta), "sft": dg.MetadataValue.json(sft_meta),
+                  "rows": len(opt) + len(sft)}
+    for name, rows, title in (("muon_vs_adamw", opt, "Muon vs AdamW (base models, all seeds)"),
+                              ("sft_vs_base", sft, "base vs SFT")):
+        if not rows:
+            continue
+        meta[f"{name}_table"] = dg.MetadataValue.md(rep.markdown(rows))
+        comps = rep.as_comparisons(rows)
+        if comps:
+            png = compare_runs.comparison_plot(comps, settings.home() / "plots" / f"{name}.png", title)
+            meta[f"{name}_plot"] = dg.MetadataValue.md(plots.markdown_image(png, title))
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _replace_all(con, rows: list[tuple]) -> None:
+    report_tables.ensure(con, "memorization_comparisons")
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM memorization_comparisons")
+        for r in rows:
+            con.execute(f"INSERT INTO memorization_comparisons ({', '.join(rep.COLUMNS)}) VALUES "
+                        f"({', '.join('?' * len(rep.COLUMNS))})", list(r))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
