@@ -126,9 +126,9 @@ def main() -> int:
             print(f"\nfull comparison (2 optimizers x {full_n} seeds x base + SFT): actual {actual:.0f} s "
                   f"({actual / 60:.1f} min), + tokenizer {t_tok.s:.1f} s")
         else:
-            print(f"\nfull comparison (2 optimizers x {full_n} seeds x base + SFT): projected {per_seed * full_n:.0f} s "
-                  f"({per_seed * full_n / 60:.1f} min) from this seed's runs ({per_seed:.0f} s), + tokenizer "
-                  f"{t_tok.s:.1f} s once; --full runs it")
+            print(f"\nfull comparison (2 optimizers x {full_n} seeds x base + SFT): projected "
+                  f"{per_seed * full_n:.0f} s ({per_seed * full_n / 60:.1f} min) from this seed's runs "
+                  f"({per_seed:.0f} s), + tokenizer {t_tok.s:.1f} s once; --full runs it")
 
         if args.png:
             print(f"loss curves: {loss_curves_png(results, args.png)}")

@@ -80,6 +80,14 @@ def cmd_rollouts(args) -> int:
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     sync_model_partitions(instance)
     eval_sets = args.eval or load_evals().names()
+    models = list(args.model)
+    if args.trained:
+        from cp_assets.lib.models import load_models
+
+        models += [m for m, spec in load_models().models.items() if spec.backend == "tiny" and m not in models]
+    if not models:
+        err.print("no models: name them with --model, or use --trained after `cprox train`")
+        return 2
     config = {"limit": args.limit, "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     table = Table(title="rollouts")
@@ -90,7 +98,7 @@ def cmd_rollouts(args) -> int:
         res = dg.materialize(eval_assets, selection=["eval_samples"], partition_key=eval_set, instance=instance,
                              resources=local_resources(), run_config=log, raise_on_error=False)
         failed |= not res.success
-        for model in args.model:
+        for model in models:
             t0 = time.perf_counter()
             key = dg.MultiPartitionKey({"eval_set": eval_set, "model": model})
             res = dg.materialize(eval_assets, selection=["rollouts"], partition_key=key, instance=instance,
@@ -122,7 +130,8 @@ def add_parsers(sub) -> None:
 
     x = sub.add_parser("rollouts", help="materialize eval_samples + rollouts for eval sets x models, in-process")
     x.add_argument("--eval", action="append", help="repeatable; default: every eval set in evals.yaml")
-    x.add_argument("--model", action="append", required=True, help="repeatable model id")
+    x.add_argument("--model", action="append", default=[], help="repeatable model id")
+    x.add_argument("--trained", action="store_true", help="also every model trained here (`cprox train`)")
     x.add_argument("--limit", type=int, default=None, help="first N samples of each eval set")
     x.add_argument("--max-tokens", type=int, default=256)
     x.add_argument("--temperature", type=float, default=0.0)

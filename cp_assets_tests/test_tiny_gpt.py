@@ -17,6 +17,15 @@ from cp_assets.lib.models import ModelSpec
 from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
 from cp_assets.lib.tiny_gpt import GPT, BPETokenizer, GPTConfig, load_checkpoint, train_tokenizer
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: small ops on 2 threads collapse (OpenMP spin-waits) when another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CFG = GPTConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=32, seq_len=64)
 
 

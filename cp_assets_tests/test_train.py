@@ -28,6 +28,15 @@ FAST = dict(eval_every=24, eval_tokens=8192)
 OPTIMIZERS = ["adamw", "muon"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: small ops on 2 threads collapse (OpenMP spin-waits) when another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def quiet(_: str) -> None:
     pass
 

@@ -198,7 +198,7 @@ class GPT(nn.Module):
         mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)  # pad queries see themselves: no all-masked rows
         caches = [[] for _ in self.blocks]
         logits = self._logits(idx, pos, mask, caches)[:, -1]
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        done = [False] * B
         for step in range(max_new_tokens):
             logp = torch.log_softmax(logits, dim=-1)
             if temperature == 0:
@@ -218,7 +218,7 @@ class GPT(nn.Module):
                 lps[i].append(chosen[i])
                 if (eos_id is not None and t == eos_id) or (should_stop is not None and should_stop(i, out[i])):
                     done[i] = True
-            if bool(done.all()) or step == max_new_tokens - 1:
+            if all(done) or step == max_new_tokens - 1:
                 break
             valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=dev)], dim=1)
             pos = pos[:, -1:] + 1
