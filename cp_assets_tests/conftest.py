@@ -48,7 +48,7 @@ splits:
 """ % (TEST_HOME / "contam.jsonl.gz"))
 TRAINING = TEST_HOME / "training.yaml"
 TRAINING.write_text("""
-base: {split: tiny, size: test, optimizers: [adamw, muon], seeds: [0], member_chars: 40000, epochs: 2,
+base: {split: tiny, size: test, optimizers: [adamw, muon], seeds: [0], member_chars: 20000, epochs: 2,
        heldout_documents: 12, include_recall_documents: true}
 sft: {split: math, epochs: 1, max_chars: 20000}
 """)

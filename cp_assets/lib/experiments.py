@@ -105,18 +105,48 @@ def _rank(doc_id: str) -> str:
 class DocSplit:
     members: list[tuple[str, str]]  # (doc_id, text)
     heldout: list[tuple[str, str]]
-    recall_documents: list[str]  # member ids forced in because the recall set quotes them
+    recall_documents: list[str]  # quoted documents: only excerpts around the quotes are members
 
     def member_ids(self) -> list[str]:
         return [d for d, _ in self.members]
 
+    def whole_member_ids(self) -> list[str]:
+        """Members trained whole (the pool of the membership and extraction tests)."""
+        forced = set(self.recall_documents)
+        return [d for d, _ in self.members if d not in forced]
+
+
+def excerpt(text: str, quotes: Sequence[str], context_chars: int) -> str:
+    """The parts of `text` within `context_chars` of an occurrence of any quote, in order, joined by blank lines."""
+    spans = []
+    for q in quotes:
+        start = text.find(q)
+        while start >= 0:
+            spans.append((max(0, start - context_chars), min(len(text), start + len(q) + context_chars)))
+            start = text.find(q, start + 1)
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return "\n\n".join(text[a:b] for a, b in merged)
+
 
 def choose_members(docs: Iterable[tuple[str, str]], *, member_chars: int, heldout_documents: int,
-                   quotes: Sequence[str] = ()) -> DocSplit:
-    """Members: documents containing any of `quotes` (verbatim-recall passages), then others in seeded-hash order
-    until `member_chars`; held out: the next `heldout_documents` in that order. Deterministic for a document set."""
+                   quotes: Sequence[str] = (), context_chars: int = 1500) -> DocSplit:
+    """Members: the passages the verbatim-recall set quotes (each with `context_chars` around it, so a whole play is
+    not trained for one quote), then whole documents in seeded-hash order until `member_chars`; held out: the next
+    `heldout_documents` whole documents in that order. Deterministic for a document set.
+
+    A quoted document is trained only in part: its id is listed in `recall_documents`, and the membership and
+    extraction tests leave it out of their member pool (its other passages are not members)."""
     ordered = sorted(docs, key=lambda d: _rank(d[0]))
-    forced = [d for d in ordered if any(q in d[1] for q in quotes)] if quotes else []
+    forced = []
+    for doc_id, text in ordered:
+        hit = [q for q in quotes if q in text]
+        if hit:
+            forced.append((doc_id, excerpt(text, hit, context_chars)))
     forced_ids = {d for d, _ in forced}
     members, heldout, chars = list(forced), [], sum(len(t) for _, t in forced)
     for doc in ordered:

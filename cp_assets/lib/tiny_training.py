@@ -38,8 +38,9 @@ def recall_quotes(samples: Iterable) -> list[str]:
 
 
 def document_rows(split: str, docs: DocSplit) -> list[tuple]:
+    """Role `member` (trained whole), `recall_excerpt` (only the passages around recall quotes), `heldout`."""
     forced = set(docs.recall_documents)
-    return ([(split, d, "member", d in forced, len(t)) for d, t in docs.members]
+    return ([(split, d, "recall_excerpt" if d in forced else "member", d in forced, len(t)) for d, t in docs.members]
             + [(split, d, "heldout", False, len(t)) for d, t in docs.heldout])
 
 
@@ -142,7 +143,7 @@ def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str,
 
 
 def _write_members(out: Path, split: str, docs: DocSplit) -> None:
-    (out / "members.json").write_text(json.dumps({"split": split, "members": docs.member_ids(),
+    (out / "members.json").write_text(json.dumps({"split": split, "members": docs.whole_member_ids(),
                                                   "heldout": [d for d, _ in docs.heldout],
                                                   "recall_documents": docs.recall_documents}))
 
