@@ -42,9 +42,12 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(VENV)/bin/cprox materialize
 	$(VENV)/bin/cprox summary
 	time $(VENV)/bin/cprox rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 96 --log-level WARNING
+	time $(VENV)/bin/cprox train
+	time $(VENV)/bin/cprox rollouts --trained --eval math500 --limit 32 --max-tokens 48 --log-level WARNING
 	time $(VENV)/bin/cprox reports
 	$(VENV)/bin/cprox sql "SELECT * FROM contamination_summary"
 	time $(VENV)/bin/cprox clusters --naming-model smollm2-135m-instruct --llm-max-depth 1 --log-level WARNING
+	time $(VENV)/bin/cprox memorization
 
 summary:
 	$(VENV)/bin/cprox summary

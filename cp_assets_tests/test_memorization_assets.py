@@ -154,3 +154,18 @@ def test_bad_input_is_a_clear_error(trained, resources, instance):
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.event_specific_data.error.to_string()
     assert "tiny-adamw-s0" in message and "context" in message
+
+
+def test_long_prompts_error_or_are_cut_from_the_left(trained):
+    from cp_assets.lib.generate import backend_for
+    from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
+
+    spec = load_models().get(ex.base_model_id("adamw-s0"))
+    assert spec.truncate_prompt == "left"  # registered so: the tiny context is 128-256 tokens
+    long = GenerationRequest(sample_id="long:1", prompt="Shall I compare thee to a summer's day? " * 60)
+    params = SamplingParams(max_tokens=8)
+    with pytest.raises(GenerationError, match="exceeds the context length"):
+        list(backend_for(spec.model_copy(update={"truncate_prompt": "error"})).generate([long], params))
+    [r] = list(backend_for(spec).generate([long], params))
+    assert r.metadata["prompt_truncated"] > 0 and len(r.prompt_token_ids) + 8 <= 128
+    assert len(r.completion_token_ids) <= 8

@@ -186,7 +186,7 @@ def register(model_id: str, path: Path, description: str) -> Path:
         current = yaml.safe_load(target.read_text()) if target.exists() else None
         models = (current or {}).get("models") or {}
         models[model_id] = {"backend": "tiny", "path": str(path), "description": description,
-                            "chat_template": False, "batch_size": 16}
+                            "chat_template": False, "batch_size": 16, "truncate_prompt": "left"}
         tmp = target.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text("# Written by the tiny_models / tiny_sft_models assets; merged into models.yaml.\n"
                        + yaml.safe_dump({"models": dict(sorted(models.items()))}, sort_keys=False))

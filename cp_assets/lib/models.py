@@ -73,6 +73,9 @@ class ModelSpec(BaseModel):
     # all
     chat_template: bool = True  # render prompts with the tokenizer's chat template (instruct models)
     context_length: int | None = Field(default=None, gt=0)
+    # a prompt that does not fit the context with max_tokens: "error" (default), or "left" = keep its last tokens and
+    # flag the rollout (`metadata.prompt_truncated`); the tiny models trained here (256 tokens) use "left"
+    truncate_prompt: Literal["error", "left"] = "error"
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)  # vllm
 
     @model_validator(mode="after")

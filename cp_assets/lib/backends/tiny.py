@@ -90,10 +90,15 @@ class TinyBackend:
         texts = [self.render(r) for r in reqs]
         prompts = [[tok.bos_id] + ids for ids in tok.encode_batch(texts)]
         limit = self.context_length()
-        for r, ids in zip(reqs, prompts):
-            if len(ids) + params.max_tokens > limit:
+        cut = [0] * len(reqs)
+        for i, (r, ids) in enumerate(zip(reqs, prompts)):
+            if len(ids) + params.max_tokens <= limit:
+                continue
+            keep = limit - params.max_tokens
+            if self.spec.truncate_prompt != "left" or keep < 1:
                 raise GenerationError(self.model_id, f"prompt of {len(ids)} tokens + max_tokens {params.max_tokens} "
                                       f"exceeds the context length {limit}", r.sample_id)
+            cut[i], prompts[i] = len(ids) - keep, ids[-keep:]
         emitted = [""] * len(reqs)
 
         def visible(ids: list[int]) -> tuple[str, bool]:
@@ -129,7 +134,8 @@ class TinyBackend:
                 self, req, params, completion=completion, finish_reason=finish, started_at=started,
                 latency_s=round(latency, 4), rendered_prompt=texts[i], prompt_token_ids=prompts[i],
                 completion_token_ids=ids, logprobs=[round(x, 6) for x in lps[i]] if params.logprobs else None,
-                metadata={"batch_size": len(reqs), "device": str(model.device)}))
+                metadata={"batch_size": len(reqs), "device": str(model.device)}
+                | ({"prompt_truncated": cut[i]} if cut[i] else {})))
         return rollouts
 
     def generate_from_ids(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
