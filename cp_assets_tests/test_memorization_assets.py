@@ -72,11 +72,16 @@ def test_training_registers_models_and_records_curves(trained, instance):
 def tested(trained, resources, instance):
     cfg = {"verbatim_recall": {"config": {"limit": 12, "max_tokens": 24}},
            "membership": {"config": {"n": 10, "words": 24}},
-           "extraction": {"config": {"n": 8, "prefix_tokens": 16, "suffix_tokens": 16}}}
+           "extraction": {"config": {"n": 8, "prefix_tokens": 16, "suffix_tokens": 16}},
+           "rollouts": {"config": {"limit": 4, "max_tokens": 8}}}
+    run(["eval_samples"], "gsm8k", resources, instance)
     out = {}
     for r in RUNS:
         for m in (ex.base_model_id(r), ex.sft_model_id(r)):
             out[m] = run(["verbatim_recall", "membership"], m, resources, instance, cfg)
+            # answers to GSM8K, and their distance to the `tiny` split (base vs SFT: outputs' distance to each split)
+            run(["rollouts"], dg.MultiPartitionKey({"eval_set": "gsm8k", "model": m}), resources, instance, cfg)
+            run(["rollout_proximity"], dg.MultiPartitionKey({"model": m, "split": "tiny"}), resources, instance)
             for split in ("tiny", "math"):
                 run(["extraction"], dg.MultiPartitionKey({"model": m, "split": split}), resources, instance, cfg)
     return out
@@ -117,14 +122,18 @@ def test_memorization_report_and_sql(tested, resources, instance):
         by_model = con.execute("SELECT model_id, stage, recall_items, auroc_min_k_20 FROM memorization_by_model "
                                "WHERE stage IS NOT NULL").fetchall()
         per_optimizer = con.execute("SELECT optimizer, seeds FROM optimizer_memorization ORDER BY 1").fetchall()
+        pairs = con.execute("SELECT run, split, base_answers, sft_answers, sft_minus_base FROM base_vs_sft").fetchall()
     metrics = {(c, m, s) for c, m, s, *_ in comps}
     assert ("muon_vs_adamw", "recall_exact", None) in metrics and ("muon_vs_adamw", "extraction_exact", "tiny") in metrics
     assert ("sft_vs_base", "extraction_exact", "math") in metrics
+    assert ("sft_vs_base", "answer_cosine", "tiny") in metrics
     for c, m, s, na, nb, d, lo, hi in comps:
         if d is not None:
             assert na == nb == (1 if c == "muon_vs_adamw" else 2) and lo <= d <= hi
     assert len(by_model) == 4 and all(n == 12 and a is not None for _, _, n, a in by_model)
     assert per_optimizer == [("adamw", 1), ("muon", 1)]
+    # every stored rollout of the model: 4 GSM8K answers + 12 recall continuations
+    assert sorted((r, s, nb, ns) for r, s, nb, ns, _ in pairs) == [(r, "tiny", 16, 16) for r in RUNS]
 
 
 def test_diverging_run_fails_cleanly_and_keeps_checkpoints(trained, resources, instance):
