@@ -27,17 +27,16 @@ from cp_assets.resources.results import ResultsStore
 def memorization_report(context: dg.AssetExecutionContext, results: ResultsStore) -> dg.MaterializeResult:
     db = results.db()
     with db.connect() as con:
-        opt, opt_meta = rep.optimizer_rows(con, ex.load_experiment().base.split, log=context.log.info)
-        sft, sft_meta = rep.sft_rows(con, log=context.log.info)
+        opt, opt_meta, opt_comps = rep.optimizer_rows(con, ex.load_experiment().base.split, log=context.log.info)
+        sft, sft_meta, sft_comps = rep.sft_rows(con, log=context.log.info)
         _replace_all(con, opt + sft)
     meta: dict = {"optimizer": dg.MetadataValue.json(opt_meta), "sft": dg.MetadataValue.json(sft_meta),
                   "rows": len(opt) + len(sft)}
-    for name, rows, title in (("muon_vs_adamw", opt, "Muon vs AdamW (base models, all seeds)"),
-                              ("sft_vs_base", sft, "base vs SFT")):
+    for name, rows, comps, title in (("muon_vs_adamw", opt, opt_comps, "Muon vs AdamW (base models, all seeds)"),
+                                     ("sft_vs_base", sft, sft_comps, "base vs SFT")):
         if not rows:
             continue
         meta[f"{name}_table"] = dg.MetadataValue.md(rep.markdown(rows))
-        comps = rep.as_comparisons(rows)
         if comps:
             png = compare_runs.comparison_plot(comps, settings.home() / "plots" / f"{name}.png", title)
             meta[f"{name}_plot"] = dg.MetadataValue.md(plots.markdown_image(png, title))

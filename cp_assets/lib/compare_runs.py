@@ -202,8 +202,12 @@ def comparison_plot(comparisons: Mapping[str, Comparison], path: Path, title: st
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = max(1, len(comparisons))
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 3.6), dpi=100, squeeze=False)
-    for ax, (metric, c) in zip(axes[0], comparisons.items()):
+    cols = min(n, 4)  # wrap into rows of 4 panels, so a dozen metrics stay readable
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 3.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(comparisons):]:
+        ax.set_visible(False)
+    for ax, (metric, c) in zip(axes.flat, comparisons.items()):
         means = [c.mean_a, c.mean_b]
         err = np.clip([[c.mean_a - c.mean_a_ci_low, c.mean_b - c.mean_b_ci_low],
                        [c.mean_a_ci_high - c.mean_a, c.mean_b_ci_high - c.mean_b]], 0, None)

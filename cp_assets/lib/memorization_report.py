@@ -63,8 +63,8 @@ def metric_tables(con, models: list[str]) -> dict[tuple[str, str | None], dict]:
     return out
 
 
-def _compare(rows: list, comparison: str, metric: str, split: str | None, values: dict, a: list[str], b: list[str],
-             labels: tuple[str, str], matched: bool | None, note: str) -> None:
+def _compare(rows: list, comps: dict, comparison: str, metric: str, split: str | None, values: dict, a: list[str],
+             b: list[str], labels: tuple[str, str], matched: bool | None, note: str) -> None:
     missing = [m for m in a + b if not values.get(m)]
     if missing:
         rows.append((comparison, metric, split, labels[0], labels[1], len(a), len(b), 0, None, None, None, None, None,
@@ -73,68 +73,54 @@ def _compare(rows: list, comparison: str, metric: str, split: str | None, values
     ga, gb = {m: values[m] for m in a}, {m: values[m] for m in b}
     common = set.intersection(*(set(v) for v in list(ga.values()) + list(gb.values())))
     c = compare_runs.compare(ga, gb, paired_items=bool(common), label_a=labels[0], label_b=labels[1])
+    comps[metric + (f" ({split})" if split else "")] = c
     rows.append((comparison, metric, split, labels[0], labels[1], c.n_runs_a, c.n_runs_b, c.n_items_a, c.mean_a,
                  c.mean_b, c.diff, c.ci_low, c.ci_high, _finite(c.welch_p), _finite(c.welch_ci_low),
                  _finite(c.welch_ci_high), matched,
                  note + ("" if c.paired else " (unpaired items)")))
 
 
-def optimizer_rows(con, base_split: str, log: Callable[[str], None] = print) -> tuple[list[tuple], dict]:
-    """Muon vs AdamW over the base models that trained successfully."""
+def optimizer_rows(con, base_split: str, log: Callable[[str], None] = print) -> tuple[list[tuple], dict, dict]:
+    """Muon vs AdamW over the base models that trained successfully: rows, figures, {metric: Comparison}."""
     report_tables.ensure_readable(con, "training_runs")
     runs = con.execute("SELECT model_id, optimizer, final_val_loss FROM training_runs WHERE stage = 'base' AND "
                        "status = 'ok' ORDER BY model_id").fetchall()
     adamw = [m for m, o, _ in runs if o == "adamw"]
     muon = [m for m, o, _ in runs if o == "muon"]
     if not adamw or not muon:
-        return [], {"note": f"needs base runs of both optimizers (adamw: {len(adamw)}, muon: {len(muon)})"}
+        return [], {"note": f"needs base runs of both optimizers (adamw: {len(adamw)}, muon: {len(muon)})"}, {}
     losses = {m: loss for m, _, loss in runs}
     match = compare_runs.matched_checkpoints({m: [(0, loss)] for m, loss in losses.items()}, tolerance=TOLERANCE)
     note = (f"final val losses {', '.join(f'{m} {v:.3f}' for m, v in losses.items())}; "
             f"{'within' if match.within_tolerance else 'NOT within'} {TOLERANCE:.0%} of {match.target_loss:.3f}")
     log(note)
     rows: list[tuple] = []
+    comps: dict = {}
     for (metric, split), values in metric_tables(con, adamw + muon).items():
         if metric == "answer_cosine" or (split is not None and split != base_split):
             continue
-        _compare(rows, "muon_vs_adamw", metric, split, values, adamw, muon, ("adamw", "muon"),
+        _compare(rows, comps, "muon_vs_adamw", metric, split, values, adamw, muon, ("adamw", "muon"),
                  match.within_tolerance, note)
     return rows, {"adamw_runs": len(adamw), "muon_runs": len(muon), "matched": match.within_tolerance,
-                  "target_val_loss": match.target_loss, "note": note}
+                  "target_val_loss": match.target_loss, "note": note}, comps
 
 
-def sft_rows(con, log: Callable[[str], None] = print) -> tuple[list[tuple], dict]:
-    """Base vs SFT over the runs that have both."""
+def sft_rows(con, log: Callable[[str], None] = print) -> tuple[list[tuple], dict, dict]:
+    """Base vs SFT over the runs that have both: rows, figures, {metric: Comparison}."""
     report_tables.ensure_readable(con, "training_runs")
     ok = {(r, s): m for m, r, s in con.execute("SELECT model_id, run, stage FROM training_runs "
                                                "WHERE status = 'ok'").fetchall()}
     pairs = sorted(r for r, s in ok if s == "sft" and (r, "base") in ok)
     if not pairs:
-        return [], {"note": "needs at least one run with a base and an SFT model"}
+        return [], {"note": "needs at least one run with a base and an SFT model"}, {}
     base, sft = [ok[(r, "base")] for r in pairs], [ok[(r, "sft")] for r in pairs]
     rows: list[tuple] = []
+    comps: dict = {}
     for (metric, split), values in metric_tables(con, base + sft).items():
-        _compare(rows, "sft_vs_base", metric, split, values, base, sft, ("base", "sft"), None,
+        _compare(rows, comps, "sft_vs_base", metric, split, values, base, sft, ("base", "sft"), None,
                  f"{len(pairs)} runs: {', '.join(pairs)}")
     log(f"base vs SFT over {len(pairs)} runs: {len(rows)} metrics")
-    return rows, {"pairs": len(pairs)}
-
-
-def as_comparisons(rows: list[tuple]) -> dict[str, compare_runs.Comparison]:
-    """Rows back to Comparison objects (no per-run dots) for `compare_runs.comparison_plot`."""
-    out = {}
-    for r in rows:
-        d = dict(zip(COLUMNS, r))
-        if d["mean_a"] is None:
-            continue
-        name = d["metric"] + (f" ({d['split']})" if d["split"] else "")
-        out[name] = compare_runs.Comparison(
-            label_a=d["group_a"], label_b=d["group_b"], mean_a=d["mean_a"], mean_b=d["mean_b"], diff=d["diff"],
-            ci_low=d["ci_low"], ci_high=d["ci_high"], mean_a_ci_low=d["mean_a"], mean_a_ci_high=d["mean_a"],
-            mean_b_ci_low=d["mean_b"], mean_b_ci_high=d["mean_b"], n_runs_a=d["n_runs_a"], n_runs_b=d["n_runs_b"],
-            n_items_a=d["n_items"], n_items_b=d["n_items"], paired=True, n_boot=0, per_run=(),
-            welch_p=_nan(d["welch_p"]), welch_ci_low=_nan(d["welch_ci_low"]), welch_ci_high=_nan(d["welch_ci_high"]))
-    return out
+    return rows, {"pairs": len(pairs)}, comps
 
 
 def _finite(x) -> float | None:
