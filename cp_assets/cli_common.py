@@ -22,7 +22,7 @@ def instance() -> dg.DagsterInstance:
 def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     """Runs still STARTED whose process on this machine no longer exists (a `kill -9`, a crash, a closed terminal)
     are reported failed and their concurrency-pool slots freed; otherwise the next in-process run waits forever for
-    the `gpu` slot the dead one holds. (A deployment's daemon does this with run monitoring, see docker/dagster.yaml.)"""
+    the `gpu` slot the dead one holds. (A deployment's daemon does this with `run_monitoring`, see docker/dagster.yaml.)"""
     from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
     reaped = []
