@@ -8,8 +8,7 @@ from cp_assets.defs.partitions import model_split_partitions
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.defs.tiny_models import split_documents
 from cp_assets.lib import extraction as ext, plots, report_tables, settings
-from cp_assets.lib.memorization_runs import EXTRACTION_COLUMNS, extraction_rows
-from cp_assets.lib.tiny_training import members_of
+from cp_assets.lib.memorization_runs import EXTRACTION_COLUMNS, extraction_markdown, extraction_rows, trained_members
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
@@ -23,12 +22,6 @@ class ExtractionConfig(dg.Config):
     n: int = 200  # windows sampled (seeded)
     seed: int = 0
     members_only: bool = True  # for models trained here on this split: sample only the documents they saw
-
-
-def model_members(llm: LLMResource, model_id: str, split: str) -> set[str] | None:
-    spec = llm.registry().get(model_id)
-    info = members_of(spec.path) if spec.backend == "tiny" and spec.path else None
-    return set(info["members"]) if info and info["split"] == split else None
 
 
 @dg.asset(
@@ -47,7 +40,8 @@ def extraction(context: dg.AssetExecutionContext, config: ExtractionConfig, llm:
     keys = context.partition_key.keys_by_dimension
     model_id, split, db = keys["model"], keys["split"], results.db()
     docs = split_documents(pg, split)
-    members = model_members(llm, model_id, split)
+    info = trained_members(llm.registry().get(model_id))
+    members = set(info["members"]) if info and info["split"] == split else None
     if members is not None and config.members_only:
         docs = [d for d in docs if d[0] in members]
     rows, figures = extraction_rows(llm.backend(model_id), split, docs, members, prefix_tokens=config.prefix_tokens,
@@ -60,16 +54,9 @@ def extraction(context: dg.AssetExecutionContext, config: ExtractionConfig, llm:
     png = ext.distance_histogram(named,
                                  settings.home() / "plots" / f"extraction_{model_id}_{split}.png",
                                  f"{model_id} on {split}: edit distance of {config.suffix_tokens}-token continuations")
-    examples = sorted(named, key=lambda r: (-r["matching_prefix"], r["text_id"]))[:5]
-    table = "| window | matched tokens | target | generated |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r['text_id']} | {r['matching_prefix']}/{config.suffix_tokens} | {_cell(r['target_text'])} | "
-        f"{_cell(r['generated_text'])} |" for r in examples)
     return dg.MaterializeResult(metadata=figures | {
         "members_known": members is not None, "summary": dg.MetadataValue.json(summary),
         "exact_rate": summary.get("exact_rate"),
         "edit_distance_histogram": dg.MetadataValue.md(plots.markdown_image(png, "edit distances")),
-        "closest_continuations": dg.MetadataValue.md(table)})
+        "closest_continuations": dg.MetadataValue.md(extraction_markdown(named, config.suffix_tokens))})
 
-
-def _cell(text: str, width: int = 70) -> str:
-    return text[:width].replace("|", "/").replace("\n", " ")

@@ -29,7 +29,7 @@ def memorization_report(context: dg.AssetExecutionContext, results: ResultsStore
     with db.connect() as con:
         opt, opt_meta, opt_comps = rep.optimizer_rows(con, ex.load_experiment().base.split, log=context.log.info)
         sft, sft_meta, sft_comps = rep.sft_rows(con, log=context.log.info)
-        _replace_all(con, opt + sft)
+        report_tables.replace_rows(con, "memorization_comparisons", {}, rep.COLUMNS, opt + sft)
     meta: dict = {"optimizer": dg.MetadataValue.json(opt_meta), "sft": dg.MetadataValue.json(sft_meta),
                   "rows": len(opt) + len(sft)}
     for name, rows, comps, title in (("muon_vs_adamw", opt, opt_comps, "Muon vs AdamW (base models, all seeds)"),
@@ -42,16 +42,3 @@ def memorization_report(context: dg.AssetExecutionContext, results: ResultsStore
             meta[f"{name}_plot"] = dg.MetadataValue.md(plots.markdown_image(png, title))
     return dg.MaterializeResult(metadata=meta)
 
-
-def _replace_all(con, rows: list[tuple]) -> None:
-    report_tables.ensure(con, "memorization_comparisons")
-    con.execute("BEGIN")
-    try:
-        con.execute("DELETE FROM memorization_comparisons")
-        for r in rows:
-            con.execute(f"INSERT INTO memorization_comparisons ({', '.join(rep.COLUMNS)}) VALUES "
-                        f"({', '.join('?' * len(rep.COLUMNS))})", list(r))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise

@@ -28,7 +28,8 @@ tree_partitions = dg.StaticPartitionsDefinition(load_registry().names() + [ALL_S
 # a split's embeddings feed its own tree and the "all" tree
 embeddings_to_trees = dg.StaticPartitionMapping({s: {s, ALL_SPLITS_TREE} for s in load_registry().names()})
 # Models trained here (training.yaml): one partition per optimizer x seed, e.g. `muon-s0` (tiny_models, tiny_sft_models)
-run_partitions = dg.StaticPartitionsDefinition(load_experiment().runs())
+_experiment = load_experiment()
+run_partitions = dg.StaticPartitionsDefinition(_experiment.runs())
 # every run trains on the base split's documents; the SFT stage reads the SFT split's
-runs_from_base_split = dg.StaticPartitionMapping({load_experiment().base.split: set(load_experiment().runs())})
-runs_from_sft_split = dg.StaticPartitionMapping({load_experiment().sft.split: set(load_experiment().runs())})
+runs_from_base_split = dg.StaticPartitionMapping({_experiment.base.split: set(_experiment.runs())})
+runs_from_sft_split = dg.StaticPartitionMapping({_experiment.sft.split: set(_experiment.runs())})

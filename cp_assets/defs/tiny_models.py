@@ -82,8 +82,8 @@ def tiny_models(context: dg.AssetExecutionContext, config: TrainingConfig, pg: P
     run, experiment, db = context.partition_key, ex.load_experiment(), results.db()
     split = experiment.base.split
     docs = split_documents(pg, split)
-    quotes = tiny_training.recall_quotes(load_evals().load_samples("recall")) \
-        if "recall" in load_evals().names() else []
+    evals = load_evals()
+    quotes = tiny_training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
     try:
         out = tiny_training.train_base(docs, quotes, experiment, run, lr_scale=config.lr_scale,
                                        log=context.log.info)

@@ -8,7 +8,7 @@ from cp_assets.defs.partitions import model_partitions
 from cp_assets.lib import plots, recall_scores, report_tables, settings
 from cp_assets.lib.evals import load_evals
 from cp_assets.lib.generate import run_eval
-from cp_assets.lib.memorization_runs import RECALL_COLUMNS, recall_params, recall_rows
+from cp_assets.lib.memorization_runs import RECALL_COLUMNS, recall_markdown, recall_params, recall_rows
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -43,13 +43,10 @@ def verbatim_recall(context: dg.AssetExecutionContext, config: VerbatimRecallCon
     png = recall_scores.recall_plot(summary, settings.home() / "plots" / f"verbatim_recall_{model_id}.png",
                                     f"{model_id}: verbatim recall by category")
     overall = next((s for s in summary if s.get("category") in (None, "all", "overall")), summary[-1])
-    best = sorted(rows, key=lambda r: (-r[10], r[1]))[:10]
-    table = "| item | category | matching words | completion |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r[1]} | {r[2]} | {r[10]}/{r[11]} | {r[12][:80].replace('|', '/').replace(chr(10), ' ')} |" for r in best)
     return dg.MaterializeResult(metadata={
         "items": len(rows), "generated": figures["generated"],
         "exact_rate": overall.get("exact_rate"), "normalized_rate": overall.get("normalized_rate"),
         "mean_char_similarity": overall.get("char_similarity"),
         "by_category": dg.MetadataValue.json(summary),
         "recall_plot": dg.MetadataValue.md(plots.markdown_image(png, "recall by category")),
-        "longest_recalled": dg.MetadataValue.md(table)})
+        "longest_recalled": dg.MetadataValue.md(recall_markdown(rows))})

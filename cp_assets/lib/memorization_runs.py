@@ -15,7 +15,8 @@ import random
 import time
 from typing import Callable, Sequence
 
-from cp_assets.lib import extraction as ext, membership as mia, recall_scores
+from cp_assets.lib import extraction as ext, membership as mia, recall_scores, report_tables
+from cp_assets.lib.tiny_training import members_of
 from cp_assets.lib.rollouts import GenerationError, SamplingParams
 from cp_assets.lib.scoring import ScoringUnavailable
 
@@ -135,3 +136,62 @@ def membership_rows(backend, members: Sequence[tuple[str, str, str]], nonmembers
                e["ci_high"], e["tpr_at_1pct_fpr"], e["tpr_at_5pct_fpr"], e.get("reason")) for e in evaluated]
     return rows, aurocs, {"passages": len(items), "members": len(members), "nonmembers": len(nonmembers),
                           "labels": labels, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ---------------------------------------------------------------------------------------------- labels and tables
+def trained_members(spec) -> dict | None:
+    """members.json of a model trained here ({'split', 'members', 'heldout', ...}), None for any other model."""
+    return members_of(spec.path) if spec.backend == "tiny" and spec.path else None
+
+
+def labelled_documents(spec, con, base_split: str) -> tuple[str, str, set, set]:
+    """(split, labels, member ids, non-member ids): the model's own members.json when it was trained here
+    (`exact`), else the experiment's member / held-out documents from `training_documents` (`proxy`)."""
+    info = trained_members(spec)
+    if info:
+        return info["split"], "exact", set(info["members"]), set(info["heldout"])
+    report_tables.ensure_readable(con, "training_documents")
+    rows = con.execute("SELECT doc_id, role FROM training_documents WHERE split = ?", [base_split]).fetchall()
+    if not rows:
+        raise ValueError(f"model {spec.id!r} was not trained here and no labelled set exists yet: materialize one "
+                         f"`tiny_models` partition first (it writes the {base_split!r} member / held-out documents)")
+    return base_split, "proxy", {d for d, r in rows if r == "member"}, {d for d, r in rows if r == "heldout"}
+
+
+def scores_by_class(rows: Sequence[tuple]) -> dict[str, tuple[list, list]]:
+    """score -> (member values, non-member values) from `membership_rows` rows, for `membership.roc_plot`."""
+    out: dict[str, tuple[list, list]] = {}
+    for _, _, _, member, _, _, score, value in rows:
+        if value is not None:
+            out.setdefault(score, ([], []))[0 if member else 1].append(value)
+    return out
+
+
+def _cell(text, width: int = 70) -> str:
+    return str(text)[:width].replace("|", "/").replace("\n", " ")
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def recall_markdown(rows: Sequence[tuple], top: int = 10) -> str:
+    """The `top` recall rows with the most matching words."""
+    best = sorted(rows, key=lambda r: (-r[10], r[1]))[:top]
+    return "| item | category | matching words | completion |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r[1]} | {r[2]} | {r[10]}/{r[11]} | {_cell(r[12], 80)} |" for r in best)
+
+
+def extraction_markdown(named: Sequence[dict], suffix_tokens: int, top: int = 5) -> str:
+    """The `top` windows whose generation matches the most target tokens."""
+    best = sorted(named, key=lambda r: (-r["matching_prefix"], r["text_id"]))[:top]
+    return "| window | matched tokens | target | generated |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['text_id']} | {r['matching_prefix']}/{suffix_tokens} | {_cell(r['target_text'])} | "
+        f"{_cell(r['generated_text'])} |" for r in best)
+
+
+def auroc_markdown(aurocs: Sequence[tuple]) -> str:
+    named = [dict(zip(AUROC_COLUMNS, a)) for a in aurocs]
+    return "| score | AUROC [95% CI] | TPR@1%FPR | TPR@5%FPR |\n|---|---|---|---|\n" + "\n".join(
+        f"| {a['score']} | {_fmt(a['auroc'])} [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] | "
+        f"{_fmt(a['tpr_at_1pct_fpr'])} | {_fmt(a['tpr_at_5pct_fpr'])} |" for a in named)

@@ -132,9 +132,9 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: dict[str, st
 def replace_tables(con: duckdb.DuckDBPyConnection, where: dict[str, str],
                    tables: dict[str, tuple[list[str], list[tuple]]]) -> dict[str, int]:
     """`replace_rows` for several tables of one partition (table -> (columns, rows)) in one transaction, so a
-    crash never leaves one table new and another old."""
+    crash never leaves one table new and another old. An empty `where` replaces every row (unpartitioned reports)."""
     ensure(con, *tables)
-    cond = " AND ".join(f"{c} = ?" for c in where)
+    cond = " AND ".join(f"{c} = ?" for c in where) or "TRUE"
     con.execute("BEGIN")
     try:
         for table, (columns, rows) in tables.items():
