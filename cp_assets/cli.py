@@ -12,6 +12,7 @@
   cprox annotate "TEXT" [--tree pretrain] [--json]        each sentence's cluster path in a split's cluster tree
   cprox train [--run muon-s0 ...] [--no-sft]              train the memorization lab's models (training.yaml)
   cprox memorization [--model ID ...]                     verbatim recall, extraction, membership, comparisons
+  cprox backfill ASSET ... --all|--partitions K,K [--wait] a Dagster backfill, run by the daemon (as from the UI)
 """
 
 import argparse
@@ -86,7 +87,7 @@ def cmd_materialize(args) -> int:
 
     from cp_assets.definitions import corpus_assets, corpus_checks
     from cp_assets.lib.registry import load_registry
-    from cp_assets.resources import local_resources
+    from cp_assets.resources import deployment_resources
 
     splits = args.split or load_registry().names()
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
@@ -97,7 +98,7 @@ def cmd_materialize(args) -> int:
         t0 = time.perf_counter()
         err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
         result = dg.materialize(corpus_assets + corpus_checks, selection=names, partition_key=split,
-                                instance=instance, resources=local_resources(), run_config=run_config,
+                                instance=instance, resources=deployment_resources(), run_config=run_config,
                                 raise_on_error=False)
         figures = {"split": split, "ok": result.success, "seconds": round(time.perf_counter() - t0, 1)}
         for ev in result.get_asset_materialization_events():
@@ -227,13 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets import cli_clusters, cli_memorization, cli_models, cli_reports, cli_trace
+    from cp_assets import cli_backfill, cli_clusters, cli_memorization, cli_models, cli_reports, cli_trace
 
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
     cli_reports.add_parsers(sub)
     cli_clusters.add_parsers(sub)
     cli_memorization.add_parsers(sub)
+    cli_backfill.add_parsers(sub)
     return p
 
 

@@ -75,7 +75,7 @@ def cmd_rollouts(args) -> int:
     from cp_assets.definitions import eval_assets
     from cp_assets.defs.models_sensor import sync_model_partitions
     from cp_assets.lib.evals import load_evals
-    from cp_assets.resources import local_resources
+    from cp_assets.resources import deployment_resources
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     sync_model_partitions(instance)
@@ -96,13 +96,13 @@ def cmd_rollouts(args) -> int:
     failed = False
     for eval_set in eval_sets:
         res = dg.materialize(eval_assets, selection=["eval_samples"], partition_key=eval_set, instance=instance,
-                             resources=local_resources(), run_config=log, raise_on_error=False)
+                             resources=deployment_resources(), run_config=log, raise_on_error=False)
         failed |= not res.success
         for model in models:
             t0 = time.perf_counter()
             key = dg.MultiPartitionKey({"eval_set": eval_set, "model": model})
             res = dg.materialize(eval_assets, selection=["rollouts"], partition_key=key, instance=instance,
-                                 resources=local_resources(), raise_on_error=False,
+                                 resources=deployment_resources(), raise_on_error=False,
                                  run_config=log | {"ops": {"rollouts": {"config": config}}})
             md = {k: v.value for e in res.get_asset_materialization_events()
                   for k, v in e.materialization.metadata.items()}

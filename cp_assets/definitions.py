@@ -4,6 +4,7 @@
 import dagster as dg
 
 from cp_assets.defs.annotations import annotations, cluster_report
+from cp_assets.defs.automation import automated, report_automation_sensor, report_conditions
 from cp_assets.defs.chunks import chunks
 from cp_assets.defs.cluster_names import cluster_names
 from cp_assets.defs.cluster_tree import check_cluster_tree_covers_every_chunk, cluster_tree
@@ -12,10 +13,12 @@ from cp_assets.defs.difficulty_report import difficulty_report
 from cp_assets.defs.eval_proximity import check_eval_proximity_rows_consistent, eval_proximity
 from cp_assets.defs.embeddings import all_embedding_checks, embeddings
 from cp_assets.defs.eval_samples import eval_samples
+from cp_assets.defs.executors import cpu_executor, gpu_executor
 from cp_assets.defs.extraction import extraction
 from cp_assets.defs.membership import membership
 from cp_assets.defs.memorization_report import memorization_report
 from cp_assets.defs.models_sensor import models_registry_sensor
+from cp_assets.defs.nightly_backfill import nightly_corpus_job, nightly_shard_backfill
 from cp_assets.defs.ngram_index import check_ngram_index_matches_corpus, ngram_index
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.defs.rollout_proximity import check_rollout_proximity_rows_consistent, rollout_proximity
@@ -25,7 +28,7 @@ from cp_assets.defs.sql_models import sql_model_assets
 from cp_assets.defs.tiny_models import tiny_models
 from cp_assets.defs.tiny_sft_models import tiny_sft_models
 from cp_assets.defs.verbatim_recall import verbatim_recall
-from cp_assets.resources import local_resources
+from cp_assets.resources import deployment_resources
 
 corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]
 corpus_checks = all_embedding_checks + [check_ngram_index_matches_corpus]
@@ -37,15 +40,17 @@ cluster_assets = [cluster_tree, cluster_names, cluster_report, annotations]
 cluster_checks = [check_cluster_tree_covers_every_chunk]
 memorization_assets = [tiny_models, tiny_sft_models, verbatim_recall, extraction, membership, memorization_report]
 
-# CPU work (reading, chunking) fans out over processes; GPU work (embedding) runs on its own job with one process,
-# in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml), tagged so a cluster routes it to GPU nodes.
+# CPU work (reading, chunking) fans out over processes; GPU work (embedding, generation, training) runs on its own
+# jobs, in the `gpu` pool (limit it with `concurrency: pools:` in dagster.yaml): in one process locally, one GPU
+# pod/worker per step on a cluster (CPROX_EXECUTOR, defs/executors.py), its steps tagged for GPU nodes.
+gpu_steps = gpu_executor()
 corpus_job = dg.define_asset_job(
     "corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks, ngram_index),
     description="Read, chunk and n-gram-index one corpus split (CPU).",
 )
 gpu_embed_job = dg.define_asset_job(
     "gpu_embed_job", selection=dg.AssetSelection.assets(embeddings),
-    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
     description="Embed one corpus split into pgvector (GPU pool).",
 )
 all_assets_job = dg.define_asset_job(
@@ -59,7 +64,7 @@ eval_samples_job = dg.define_asset_job(
 )
 rollouts_job = dg.define_asset_job(
     "rollouts_job", selection=dg.AssetSelection.assets(rollouts),
-    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
     description="Generate and grade rollouts for one eval set x model (GPU pool for local and vLLM models).",
 )
 
@@ -88,17 +93,17 @@ annotations_job = dg.define_asset_job(
 # The memorization lab: training (GPU pool, one process), then the per-model tests (GPU pool), then the comparisons.
 training_job = dg.define_asset_job(
     "training_job", selection=dg.AssetSelection.assets(tiny_models, tiny_sft_models),
-    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
     description="Train one optimizer x seed run: the base model, then its SFT model (GPU pool).",
 )
 memorization_job = dg.define_asset_job(
     "memorization_job", selection=dg.AssetSelection.assets(verbatim_recall, membership),
-    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
     description="Verbatim recall and membership inference for one model (GPU pool).",
 )
 extraction_job = dg.define_asset_job(
     "extraction_job", selection=dg.AssetSelection.assets(extraction),
-    executor_def=dg.in_process_executor, tags={"cprox/resource": "gpu"},
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
     description="k-extractability of one model on one split (GPU pool).",
 )
 memorization_report_job = dg.define_asset_job(
@@ -106,12 +111,20 @@ memorization_report_job = dg.define_asset_job(
     description="Muon vs AdamW and base vs SFT comparisons over everything the memorization assets wrote.",
 )
 
+# Reports follow their inputs (declarative automation, evaluated by the `report_automation` sensor); the corpus chain
+# of streaming splits is re-read nightly when shards change; the models sensor keeps model partitions = models.yaml.
+report_automation = report_conditions(
+    rollouts, [a.key.to_user_string() for a in (difficulty_report, *sql_model_assets, memorization_report)])
+
 defs = dg.Definitions(
-    assets=corpus_assets + eval_assets + report_assets + cluster_assets + memorization_assets,
+    assets=automated(corpus_assets + eval_assets + report_assets + cluster_assets + memorization_assets,
+                     report_automation),
     asset_checks=corpus_checks + report_checks + cluster_checks,
     jobs=[corpus_job, gpu_embed_job, all_assets_job, eval_samples_job, rollouts_job, proximity_job,
           rollout_reports_job, analysis_job, clusters_job, annotations_job, training_job, memorization_job,
-          extraction_job, memorization_report_job],
-    sensors=[models_registry_sensor],
-    resources=local_resources(),
+          extraction_job, memorization_report_job, nightly_corpus_job],
+    schedules=[nightly_shard_backfill],
+    sensors=[models_registry_sensor, report_automation_sensor(report_automation)],
+    resources=deployment_resources(),
+    executor=cpu_executor(),
 )

@@ -56,8 +56,9 @@ def env_refs(node) -> set[str]:
 
 def test_compose_services_and_images(compose):
     services = compose["services"]
-    assert set(services) == {"pgvector", "code", "webserver", "daemon"}
+    assert set(services) == {"pgvector", "dagster-postgres", "vllm", "code", "webserver", "daemon"}
     assert services["pgvector"]["image"] == "pgvector/pgvector:pg16"
+    assert services["dagster-postgres"]["image"].startswith("postgres:")
     images = {services[s]["image"] for s in ("code", "webserver", "daemon")}
     assert len(images) == 1, "code, webserver and daemon share one image"
     for name in ("code", "webserver", "daemon"):
@@ -87,12 +88,50 @@ def test_compose_ports_on_loopback_only(compose):
 
 def test_compose_healthchecks_and_start_order(compose):
     services = compose["services"]
-    assert "pg_isready" in " ".join(services["pgvector"]["healthcheck"]["test"])
+    for db in ("pgvector", "dagster-postgres"):
+        assert "pg_isready" in " ".join(services[db]["healthcheck"]["test"])
     assert "grpc-health-check" in services["code"]["healthcheck"]["test"]
-    assert services["code"]["depends_on"] == {"pgvector": {"condition": "service_healthy"}}
+    assert services["code"]["depends_on"] == {"pgvector": {"condition": "service_healthy"},
+                                              "dagster-postgres": {"condition": "service_healthy"}}
     for name in ("webserver", "daemon"):
-        assert services[name]["depends_on"] == {"pgvector": {"condition": "service_healthy"},
+        assert services[name]["depends_on"] == {"dagster-postgres": {"condition": "service_healthy"},
                                                 "code": {"condition": "service_healthy"}}
+
+
+def test_compose_dagster_storage_is_its_own_postgres(compose):
+    services, env = compose["services"], compose["x-dagster-env"]
+    assert env["DAGSTER_PG_HOST"] == "${DAGSTER_PG_HOST:-dagster-postgres}"
+    pg = services["dagster-postgres"]["environment"]
+    for var, key in (("DAGSTER_PG_USER", "POSTGRES_USER"), ("DAGSTER_PG_PASSWORD", "POSTGRES_PASSWORD"),
+                     ("DAGSTER_PG_DB", "POSTGRES_DB")):
+        assert env[var] == pg[key], "the Dagster services log in with the credentials the server is created with"
+    assert "ports" not in services["dagster-postgres"], "Dagster's storage is not published"
+
+
+def test_compose_vllm_serves_an_openai_endpoint_on_the_gpu(compose):
+    from cp_assets.lib.models import load_models
+
+    vllm = compose["services"]["vllm"]
+    assert vllm["profiles"] == ["gpu"], "only GPU hosts start it (--profile gpu)"
+    [device] = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    cmd = vllm["command"]
+    port = cmd[cmd.index("--port") + 1]
+    served = cmd[cmd.index("--served-model-name") + 1]
+    assert "ports" not in vllm and vllm["expose"] == [port]
+    code_env = compose["services"]["code"]["environment"]
+    models_file = code_env["CPROX_MODELS"].split(":-", 1)[1].rstrip("}")
+    assert models_file == "/app/docker/models.yaml"
+    spec = load_models(ROOT / "docker" / "models.yaml").get("vllm-served")
+    assert spec.backend == "openai" and spec.base_url == f"http://vllm:{port}/v1" and spec.model == served
+
+
+def test_compose_code_runs_with_production_resources(compose):
+    env = compose["services"]["code"]["environment"]
+    assert env["CPROX_DEPLOYMENT"] == "production"
+    from cp_assets.defs.executors import EXECUTORS
+
+    assert env["CPROX_EXECUTOR"].split(":-", 1)[1].rstrip("}") in EXECUTORS
 
 
 def test_compose_code_environment_and_volumes(compose):
@@ -157,6 +196,13 @@ def test_dockerfile_copies_and_command():
                 assert (ROOT / source).exists(), f"COPY source {source} is not in the build context"
     [(_, cmd)] = [i for i in instructions if i[0] == "CMD"]
     assert yaml.safe_load(cmd) == CODE_SERVER
+
+
+def test_dockerfile_copies_every_registry_the_code_reads_at_load_time():
+    copied = {Path(src).name for op, args in dockerfile_instructions() if op == "COPY" for src in shlex.split(args)[:-1]}
+    registries = {p.name for p in ROOT.glob("*.yaml")} - {"dagster.yaml", "workspace.yaml"}
+    assert registries == {"corpora.yaml", "corpora.full.yaml", "evals.yaml", "models.yaml", "training.yaml"}
+    assert registries <= copied and "models.yaml" in copied
 
 
 # --- dagster.yaml and workspace.yaml ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import time
 import dagster as dg
 
 from cp_assets.defs.partitions import split_partitions
+from cp_assets.defs.policies import PG_RETRY
+from cp_assets.lib.shards import split_sources
 from cp_assets.lib.sources import ReadStats, read_split
 from cp_assets.resources.corpus_registry import CorpusRegistry
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -16,12 +18,14 @@ from cp_assets.resources.pgvector_store import PgVectorStore
     group_name="corpus",
     kinds={"postgres", "python"},
     owners=["team:corpus"],
+    retry_policy=PG_RETRY,
     description="Documents of one corpus split (stable ids `<source>:<key>`, file:line locators, byte offsets), "
                 "replaced atomically in Postgres table `cprox_documents`.",
 )
 def raw_corpus(context: dg.AssetExecutionContext, registry: CorpusRegistry, pg: PgVectorStore) -> dg.MaterializeResult:
     split = context.partition_key
     reg = registry.load()
+    sources = split_sources(reg, split)  # before reading: a shard landing mid-read makes the next night re-read
     stats, t0 = ReadStats(), time.perf_counter()
     n = pg.store().replace_documents(split, read_split(reg, split, stats))
     secs = time.perf_counter() - t0
@@ -33,6 +37,9 @@ def raw_corpus(context: dg.AssetExecutionContext, registry: CorpusRegistry, pg: 
         "skipped_by_reason": dict(stats.skipped),
         "excluded": stats.excluded,
         "per_source": dict(stats.per_source),
+        "source_fingerprint": sources.fingerprint,
+        "source_files": sources.shards,
+        "source_bytes": sources.bytes,
         "registry": str(reg.file),
         "data_dir": str(reg.data_dir),
         "seconds": round(secs, 2),

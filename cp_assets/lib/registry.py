@@ -7,12 +7,15 @@
           - path: mine.jsonl.gz        # relative paths resolve against CPROX_DATA_DIR
             text_field: text
 
-A source is a local file (JSONL, JSONL.gz, plain text, text.gz) or a Hugging Face dataset streamed with
-`datasets` (`hf: {path: ..., name: ..., split: ...}`). Validation errors name the registry file and the field.
+A source is a local file (JSONL, JSONL.gz, plain text, text.gz), a glob of shard files that grows over time
+(`path: crawl/shard-*.jsonl.gz`: every match, in name order; the nightly shard backfill re-reads a split when a
+shard is added or changed), or a Hugging Face dataset streamed with `datasets` (`hf: {path: ..., name: ...,
+split: ...}`). Validation errors name the registry file and the field.
 """
 
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 from typing import Literal
@@ -92,7 +95,7 @@ class Source(BaseModel):
             return self.name
         if self.hf is not None:
             return self.hf.path.split("/")[-1]
-        stem = Path(self.path or "").name
+        stem = Path(self.path or "").name.replace("*", "").strip("-_.") or Path(self.path or "").parent.name
         for suffix in (".gz", ".jsonl", ".json", ".ndjson", ".txt", ".raw"):
             stem = stem.removesuffix(suffix)
         return stem
@@ -100,6 +103,23 @@ class Source(BaseModel):
     def resolve_path(self, data_dir: Path) -> Path:
         p = Path(self.path or "").expanduser()
         return p if p.is_absolute() else data_dir / p
+
+    def is_sharded(self) -> bool:
+        """A `path` with glob characters: a directory of shards that grows (a streaming source read from disk)."""
+        return self.path is not None and glob.has_magic(self.path)
+
+    def is_streaming(self) -> bool:
+        return self.hf is not None or self.is_sharded()
+
+    def shard_paths(self, data_dir: Path) -> list[Path]:
+        """The files this source reads: the one `path`, or every file its glob matches, in name order."""
+        pattern = self.resolve_path(data_dir)
+        if not self.is_sharded():
+            return [pattern]
+        shards = sorted(Path(m) for m in glob.glob(str(pattern), recursive=True) if Path(m).is_file())
+        if not shards:
+            raise RegistryError(f"source {self.label()!r}: no shard file matches {pattern}")
+        return shards
 
 
 class Split(BaseModel):

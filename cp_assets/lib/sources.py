@@ -244,14 +244,33 @@ def _excluded_values(src: Source, data_dir: Path) -> set[str]:
     return values
 
 
+def _file_items(path: Path, src: Source, split: str, excluded: set[str],
+                stats: ReadStats) -> Iterator["Document | BadRecord"]:
+    if src.resolved_format() == "text":
+        return _text_docs(path, src, split)
+    return _record_docs(_jsonl_records(path), src, split, excluded, stats)
+
+
+def _shard_items(src: Source, split: str, data_dir: Path, excluded: set[str],
+                 stats: ReadStats) -> Iterator["Document | BadRecord"]:
+    """Every shard of a glob source in name order. Positional keys (record or section numbers) restart in each
+    shard, so they are prefixed with the shard's file name: `<source>:<shard>/<n>`."""
+    positional = not src.id_field and not src.group_by
+    for shard in src.shard_paths(data_dir):
+        for item in _file_items(shard, src, split, excluded, stats):
+            if positional and isinstance(item, Document):
+                item.doc_id = f"{src.label()}:{shard.name}/{item.doc_id.split(':', 1)[1]}"
+            yield item
+
+
 def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats) -> Iterator[Document]:
     """Documents of one source, honouring limit, exclude and on_bad_record."""
-    fmt = src.resolved_format()
-    if fmt == "text":
-        items = _text_docs(src.resolve_path(data_dir), src, split)
+    if src.resolved_format() == "hf":
+        items = _record_docs(_hf_records(src), src, split, _excluded_values(src, data_dir), stats)
+    elif src.is_sharded():
+        items = _shard_items(src, split, data_dir, _excluded_values(src, data_dir), stats)
     else:
-        records = _hf_records(src) if fmt == "hf" else _jsonl_records(src.resolve_path(data_dir))
-        items = _record_docs(records, src, split, _excluded_values(src, data_dir), stats)
+        items = _file_items(src.resolve_path(data_dir), src, split, _excluded_values(src, data_dir), stats)
     produced = 0
     for item in items:
         if isinstance(item, BadRecord):

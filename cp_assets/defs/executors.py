@@ -1,0 +1,75 @@
+"""Where steps run: the executor for CPU jobs and for GPU jobs, chosen by CPROX_EXECUTOR, and the tags of GPU steps.
+
+    CPROX_EXECUTOR   CPU jobs                     GPU jobs (embedding, generation, training, scoring)
+    multiprocess     a process per step (local)   in-process: one process keeps the model loaded
+    k8s              a Kubernetes Job per step    a Job per step on a GPU node (`nvidia.com/gpu: 1`, node selector)
+    celery           Celery workers, queue cpu    Celery workers of queue `gpu` (run them on GPU hosts)
+    docker           a container per step         a container per step (GPU hosts: give the code image --gpus)
+
+Every GPU step also sits in the Dagster concurrency pool `gpu` (its limit = GPUs per deployment, dagster.yaml), so
+whatever executor runs it, no more GPU steps run at once than there are GPUs. `k8s` needs `dagster-k8s`, `celery`
+`dagster-celery` (the `cluster` extra); their settings (namespace, image, broker) come from the run config or the
+environment as those libraries document. The choice is made once when the code location loads, never in assets.
+"""
+
+
+import os
+
+import dagster as dg
+
+EXECUTORS = ("multiprocess", "k8s", "celery", "docker")
+GPU_NODE_SELECTOR = {"cprox/accelerator": "gpu"}  # label your GPU nodes with it (or set CPROX_GPU_NODE_SELECTOR)
+
+# Tags every GPU step carries: a Kubernetes GPU request and node placement, and the Celery queue of GPU workers.
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "node_selector": GPU_NODE_SELECTOR,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    },
+    "dagster-celery/queue": "gpu",
+}
+# What a GPU asset's decorator takes: the `gpu` pool and the tags above.
+GPU_ASSET = {"pool": "gpu", "op_tags": GPU_OP_TAGS}
+
+
+class ExecutorUnavailable(RuntimeError):
+    """CPROX_EXECUTOR names an executor whose library is not installed, or no executor at all."""
+
+
+def executor_kind() -> str:
+    kind = os.environ.get("CPROX_EXECUTOR", "multiprocess").strip().lower()
+    if kind not in EXECUTORS:
+        raise ExecutorUnavailable(f"CPROX_EXECUTOR={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    return kind
+
+
+def _cluster_executor(kind: str) -> dg.ExecutorDefinition:
+    try:
+        if kind == "k8s":
+            from dagster_k8s import k8s_job_executor
+            return k8s_job_executor
+        if kind == "celery":
+            from dagster_celery import celery_executor
+            return celery_executor
+        from dagster_docker import docker_executor
+        return docker_executor
+    except ImportError as exc:
+        extra = {"k8s": "dagster-k8s", "celery": "dagster-celery", "docker": "dagster-docker"}[kind]
+        raise ExecutorUnavailable(f"CPROX_EXECUTOR={kind} needs {extra}: pip install -e '.[cluster]' "
+                                  f"({exc})") from exc
+
+
+def cpu_executor() -> dg.ExecutorDefinition:
+    """The default executor of the code location (every job that does not set its own)."""
+    kind = executor_kind()
+    return dg.multiprocess_executor if kind == "multiprocess" else _cluster_executor(kind)
+
+
+def gpu_executor() -> dg.ExecutorDefinition:
+    """GPU jobs: in one process locally (the model loads once for every step), one GPU pod/worker per step on a
+    cluster."""
+    kind = executor_kind()
+    return dg.in_process_executor if kind == "multiprocess" else _cluster_executor(kind)

@@ -1,0 +1,170 @@
+"""Automation: sharded (streaming) sources and their fingerprints, the nightly shard backfill schedule, and the
+declarative automation conditions that re-materialize reports when their inputs change (evaluated in-process with
+the same conditions the `report_automation` sensor runs in the daemon)."""
+
+import datetime as dt
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from cp_assets.lib.registry import RegistryError, load_registry
+from cp_assets.lib.shards import changed_splits, split_sources, streaming_splits
+from cp_assets.lib.sources import read_split
+from cp_assets_tests.conftest import metadata
+
+
+def write_shard(path: Path, texts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts).encode()))
+    return path
+
+
+@pytest.fixture
+def shard_registry(tmp_path) -> Path:
+    """`tiny` reads a growing directory of shards; `math` one fixed file (not streaming)."""
+    write_shard(tmp_path / "crawl" / "shard-000.jsonl.gz", ["first shard, first document", "first shard, second"])
+    write_shard(tmp_path / "fixed.jsonl.gz", ["a fixed document"])
+    path = tmp_path / "corpora.yaml"
+    path.write_text(yaml.safe_dump({"splits": {
+        "tiny": {"sources": [{"path": "crawl/shard-*.jsonl.gz", "name": "crawl", "text_field": "text"}]},
+        "math": {"sources": [{"path": "fixed.jsonl.gz", "text_field": "text"}]},
+    }}))
+    return path
+
+
+def test_shards_are_read_in_order_with_ids_per_shard(shard_registry, tmp_path):
+    write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", ["second shard, first document"])
+    reg = load_registry(shard_registry, tmp_path)
+    docs = list(read_split(reg, "tiny"))
+    assert [d.doc_id for d in docs] == ["crawl:shard-000.jsonl.gz/0", "crawl:shard-000.jsonl.gz/1",
+                                        "crawl:shard-001.jsonl.gz/0"]
+    assert docs[2].locator == f"{tmp_path / 'crawl' / 'shard-001.jsonl.gz'}:1"
+    assert streaming_splits(reg) == ["tiny"]
+
+
+def test_fingerprint_changes_with_a_new_or_rewritten_shard_only(shard_registry, tmp_path):
+    reg = load_registry(shard_registry, tmp_path)
+    first = split_sources(reg, "tiny")
+    assert first == split_sources(reg, "tiny") and first.shards == 1
+    write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", ["a new shard"])
+    second = split_sources(reg, "tiny")
+    assert second.fingerprint != first.fingerprint and second.shards == 2
+    shard = write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", ["the same shard, rewritten longer"])
+    os.utime(shard, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert split_sources(reg, "tiny").fingerprint != second.fingerprint
+    recorded = {"tiny": split_sources(reg, "tiny").fingerprint}
+    assert changed_splits(reg, recorded) == []
+    assert [c.split for c in changed_splits(reg, {})] == ["tiny"]
+
+
+def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path):
+    path = tmp_path / "corpora.yaml"
+    path.write_text(yaml.safe_dump({"splits": {"s": {"sources": [{"path": "none/*.jsonl", "text_field": "t"}]}}}))
+    with pytest.raises(RegistryError, match=r"no shard file matches .*none/\*\.jsonl"):
+        list(read_split(load_registry(path, tmp_path), "s"))
+
+
+def test_unpinned_hf_source_is_reread_every_night(tmp_path):
+    path = tmp_path / "corpora.yaml"
+    hf = {"hf": {"path": "org/crawl"}, "text_field": "text"}
+    path.write_text(yaml.safe_dump({"splits": {"s": {"sources": [hf]}, "p": {"sources": [
+        {"hf": {"path": "org/crawl", "revision": "abc123"}, "text_field": "text"}]}}}))
+    reg = load_registry(path, tmp_path)
+    day1, day2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+    assert split_sources(reg, "s", day1) != split_sources(reg, "s", day2)
+    assert split_sources(reg, "p", day1) == split_sources(reg, "p", day2)
+
+
+def test_raw_corpus_records_its_source_fingerprint(materialized):
+    md = metadata(materialized["tiny"], "raw_corpus")
+    assert md["source_fingerprint"] == split_sources(load_registry(), "tiny").fingerprint
+    assert md["source_files"] == 3
+
+
+def _tick(schedule, instance, registry_file, data_dir):
+    from cp_assets.definitions import defs
+    from cp_assets.resources.corpus_registry import CorpusRegistry
+
+    repo = defs.get_repository_def()
+    schedule = repo.get_schedule_def(schedule.name)
+    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 30, 2),
+                                    repository_def=repo,
+                                    resources={
+            "registry": CorpusRegistry(corpora_file=str(registry_file), data_dir=str(data_dir))})
+    return schedule.evaluate_tick(ctx)
+
+
+def test_nightly_schedule_requests_splits_with_new_shards_once(shard_registry, tmp_path):
+    from cp_assets.definitions import defs
+    from cp_assets.defs.nightly_backfill import nightly_shard_backfill
+    from cp_assets.defs.raw_corpus import raw_corpus
+
+    with dg.instance_for_test() as instance:  # a schedule context needs an instance with a ref
+        result = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path)
+        [req] = result.run_requests
+        fingerprint = split_sources(load_registry(shard_registry, tmp_path), "tiny").fingerprint
+        assert req.partition_key == "tiny" and req.run_key == f"tiny@{fingerprint}"
+        job = defs.get_repository_def().get_job("nightly_corpus_job")
+        assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+            "raw_corpus", "chunks", "embeddings", "ngram_index"}
+
+        # once raw_corpus has read these shards, the next tick has nothing to do
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            raw_corpus.key, partition="tiny", metadata={"source_fingerprint": fingerprint}))
+        result = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path)
+        assert not result.run_requests and "no new shards" in result.skip_message
+
+        # a shard lands: the split is requested again, under a new run key
+        write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", ["arrived overnight"])
+        [req] = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path).run_requests
+        assert req.partition_key == "tiny" and req.run_key != f"tiny@{fingerprint}"
+
+
+def _requested(result) -> set[str]:
+    out = set()
+    for r in result.results:
+        for key in r.true_subset.expensively_compute_asset_partitions():
+            out.add(f"{key.asset_key.to_user_string()}[{key.partition_key}]" if key.partition_key
+                    else key.asset_key.to_user_string())
+    return out
+
+
+def test_reports_follow_their_inputs():
+    from cp_assets.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("models", ["m1"])
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert _requested(first) == set(), "nothing is requested before any input exists"
+
+    for asset, partition in (("embeddings", "tiny"), ("ngram_index", "tiny"), ("eval_samples", "gsm8k")):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    requested = _requested(second)
+    # eval x split reports whose inputs all exist (contamination reads eval_proximity, requested in the same tick);
+    # not the splits without embeddings
+    assert {"eval_proximity[gsm8k|tiny]", "contamination[gsm8k|tiny]"} <= requested
+    assert not any(r.startswith(("eval_proximity[", "contamination[")) and "[gsm8k|tiny]" not in r for r in requested)
+    assert not any(r.startswith(("rollout_proximity", "rollout_traces")) for r in requested), "no rollouts yet"
+    # GPU and corpus steps are never started by automation
+    assert not any(r.startswith(("embeddings", "chunks", "rollouts[", "tiny_models", "cluster_tree")) for r in requested)
+
+    # the run lands (eval_proximity, then contamination): evaluated again, nothing new
+    for asset in ("eval_proximity", "contamination"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="gsm8k|tiny"))
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert not {r for r in _requested(third) if "[" in r}
+
+    # rollouts of one eval set for model m1: its model x split reports on the split that has embeddings
+    instance.report_runless_asset_event(dg.AssetMaterialization("rollouts", partition="gsm8k|m1"))
+    fourth = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor))
+    assert {"rollout_proximity[m1|tiny]", "rollout_traces[m1|tiny]"} <= fourth
+    assert not any(r.startswith(("eval_proximity", "contamination")) for r in fourth)
+    assert "rollout_proximity[m1|math]" not in fourth
+    assert "rollout_correctness_by_distance" in fourth
