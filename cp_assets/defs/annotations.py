@@ -6,7 +6,9 @@ import dagster as dg
 
 from cp_assets.defs.cluster_names import cluster_names
 from cp_assets.defs.eval_samples import eval_samples
-from cp_assets.defs.partitions import model_split_partitions, rollouts_of_model, tree_partitions
+from cp_assets.defs.executors import GPU_OP_TAGS
+from cp_assets.defs.partitions import model_tree_partitions, rollouts_of_model, tree_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.lib import cluster_report as clusters, cluster_store, plots, report_tables, settings
 from cp_assets.lib.annotate import Annotation, render
@@ -29,14 +31,15 @@ def _tree_and_names(pg: PgVectorStore, results: ResultsStore, encoder: SentenceE
 
 
 @dg.asset(
-    partitions_def=model_split_partitions,
+    partitions_def=model_tree_partitions,
     deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model),
           dg.AssetDep(cluster_names, partition_mapping=TREE_OF_SPLIT)],
     group_name="clusters",
     kinds={"duckdb", "python"},
     owners=["team:evals"],
     pool="gpu",  # encodes answers and sentences with the embedding model
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
     description="Each rollout of the model (whole answer and each sentence) placed in the split's cluster tree: "
                 "nearest leaf, top-level cluster, named path, cosine distance. Error rate per top-level cluster "
                 "with 95% Wilson intervals. Table `annotations`.",
@@ -87,7 +90,8 @@ def annotations(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg:
     kinds={"duckdb", "python"},
     owners=["team:evals"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
     description="Eval questions per cluster: every question of every loaded eval set placed in the tree (nearest "
                 "leaf, top-level cluster, named path). Table `question_clusters`; counts per cluster and eval set.",
 )

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from cp_assets.defs.partitions import split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.lib import plots, settings
 from cp_assets.lib.chunking import ChunkConfig, chunk_documents
@@ -24,6 +25,7 @@ class ChunksConfig(dg.Config):
     group_name="corpus",
     kinds={"postgres", "python"},
     owners=["team:corpus"],
+    retry_policy=PG_RETRY,
     description="Chunks of at most `max_tokens` tokens (embedding model's tokenizer), paragraphs packed whole, long "
                 "paragraphs windowed with `overlap`; ids `<doc_id>#<n>`, char offsets into the document. "
                 "Table `cprox_chunks`, replaced atomically per split.",

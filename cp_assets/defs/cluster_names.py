@@ -10,6 +10,7 @@ import dagster as dg
 
 from cp_assets.defs.cluster_tree import cluster_tree
 from cp_assets.defs.partitions import ALL_SPLITS_TREE, tree_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib import cluster_report, cluster_store, plots, settings
 from cp_assets.lib.cluster_names import NameCache, name_nodes, naming_stats
 from cp_assets.lib.cluster_plots import tree_html, tree_png
@@ -36,6 +37,7 @@ class ClusterNamesConfig(dg.Config):
     group_name="clusters",
     kinds={"duckdb", "python"},
     owners=["team:corpus"],
+    retry_policy=PG_RETRY,
     description="Names and one-sentence descriptions of every cluster-tree node (Clio-style LLM prompts, bottom-up; "
                 "c-TF-IDF keyword names as the fallback and when no model is set), cached by member hash; duplicate "
                 "sibling names resolved. Table `cluster_names`; treemap/sunburst HTML and PNG in the metadata.",

@@ -7,6 +7,7 @@ import dagster as dg
 
 from cp_assets.defs.embeddings import embeddings
 from cp_assets.defs.partitions import ALL_SPLITS_TREE, embeddings_to_trees, tree_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib import cluster_store
 from cp_assets.lib.cluster_tree import build_tree
 from cp_assets.lib.encoder import model_slug
@@ -31,6 +32,7 @@ class ClusterTreeConfig(dg.Config):
     group_name="clusters",
     kinds={"postgres", "scikitlearn"},
     owners=["team:corpus"],
+    retry_policy=PG_RETRY,
     description="Recursive k-means tree of the split's chunk embeddings (k per node by silhouette; stops at depth, "
                 "minimum size or low split quality). Nodes: id (path), parent, depth, size, centroid, quality, "
                 "per-split counts; every chunk in exactly one leaf. Postgres (`cprox_cluster_*`) and results DuckDB "
@@ -66,6 +68,7 @@ def cluster_tree(context: dg.AssetExecutionContext, config: ClusterTreeConfig, e
 
 
 @dg.asset_check(asset=cluster_tree, partitions_def=tree_partitions, blocking=True,
+                retry_policy=PG_RETRY,
                 description="Every embedded chunk of the tree's split(s) sits in exactly one leaf.")
 def check_cluster_tree_covers_every_chunk(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                           pg: PgVectorStore) -> dg.AssetCheckResult:

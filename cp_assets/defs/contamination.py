@@ -8,6 +8,7 @@ import dagster as dg
 from cp_assets.defs.eval_samples import eval_samples
 from cp_assets.defs.ngram_index import ngram_index
 from cp_assets.defs.partitions import eval_split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib import plots, report_tables, settings
 from cp_assets.lib.contamination import COLUMNS, FlagRule, contamination_rows
 from cp_assets.lib.ngram_index import open_index
@@ -31,6 +32,7 @@ class ContaminationConfig(dg.Config):
     group_name="reports",
     kinds={"duckdb", "python"},
     owners=["team:evals"],
+    retry_policy=PG_RETRY,
     description="Is each eval item in the split? 13-gram overlap, share of tokens in >= 10-token matches with its "
                 "Llama-2 bucket, GPT-4 style 50-character substring hits, nearest-chunk distance, and `flagged` "
                 "(n-gram, substring or embedding evidence; see README). Table `contamination`.",

@@ -8,7 +8,9 @@ swapped in atomically at the end. Checks: one vector per chunk, the model's dime
 import dagster as dg
 
 from cp_assets.defs.chunks import chunks
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib.embeddings import embed_split, embedding_checks
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -21,8 +23,8 @@ from cp_assets.resources.pgvector_store import PgVectorStore
     kinds={"pgvector", "pytorch"},
     owners=["team:corpus"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
     description="Chunk embeddings (sentence-transformers, L2-normalized) in table `emb_<model>`, partitioned by "
                 "split, HNSW cosine index per split. Resumable; published atomically.",
 )
@@ -39,6 +41,7 @@ def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceE
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
                 description="Exactly one vector per chunk of the split.")
 def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                           pg: PgVectorStore) -> dg.AssetCheckResult:
@@ -46,6 +49,7 @@ def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
                 description="Every vector has the embedding model's dimension.")
 def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                        pg: PgVectorStore) -> dg.AssetCheckResult:
@@ -53,6 +57,7 @@ def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, e
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
                 description="No NULL or non-finite vectors.")
 def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                             pg: PgVectorStore) -> dg.AssetCheckResult:

@@ -11,7 +11,9 @@ import dagster as dg
 
 from cp_assets.defs.embeddings import embeddings
 from cp_assets.defs.eval_samples import eval_samples
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import eval_split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib import plots, proximity, settings
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -32,9 +34,10 @@ class EvalProximityConfig(dg.Config):
     deps=[eval_samples, embeddings],
     group_name="reports",
     pool="gpu",  # encodes texts with the embedding model
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
     kinds={"duckdb", "python"},
     owners=["team:evals"],
+    retry_policy=PG_RETRY,
     description="Eval question x corpus split proximity: top-k nearest chunks (`eval_neighbors`), nearest-chunk "
                 "cosine / l2 / inner-product distance and its percentile in the split's reference distribution "
                 "(`eval_proximity`, `reference_distances`), in the results DuckDB. Replaced per partition.",

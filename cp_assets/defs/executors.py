@@ -22,6 +22,7 @@ GPU_NODE_SELECTOR = {"cprox/accelerator": "gpu"}  # label your GPU nodes with it
 
 # Tags every GPU step carries: a Kubernetes GPU request and node placement, and the Celery queue of GPU workers.
 GPU_OP_TAGS = {
+    "cprox/resource": "gpu",
     "dagster-k8s/config": {
         "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
         "pod_spec_config": {
@@ -31,8 +32,6 @@ GPU_OP_TAGS = {
     },
     "dagster-celery/queue": "gpu",
 }
-# What a GPU asset's decorator takes: the `gpu` pool and the tags above.
-GPU_ASSET = {"pool": "gpu", "op_tags": GPU_OP_TAGS}
 
 
 class ExecutorUnavailable(RuntimeError):

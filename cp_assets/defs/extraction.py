@@ -4,7 +4,9 @@ Wilson interval) and the edit-distance distribution. For models trained here eac
 
 import dagster as dg
 
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import model_split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.defs.tiny_models import split_documents
 from cp_assets.lib import extraction as ext, plots, report_tables, settings
@@ -31,7 +33,8 @@ class ExtractionConfig(dg.Config):
     kinds={"pytorch", "duckdb"},
     owners=["team:memorization"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
     description="k-extractability (Carlini et al.): P-token prefixes of windows sampled from the split, S tokens "
                 "greedy-generated; exact-match rate with a Wilson interval, edit distances. Table `extraction`.",
 )

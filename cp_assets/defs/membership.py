@@ -4,7 +4,9 @@ from non-members. Labels are exact for models trained here (`tiny_models`), a pr
 
 import dagster as dg
 
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import model_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.tiny_models import split_documents
 from cp_assets.lib import experiments as ex, membership as mia, plots, report_tables, settings
 from cp_assets.lib.memorization_runs import (AUROC_COLUMNS, MEMBERSHIP_COLUMNS, auroc_markdown, labelled_documents,
@@ -27,7 +29,8 @@ class MembershipConfig(dg.Config):
     kinds={"pytorch", "duckdb"},
     owners=["team:memorization"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
     description="Membership inference: loss, zlib ratio, Min-K% and Min-K%++ per passage (teacher-forced token "
                 "logprobs) and the AUROC of each at separating member from non-member passages, with bootstrap "
                 "intervals and TPR at low FPR. Tables `membership_scores`, `membership_auroc`.",

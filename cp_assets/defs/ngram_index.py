@@ -4,6 +4,7 @@ incrementally from the split's documents; the basis of `contamination`, `rollout
 import dagster as dg
 
 from cp_assets.defs.partitions import split_partitions
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.lib.ngram_index import DEFAULT_N, open_index
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -21,6 +22,7 @@ class NgramIndexConfig(dg.Config):
     group_name="corpus",
     kinds={"duckdb", "python"},
     owners=["team:corpus"],
+    retry_policy=PG_RETRY,
     description="Exact token n-gram postings (hash, document, position) of one split in DuckDB; incremental (new or "
                 "changed documents are added in committed batches, removed ones deleted) and sorted by hash for "
                 "lookups. Answers n-gram contamination and maximal verbatim span tracing with exact counts.",
@@ -46,6 +48,7 @@ def ngram_index(context: dg.AssetExecutionContext, config: NgramIndexConfig, pg:
 
 
 @dg.asset_check(asset=ngram_index, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
                 description="The index holds exactly the split's documents (no batch lost or left over).")
 def check_ngram_index_matches_corpus(context: dg.AssetCheckExecutionContext, pg: PgVectorStore) -> dg.AssetCheckResult:
     split = context.partition_key

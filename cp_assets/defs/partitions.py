@@ -26,6 +26,9 @@ rollouts_of_model = dg.MultiPartitionMapping(
 ALL_SPLITS_TREE = "all"
 tree_partitions = dg.StaticPartitionsDefinition(load_registry().names() + [ALL_SPLITS_TREE])
 # a split's embeddings feed its own tree and the "all" tree
+# a model's rollouts placed in one tree: model x tree (the dimension keeps the name `split`, so keys read
+# `<model>|<split>`; `<model>|all` places them in the tree over every split)
+model_tree_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "split": tree_partitions})
 embeddings_to_trees = dg.StaticPartitionMapping({s: {s, ALL_SPLITS_TREE} for s in load_registry().names()})
 # Models trained here (training.yaml): one partition per optimizer x seed, e.g. `muon-s0` (tiny_models, tiny_sft_models)
 _experiment = load_experiment()

@@ -11,7 +11,9 @@ of the split, with the percentile in the split's reference distribution (shared 
 import dagster as dg
 
 from cp_assets.defs.embeddings import embeddings
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import model_split_partitions, rollouts_of_model
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.lib import plots, proximity, settings
 from cp_assets.resources.encoder import SentenceEncoder
@@ -32,9 +34,10 @@ class RolloutProximityConfig(dg.Config):
     deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), embeddings],
     group_name="reports",
     pool="gpu",  # encodes texts with the embedding model
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
     kinds={"duckdb", "python"},
     owners=["team:evals"],
+    retry_policy=PG_RETRY,
     description="Model answer x corpus split proximity: for every rollout of the model, the whole answer and each "
                 "sentence (char offsets) with its nearest chunk, cosine / l2 / inner-product distance and percentile "
                 "in the split's reference distribution; table `rollout_proximity`. Replaced per partition.",

@@ -7,6 +7,7 @@ import dagster as dg
 
 from cp_assets.defs.ngram_index import ngram_index
 from cp_assets.defs.partitions import model_split_partitions, rollouts_of_model
+from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.rollouts import rollouts
 from cp_assets.lib import plots, report_tables, settings
 from cp_assets.lib.ngram_index import open_index
@@ -26,6 +27,7 @@ class RolloutTracesConfig(dg.Config):
     group_name="reports",
     kinds={"duckdb", "python"},
     owners=["team:evals"],
+    retry_policy=PG_RETRY,
     description="Verbatim spans of >= `min_tokens` tokens that each rollout of the model shares with the split: "
                 "maximal spans with exact occurrence counts, document ids, offsets and snippets (table "
                 "`rollout_spans`).",

@@ -7,6 +7,7 @@ resumes where it stopped and a rerun with the same parameters generates nothing.
 
 import dagster as dg
 
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.lib import plots, settings
 
 from cp_assets.defs.eval_samples import eval_samples
@@ -29,11 +30,11 @@ class RolloutsConfig(dg.Config):
 @dg.asset(
     partitions_def=eval_model_partitions,
     deps=[eval_samples],
-    group_name="evals",
+    group_name="rollouts",
     kinds={"duckdb", "pytorch"},
     owners=["team:evals"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=10),
     description="Model rollouts for one eval set x model (models.yaml): completion, token ids, logprobs, sampling "
                 "params, latency, `correct`; table `rollouts` in the results DuckDB. Resumable and idempotent.",

@@ -4,6 +4,7 @@ words), with rates by category and 95% intervals. Table `verbatim_recall`; the c
 
 import dagster as dg
 
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import model_partitions
 from cp_assets.lib import plots, recall_scores, report_tables, settings
 from cp_assets.lib.evals import load_evals
@@ -25,7 +26,7 @@ class VerbatimRecallConfig(dg.Config):
     kinds={"pytorch", "duckdb"},
     owners=["team:memorization"],
     pool="gpu",
-    op_tags={"cprox/resource": "gpu"},
+    op_tags=GPU_OP_TAGS,
     description="Verbatim recall of famous passages: greedy completion of each prefix, scored against the "
                 "continuation (exact / normalized match, char and word edit distance and similarity, longest "
                 "matching word prefix); rates by category with Wilson intervals. Table `verbatim_recall`.",

@@ -1,0 +1,110 @@
+"""The definitions as a deployment loads them: production resources (CPROX_DEPLOYMENT=production), each executor of
+CPROX_EXECUTOR, GPU steps tagged for GPU nodes, and every asset labelled for the UI (group, owners, kinds, text)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+GROUPS = {"corpus", "embeddings", "evals", "rollouts", "reports", "clusters", "memorization"}
+GPU_ASSETS = {"embeddings", "rollouts", "tiny_models", "tiny_sft_models", "verbatim_recall", "membership", "extraction"}
+
+LOAD = """
+import json, dagster as dg
+from cp_assets.definitions import defs
+dg.Definitions.validate_loadable(defs)
+repo = defs.get_repository_def()
+graph = repo.asset_graph
+print(json.dumps({
+    "jobs": {j.name: j.executor_def.name for j in repo.get_all_jobs() if not j.name.startswith("__")},
+    "default_executor": defs.executor.name,
+    "env_vars": {k: sorted(f"{f}={v.env_var_name}" for f, v in r.__dict__.items() if isinstance(v, dg.EnvVar))
+                 for k, r in defs.resources.items()},
+    "gpu_tags": {k.to_user_string(): sorted(graph.get(k).pools or []) for k in graph.get_all_asset_keys()},
+    "op_tags": {a.key.to_user_string(): {t: json.loads(v) if v.startswith("{") else v for t, v in a.op.tags.items()}
+                for a in defs.assets if isinstance(a, dg.AssetsDefinition) and len(a.keys) == 1},
+}))
+"""
+
+
+def load_definitions(**env) -> dict:
+    out = subprocess.run([sys.executable, "-c", LOAD], env=dict(os.environ, **env), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_definitions_load_with_production_resources_on_kubernetes():
+    pytest.importorskip("dagster_k8s")
+    loaded = load_definitions(CPROX_DEPLOYMENT="production", CPROX_EXECUTOR="k8s",
+                              CPROX_DATABASE_URL="postgresql://u:never-read@db.invalid/x")
+    assert loaded["default_executor"] == "k8s"
+    assert set(loaded["jobs"].values()) == {"k8s"}, loaded["jobs"]
+    env = loaded["env_vars"]
+    assert "database_url=CPROX_DATABASE_URL" in env["pg"] and "home=CPROX_HOME" in env["pg"]
+    assert {"corpora_file=CPROX_CORPORA", "data_dir=CPROX_DATA_DIR"} <= set(env["registry"])
+    assert "models_file=CPROX_MODELS" in env["llm"]
+    gpu = {name for name, pools in loaded["gpu_tags"].items() if pools == ["gpu"]}
+    assert GPU_ASSETS <= gpu
+    for name in gpu:
+        tags = loaded["op_tags"][name]
+        assert tags["dagster-k8s/config"]["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1", name
+        assert tags["dagster-celery/queue"] == "gpu"
+    cpu = set(loaded["op_tags"]) - gpu
+    assert not any("dagster-celery/queue" in loaded["op_tags"][a] for a in cpu), "CPU steps stay off GPU nodes"
+
+
+@pytest.mark.parametrize("kind, cpu, gpu", [("multiprocess", "multiprocess", "in_process"),
+                                            ("k8s", "k8s", "k8s"), ("celery", "celery", "celery"),
+                                            ("docker", "docker", "docker")])
+def test_executor_choice(monkeypatch, kind, cpu, gpu):
+    from cp_assets.defs.executors import cpu_executor, gpu_executor
+
+    pytest.importorskip({"k8s": "dagster_k8s", "celery": "dagster_celery", "docker": "dagster_docker"}.get(kind, "dagster"))
+    monkeypatch.setenv("CPROX_EXECUTOR", kind)
+    assert (cpu_executor().name, gpu_executor().name) == (cpu, gpu)
+
+
+def test_unknown_executor_or_deployment_is_a_clear_error(monkeypatch):
+    from cp_assets.defs.executors import ExecutorUnavailable, cpu_executor
+    from cp_assets.resources import deployment_resources
+
+    monkeypatch.setenv("CPROX_EXECUTOR", "slurm")
+    with pytest.raises(ExecutorUnavailable, match="CPROX_EXECUTOR='slurm': choose one of multiprocess, k8s"):
+        cpu_executor()
+    with pytest.raises(ValueError, match="CPROX_DEPLOYMENT='staging': choose one of local, production"):
+        deployment_resources("staging")
+
+
+def test_production_resources_fail_naming_the_missing_variable(monkeypatch):
+    from cp_assets.resources import production_resources
+    from cp_assets.resources.pgvector_store import PgVectorStore
+
+    monkeypatch.delenv("CPROX_DATABASE_URL", raising=False)
+
+    @dg.asset
+    def needs_pg(pg: PgVectorStore) -> None:
+        pg.store()
+
+    with pytest.raises(Exception, match="CPROX_DATABASE_URL"):
+        dg.materialize([needs_pg], resources={"pg": production_resources()["pg"]})
+
+
+def test_every_asset_is_labelled_for_the_ui():
+    from cp_assets.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)  # what `dagster definitions validate` checks, partition mappings included
+    graph = defs.get_repository_def().asset_graph
+    groups = set()
+    for key in graph.get_all_asset_keys():
+        node, name = graph.get(key), key.to_user_string()
+        groups.add(node.group_name)
+        assert node.group_name in GROUPS, (name, node.group_name)
+        assert node.owners and all(o.startswith("team:") for o in node.owners), name
+        assert node.kinds, name
+        assert node.description and len(node.description) >= 60, name
+    assert groups == GROUPS
