@@ -104,7 +104,8 @@ def test_param_groups_cover_every_parameter_once(cfg):
 def test_save_load_round_trip(tmp_path, tokenizer):
     model = random_model()
     path = model.save(tmp_path / "ckpt", tokenizer)
-    assert {p.name for p in path.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
+    assert {p.name for p in path.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                                "checksums.json"}  # sizes + sha256, checked on load
     loaded, tok = load_checkpoint(path)
     assert loaded.config == CFG
     idx = torch.randint(0, CFG.vocab_size, (2, 30))

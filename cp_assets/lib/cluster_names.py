@@ -10,8 +10,9 @@ LLM names (`name_nodes`) go bottom-up, one batched `backend.generate` per tree l
 samples nearest its centroid and, for contrast, samples of its siblings; a parent's prompt holds its children's names
 and descriptions, a few of its own samples and its siblings' samples. The answer (JSON, `Name:`/`Description:` lines,
 `<name>` tags or two bare lines) must give a name of at most `max_name_words` words with a letter in it that does not
-copy the instruction or a child's name; a rejected answer is asked again once (sampled, told why), then the keyword
-name is used and the reason kept in `NodeName.error`. A failing backend is handled the same way (one that fails on
+copy the instruction or a child's name; a rejected answer is asked again once (sampled, told why), a request the
+server failed (after the HTTP client's own backoff: 429, 5xx, timeouts) once as it was, then the keyword name is used
+and the reason kept in `NodeName.error`. A failing backend is handled the same way (one that fails on
 every request of a level is not asked about the levels above): the tree is never lost to the model. Sibling names
 that coincide get their own top keyword appended ("Math problems (money)"), as a last resort a number. Accepted LLM
 answers are cached in the results DuckDB (`cluster_name_cache`), keyed by the node's member hash, the model id and
@@ -260,14 +261,19 @@ def _llm_level(tree, level, texts, nearest, backend, cache, kw, names, params, v
     verdicts = {n: _judge(answers[n], tree, n, names, max_words) for n in todo}
     again = [n for n in todo if isinstance(verdicts[n], str)]
     second: dict[str, str | Exception] = {}
-    if again:
+    lost = [n for n in again if isinstance(answers[n], Exception)]  # no answer (the server failed): ask as before
+    if lost:
+        second |= _generate(backend, [GenerationRequest(sample_id=n, prompt=prompts[n], system_prompt=SYSTEM)
+                                      for n in lost], params)
+    rejected = [n for n in again if n not in lost]  # an unusable answer: ask again sampled, told why
+    if rejected:
         retry = params.model_copy(update={"temperature": 0.7, "seed": (params.seed or 0) + 1})
         reqs = [GenerationRequest(sample_id=n, system_prompt=SYSTEM, prompt=f"{prompts[n]}\n\nAn earlier answer was "
-                                  f"rejected ({verdicts[n]}). Follow the format exactly.") for n in again]
-        second = _generate(backend, reqs, retry)
-        for n in again:
-            v = _judge(second[n], tree, n, names, max_words)
-            verdicts[n] = v if not isinstance(v, str) else f"first answer: {verdicts[n]}; retry: {v}"
+                                  f"rejected ({verdicts[n]}). Follow the format exactly.") for n in rejected]
+        second |= _generate(backend, reqs, retry)
+    for n in again:
+        v = _judge(second[n], tree, n, names, max_words)
+        verdicts[n] = v if not isinstance(v, str) else f"first answer: {verdicts[n]}; retry: {v}"
     failed = [n for n in todo if isinstance(answers[n], Exception) and isinstance(second.get(n), Exception)]
     if todo and len(failed) == len(todo):
         down = f"the model failed on every request of level {tree.nodes[todo[0]].depth}: {str(answers[todo[0]])[:200]}"

@@ -4,13 +4,26 @@ Rollouts are keyed by (sample_id, model_id, params_hash) and written as they com
 rerun with the same parameters generates nothing. A Rollout round-trips losslessly: columns hold the scalar fields,
 lists and timestamps natively, `params` and `metadata` as JSON; rows are turned back into `Rollout` by pydantic.
 DuckDB allows one writing process at a time: connections are short and retried while another process holds the lock.
+
+A corrupt or truncated file (DuckDB refuses to open it, or a read fails its block checksum) is never used and never
+deleted: the file (and its .wal) is moved aside to `results.duckdb.corrupt-<UTC timestamp>` (+ `.wal`, so
+`duckdb results.duckdb.corrupt-...` still finds it for salvage), a fresh empty database is created in its place, and
+`ResultsDBCorrupt` is raised once, naming both files and what to re-materialize. Raising rather than carrying on
+quietly is deliberate: the file holds results that are not trivially derived (rollouts cost model time), so the
+researcher must learn that they are gone from the live database before a report silently covers less; the fresh
+file means the next run (a Dagster retry included) just works, and re-materializing eval_samples, rollouts and the
+reports fills it again (finished rollouts are regenerated: resumption keys on the database's content).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -33,6 +46,35 @@ CREATE TABLE IF NOT EXISTS rollouts (
     PRIMARY KEY (sample_id, model_id, params_hash));
 """
 ROLLOUT_COLUMNS = list(Rollout.model_fields)
+CORRUPTION_SIGNS = ("is not a valid duckdb database file", "corrupt database file:",
+                    "could not read enough bytes from file")
+log = logging.getLogger(__name__)
+
+
+class ResultsDBCorrupt(RuntimeError):
+    """The results database was corrupt: moved aside (`moved_to`) and replaced by a fresh one."""
+
+    def __init__(self, path: Path, moved_to: Path | None, cause: BaseException):
+        self.path, self.moved_to = path, moved_to
+        where = (f"moved aside to {moved_to} (nothing deleted: try `duckdb {moved_to}` to salvage tables)"
+                 if moved_to else "already moved aside by another process")
+        super().__init__(
+            f"the results database {path} is corrupt or truncated ({_short(cause)}); it was {where} and a fresh, "
+            f"empty database now stands at {path}. Re-materialize eval_samples, rollouts and the reports (and "
+            f"cluster_names, tiny model results) to fill it again")
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether a DuckDB error says the file itself is damaged: DuckDB's own wording, in the error types it uses for
+    I/O and commits (never a parser, binder, conversion or constraint error, which might quote a user's text)."""
+    return (type(exc) in (duckdb.Error, duckdb.IOException, duckdb.FatalException, duckdb.InternalException,
+                      duckdb.TransactionException)
+            and any(s in str(exc).lower() for s in CORRUPTION_SIGNS))
+
+
+def _short(exc: BaseException, n: int = 300) -> str:
+    s = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return s if len(s) <= n else s[:n] + "..."
 JSON_COLUMNS = {"params", "metadata"}
 
 
@@ -54,15 +96,20 @@ class ResultsDB:
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits while another process holds the file's write lock."""
+        """A short-lived connection; waits while another process holds the file's write lock. A damaged file is
+        moved aside and replaced (see the module docstring): `ResultsDBCorrupt`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
         while True:
+            opened = _identity(self.path)
             try:
                 conn = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
                 break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            except duckdb.Error as exc:
+                if is_corruption(exc):
+                    self._recover(exc, opened)
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower() \
+                        or time.monotonic() > deadline:
                     raise RuntimeError(f"{self.path}: cannot open the results database: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -71,8 +118,38 @@ class ResultsDB:
                 conn.execute(SCHEMA)
                 self._schema_ready = True
             yield conn
+        except duckdb.Error as exc:
+            if not is_corruption(exc):
+                raise
+            conn.close()
+            self._recover(exc, opened)
         finally:
             conn.close()
+
+    def _recover(self, exc: BaseException, opened: tuple | None) -> None:
+        """Move the damaged file (+ .wal) aside, create a fresh database, raise `ResultsDBCorrupt`. Under a file
+        lock; a file already replaced since `opened` (another process recovered first) is left alone."""
+        moved = None
+        with open(self.path.with_name(f"{self.path.name}.recover.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if opened is not None and _identity(self.path) == opened:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+                n = 1
+                while moved.exists():
+                    n += 1
+                    moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+                os.rename(self.path, moved)
+                wal = self.path.with_name(self.path.name + ".wal")
+                if wal.exists():
+                    os.rename(wal, moved.with_name(moved.name + ".wal"))
+                log.error("results database %s is corrupt (%s): moved aside to %s; starting a fresh one",
+                          self.path, _short(exc), moved)
+            self._schema_ready = False
+            with duckdb.connect(str(self.path)) as conn:
+                conn.execute(SCHEMA)
+            self._schema_ready = True
+        raise ResultsDBCorrupt(self.path, moved, exc) from exc
 
     # -- eval samples ---------------------------------------------------------------------------------------------
     def replace_samples(self, eval_set: str, rows: Sequence[dict[str, Any]]) -> int:
@@ -150,6 +227,16 @@ class ResultsDB:
         if not self._schema_ready:
             with self.connect():
                 pass
+
+
+def _identity(path: Path) -> tuple | None:
+    """(device, inode) of the file, None when there is none: tells a replaced file from the one opened (the damaged
+    file is renamed, never deleted, so its inode cannot be reused by the fresh one)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def read_parquet_rollouts(path: Path | str) -> list[Rollout]:

@@ -4,7 +4,8 @@ Two engines over the same store of record (pgvector):
 - `pgvector`: SQL per query, pipelined on one connection; HNSW (cosine index, `ef_search`) or exact (`exact=True`).
 - `memory`: for batches (the reports' workload), a FAISS index built from the split's vectors copied out of
   pgvector and cached under CPROX_HOME by the partition's version: flat (exact) or HNSW. A re-materialized split gets
-  a new version, so a stale cache is never used.
+  a new version, so a stale cache is never used; a damaged one (its files fail their sha256 manifest, or do not
+  load) is logged with the file and the reason and rebuilt from pgvector.
 `engine="auto"` picks memory for batches of `MEMORY_BATCH` queries or more.
 
 Distances: cosine = 1 - cos; l2 = Euclidean; inner_product = -<a, b> (pgvector's `<#>`: smaller is closer);
@@ -14,17 +15,20 @@ l1 = Manhattan. With HNSW, l2 and inner_product rank like cosine on unit vectors
 from __future__ import annotations
 
 import heapq
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cp_assets.lib import settings
+from cp_assets.lib import integrity, settings
 from cp_assets.lib.encoder import encode, model_slug
 from cp_assets.lib.pgstore import METRICS, Hit, PgStore
 
 MEMORY_BATCH = 64
+log = logging.getLogger(__name__)
 
 
 def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, split: str | None = None, k: int = 5,
@@ -94,18 +98,19 @@ def _to_distance(scores: np.ndarray, metric: str, inner_product_scores: bool) ->
 
 @lru_cache(maxsize=16)
 def _index(store: PgStore, slug: str, split: str, version: str, metric: str, exact: bool, cache_dir: Path):
-    """A FAISS index over one published split (cached on disk by partition version)."""
+    """A FAISS index over one published split, cached on disk by partition version with a sha256 manifest. A cache
+    that fails its manifest or does not load (truncated, overwritten) is logged and rebuilt, never used."""
     import faiss
 
     hnsw = not exact and metric != "l1"
     kind = "hnsw" if hnsw else f"flat-{metric}"
     base = cache_dir / slug / f"{split}-{version}"
     ids_path, index_path = base.with_suffix(".ids.npy"), base.with_suffix(f".{kind}.faiss")
+    manifest = base.with_suffix(f".{kind}.sha256.json").name
     if ids_path.exists() and index_path.exists():
-        try:
-            return list(np.load(ids_path, allow_pickle=False)), faiss.read_index(str(index_path))
-        except (OSError, RuntimeError, ValueError):  # corrupt or truncated cache: rebuild it
-            pass
+        cached = _load_cached(ids_path, index_path, manifest)
+        if cached is not None:
+            return cached
     ids, mat = store.load_matrix(slug, split)
     if not ids:
         return [], None
@@ -118,11 +123,35 @@ def _index(store: PgStore, slug: str, split: str, version: str, metric: str, exa
             metric, lambda dim: faiss.IndexFlat(dim, faiss.METRIC_L1))(d)
     index.add(mat)
     base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_suffix(".tmp")
-    faiss.write_index(index, str(tmp))
-    np.save(ids_path, np.array(ids))
-    tmp.replace(index_path)
+    tmp_index, tmp_ids = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (index_path, ids_path))
+    faiss.write_index(index, str(tmp_index))
+    with open(tmp_ids, "wb") as f:
+        np.save(f, np.array(ids))
+    tmp_ids.replace(ids_path)
+    tmp_index.replace(index_path)
+    integrity.write_manifest(base.parent, [ids_path.name, index_path.name], manifest=manifest)  # last: the seal
     return ids, index
+
+
+def _load_cached(ids_path: Path, index_path: Path, manifest: str):
+    """(ids, index) from the cache files, or None (logged) when they cannot be trusted."""
+    import faiss
+
+    if not integrity.has_manifest(index_path.parent, manifest):
+        log.info("search index cache %s has no checksums (written by an older version or interrupted): rebuilding",
+                 index_path)
+        return None
+    try:
+        integrity.verify_manifest(index_path.parent, manifest, required=(ids_path.name, index_path.name))
+        ids = list(np.load(ids_path, allow_pickle=False))
+        index = faiss.read_index(str(index_path))
+        if index.ntotal != len(ids):
+            raise integrity.CorruptFile(index_path, f"{index.ntotal} vectors for {len(ids)} ids")
+        return ids, index
+    except (integrity.CorruptFile, OSError, RuntimeError, ValueError) as exc:
+        log.warning("search index cache %s is corrupt or truncated (%s): rebuilding it from pgvector",
+                    index_path, exc)
+        return None
 
 
 def hits_json(hits: list[Hit]) -> list[dict]:

@@ -8,8 +8,10 @@ blocks' 2-D matrices (for Muon) from the embedding and lm_head (for AdamW).
 Generation is batched with left padding and a KV cache; it returns the new token ids and their logprobs under the
 model's own (temperature 1) distribution, so they agree with teacher-forced scoring.
 
-Checkpoint = a directory holding config.json (GPTConfig), model.safetensors and tokenizer.json. `GPT.save` writes
-into a temporary sibling directory and renames it into place, so a crash never leaves a half checkpoint that loads.
+Checkpoint = a directory holding config.json (GPTConfig), model.safetensors, tokenizer.json and checksums.json (each
+file's size and sha256, see cp_assets.lib.integrity). `GPT.save` writes into a temporary sibling directory and renames
+it into place, so a crash never leaves a half checkpoint that loads; `GPT.load` checks the manifest first, so a file
+truncated or overwritten later raises `integrity.CorruptFile` naming it instead of loading garbage weights.
 The tokenizer is a byte-level BPE trained with HF `tokenizers`; one special token, `<|endoftext|>`, separates
 documents in the training stream and is the BOS given to prompts and scored texts, and the end-of-sequence token.
 """
@@ -28,6 +30,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from cp_assets.lib import integrity
 
 EOS = "<|endoftext|>"
 SOFTCAP = 15.0
@@ -249,7 +253,8 @@ class GPT(nn.Module):
 
     def write_files(self, directory: Path, tokenizer: "BPETokenizer | None" = None,
                     extra: dict[str, dict] | None = None) -> None:
-        """The checkpoint files, written in place (config.json last); `save` makes this atomic."""
+        """The checkpoint files, written in place (config.json, then the sha256 manifest last); `save` makes this
+        atomic."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -260,19 +265,39 @@ class GPT(nn.Module):
         for name, body in (extra or {}).items():
             write_json(directory / name, body)
         write_json(directory / CONFIG, asdict(self.config))
+        written = [WEIGHTS, CONFIG, *(extra or {})] + ([TOKENIZER] if tokenizer is not None else [])
+        integrity.write_manifest(directory, written)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "GPT":
-        """A checkpoint directory -> model in eval mode on `device` (default CPU)."""
+        """A checkpoint directory -> model in eval mode on `device` (default CPU). Raises `integrity.CorruptFile`
+        naming the file when the checkpoint is damaged (see `verify_checkpoint`)."""
         from safetensors.torch import load_file
 
         path = Path(path)
         if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
             raise FileNotFoundError(f"{path}: not a tiny GPT checkpoint (needs {CONFIG} and {WEIGHTS})")
-        config = GPTConfig(**json.loads((path / CONFIG).read_text()))
+        verify_checkpoint(path)
+        try:
+            config = GPTConfig(**json.loads((path / CONFIG).read_text()))
+        except (ValueError, TypeError) as exc:
+            raise integrity.CorruptFile(path / CONFIG, f"not a GPTConfig ({exc})") from None
         model = cls(config)
-        model.load_state_dict(load_file(str(path / WEIGHTS)))
+        try:
+            model.load_state_dict(load_file(str(path / WEIGHTS)))
+        except Exception as exc:  # noqa: BLE001 - safetensors' own errors, missing/mis-shaped tensors
+            raise integrity.CorruptFile(path / WEIGHTS, f"cannot load the weights ({exc})") from None
         return model.to(device or "cpu").eval()
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise `integrity.CorruptFile` (naming the file) unless the checkpoint's files match its sha256 manifest;
+    checkpoints written before manifests existed get the structural check of model.safetensors instead."""
+    path = Path(path)
+    if integrity.has_manifest(path):
+        integrity.verify_manifest(path, required=(CONFIG, WEIGHTS))
+    else:
+        integrity.check_safetensors(path / WEIGHTS)
 
 
 def publish_dir(src: Path, dst: Path) -> None:
@@ -354,5 +379,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path | No
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> tuple[GPT, BPETokenizer]:
-    """(model, tokenizer) of a checkpoint directory."""
-    return GPT.load(path, device), BPETokenizer.load(Path(path) / TOKENIZER)
+    """(model, tokenizer) of a checkpoint directory; `integrity.CorruptFile` when a file is damaged."""
+    model = GPT.load(path, device)
+    try:
+        return model, BPETokenizer.load(Path(path) / TOKENIZER)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a malformed file
+        raise integrity.CorruptFile(Path(path) / TOKENIZER, f"cannot load the tokenizer ({exc})") from None

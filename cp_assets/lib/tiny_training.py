@@ -4,7 +4,9 @@
 The asset bodies (`tiny_models`, `tiny_sft_models`) call `train_base` / `train_sft`. The shared tokenizer is trained
 once on the member documents (under a file lock) and reused by every run, so runs differ only by optimizer and seed.
 A diverging run raises `TrainingDiverged` (from cp_assets.lib.train) after its failure is written; its earlier
-checkpoints stay on disk.
+checkpoints stay on disk. A checkpoint damaged on disk (it fails its sha256 manifest, see cp_assets.lib.integrity)
+is a training result, not a cache: it is never rebuilt silently, and `CorruptCheckpoint` names the file and the
+partition to re-materialize (`retrain_hint`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,38 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from cp_assets.lib import experiments as ex
+from cp_assets.lib import integrity, settings
 from cp_assets.lib.experiments import DocSplit, Experiment
 
 RUN_COLUMNS = ["model_id", "run", "stage", "optimizer", "seed", "status", "n_params", "tokens", "final_train_loss",
                "final_val_loss", "tokens_per_s", "seconds", "path", "error", "size", "finished_at"]
 CURVE_COLUMNS = ["model_id", "step", "tokens", "train_loss", "val_loss", "lr", "seconds"]
 DOC_COLUMNS = ["split", "doc_id", "role", "recall_quoted", "chars"]
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A trained checkpoint's file is damaged; the message names it and what to re-materialize."""
+
+    def __init__(self, error: integrity.CorruptFile, checkpoint: Path | str):
+        self.path = error.path
+        super().__init__(f"tiny GPT checkpoint file {error.path} is corrupt or truncated ({error.reason}); "
+                         + retrain_hint(checkpoint))
+
+
+def retrain_hint(checkpoint: Path | str) -> str:
+    """What to do about a damaged checkpoint: its run's partition of `tiny_models` / `tiny_sft_models` (checkpoints
+    live under CPROX_HOME/tiny/<base|sft>/<run>, intermediate ones in step_* below that)."""
+    p = Path(checkpoint).expanduser().resolve()
+    try:
+        stage, run = p.relative_to((settings.home() / "tiny").resolve()).parts[:2]
+    except ValueError:
+        return ("a trained model cannot be rebuilt silently: retrain it with the command that wrote it "
+                "(it was not trained by the memorization lab's assets)")
+    asset = "tiny_models" if stage == "base" else "tiny_sft_models"
+    then = " (then `tiny_sft_models`, trained from it)" if stage == "base" else ""
+    return (f"it is a training result and cannot be rebuilt silently: re-materialize the `{asset}` partition "
+            f"{run!r}{then}: `dagster asset materialize -m cp_assets.definitions --select {asset} --partition "
+            f"{run}`, or `cprox train --run {run}` (base and SFT)")
 
 
 def recall_quotes(samples: Iterable) -> list[str]:
@@ -117,6 +145,10 @@ def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str,
     base = ex.run_dir(run, "base")
     if not (base / "config.json").exists():
         raise FileNotFoundError(f"no base checkpoint for run {run!r} at {base}: materialize `tiny_models` first")
+    try:
+        tiny_gpt.verify_checkpoint(base)
+    except integrity.CorruptFile as exc:
+        raise CorruptCheckpoint(exc, base) from None
     sft_docs = ex.sft_documents(docs, experiment.sft.max_chars)
     n_val = max(2, len(sft_docs) // 20)
     val, train_docs = sft_docs[:n_val], sft_docs[n_val:]

@@ -1,8 +1,12 @@
 """Local generation with transformers: the offline default (SmolLM2-135M-Instruct, Gemma-3-270M from packaged GGUFs).
 
 A GGUF checkpoint is dequantized once (~20-70 s of pure-Python parsing) and saved as safetensors under
-`CPROX_HOME/models/<id>/`; later loads take under a second. Generation is batched (left padding), greedy or sampled
-(seeded), and returns token ids and per-token logprobs.
+`CPROX_MODEL_CACHE/<id>/` (default CPROX_HOME/models) with `checksums.json` (each file's size and sha256); later loads
+take about a second. Before use the copy is checked (sizes and sha256, hashed once per process: ~0.4 s for SmolLM2;
+copies made before manifests existed: safetensors structure and JSON files, then a manifest is added); a truncated or
+garbage copy is logged (a warning naming the file and why) and converted again, never loaded. Conversions of one model
+are serialized by a file lock. Generation is batched (left padding), greedy or sampled (seeded), and returns token ids
+and per-token logprobs.
 
 Also, for membership inference and extraction tests: `score(texts)` (teacher-forced logprobs of every token of a text,
 with mu/sigma over the vocabulary, see `cp_assets.lib.scoring`) and `generate_from_ids(prefixes, n)` (greedy
@@ -11,7 +15,10 @@ continuation of exact token ids, no re-tokenization).
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import json
+import logging
 import os
 import shutil
 import threading
@@ -19,21 +26,73 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from cp_assets.lib import settings
+from cp_assets.lib import integrity, settings
 from cp_assets.lib.models import ModelSpec
 from cp_assets.lib.rollouts import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
 from cp_assets.lib.scoring import TokenScores, distribution_stats
 
 LOGIT_BUDGET = 2 ** 28  # most logits (rows x tokens x vocabulary) one scoring forward pass materializes: 1 GiB fp32
+REQUIRED = ("config.json", "model.safetensors")  # what a converted checkpoint must hold
+log = logging.getLogger(__name__)
 
 
 def model_dir(spec: ModelSpec) -> Path | str:
-    """A directory (or hub name) transformers loads fast: for GGUF models, the converted copy, made on first use."""
+    """A directory (or hub name) transformers loads fast: for GGUF models, the converted copy, made on first use and
+    made again (with a warning naming the bad file) when the copy fails its checks (see `cache_problem`)."""
     if spec.gguf is None:
         return spec.path
     target = settings.model_cache() / spec.id
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    problem = cache_problem(target)
+    if problem is None:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f"{target.name}.lock"), "w") as lock:  # one conversion at a time per model
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        problem = cache_problem(target)  # another process may have converted it meanwhile
+        if problem is None:
+            return target
+        if target.exists():
+            log.warning("converted checkpoint of %s is unusable: %s; converting %s again", spec.id, problem,
+                        spec.gguf_path())
+        _convert(spec, target)
+    return target
+
+
+def cache_problem(target: Path) -> str | None:
+    """Why the converted checkpoint at `target` cannot be used (None: it can). A copy with a manifest must match its
+    sizes and sha256s; an older copy without one must have a structurally whole model.safetensors and readable JSON
+    files, and is then given a manifest (best effort: the cache may be read-only)."""
+    if not target.exists():
+        return "missing"
+    try:
+        if integrity.has_manifest(target):
+            integrity.verify_manifest(target, required=REQUIRED)
+            return None
+        for name in REQUIRED:
+            if not (target / name).exists():
+                return f"{target / name} is missing"
+        integrity.check_safetensors(target / "model.safetensors")
+        for f in target.glob("*.json"):
+            try:
+                json.loads(f.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise integrity.CorruptFile(f, f"not valid JSON ({exc})") from None
+    except integrity.CorruptFile as exc:
+        return str(exc)
+    try:
+        integrity.write_manifest(target, _checkpoint_files(target))
+    except OSError:
+        pass
+    return None
+
+
+def _checkpoint_files(directory: Path) -> list[str]:
+    return [f.name for f in directory.iterdir() if f.is_file() and f.name != integrity.MANIFEST
+            and not f.name.startswith(".")]
+
+
+def _convert(spec: ModelSpec, target: Path) -> None:
+    """Dequantize the GGUF into a sibling directory, record its manifest, then swap it in for `target`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = spec.gguf_path()
@@ -50,13 +109,13 @@ def model_dir(spec: ModelSpec) -> Path | str:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    if target.exists() and not (target / "model.safetensors").exists():
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from elsewhere
-    try:
-        tmp.rename(target)  # atomic: a crash mid-conversion leaves only the .partial directory
-    except OSError:  # another process finished the same conversion first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    integrity.write_manifest(tmp, _checkpoint_files(tmp))
+    if target.exists():  # the bad copy: moved aside, then deleted (it is derived: the GGUF is the source)
+        aside = target.with_name(f"{target.name}.corrupt-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    tmp.rename(target)  # a crash mid-conversion leaves only the .partial directory
 
 
 @functools.lru_cache(maxsize=2)

@@ -3,8 +3,10 @@
 
 Uses the official `openai` client. `spec.endpoint` picks /v1/chat/completions (the server applies the chat template)
 or /v1/completions (the prompt is sent as plain text). Requests run `spec.max_concurrency` at a time on a thread pool
-and each Rollout is yielded as it completes. The client itself retries 429, 5xx, timeouts and connection errors
-`spec.max_retries` times with exponential backoff (honouring Retry-After); each request waits `spec.timeout_s`.
+and each Rollout is yielded as it completes. The client itself retries 408, 409, 429, 5xx, timeouts and connection
+errors `spec.max_retries` times (default 5), with no retry loop of ours on top: it waits 0.5 s doubling up to 8 s
+(less 0-25 % jitter), or what Retry-After / retry-after-ms asks for up to 2 min (a longer Retry-After is not retried:
+the error surfaces at once); each request waits `spec.timeout_s`. `metadata["retries"]` counts the retries taken.
 
 Logprobs are asked for when `params.logprobs` (chat: `logprobs=True, top_logprobs=1`; completion: `logprobs=1`) and
 stored where the server gives them (llama.cpp does; `transformers serve` ignores the field); a server that refuses the
@@ -34,6 +36,7 @@ from cp_assets.lib.scoring import ScoringUnavailable, TokenScores
 _CONTEXT_WORDS = ("context length", "context window", "maximum context", "too long", "exceed", "max_model_len",
                   "maximum length", "too many tokens")
 _MODEL_WORDS = ("model_not_found", "does not exist", "unknown model", "no such model", "not found", "pinned to")
+MAX_RETRY_AFTER_S = 120  # the openai client's ceiling: a longer Retry-After is not waited for
 _NO_ECHO_WORDS = ("echo", "logprob", "chat model", "not supported", "unsupported")  # a refusal of scoring requests
 
 
@@ -315,6 +318,9 @@ class OpenAIBackend:
             elif code == 404:
                 msg = (f"{url} answered 404 for the {self.spec.endpoint} endpoint (wrong base_url, or the server "
                        f"does not offer it): {body}")
+            elif (code == 429 or code >= 500) and (_retry_after(exc) or 0) > MAX_RETRY_AFTER_S:
+                msg = (f"the server at {url} answered HTTP {code} asking to retry after {_retry_after(exc):g} s, over "
+                       f"the client's {MAX_RETRY_AFTER_S} s ceiling: not retried: {body}")
             elif code == 429 or code >= 500:
                 msg = f"the server at {url} answered HTTP {code} after {tries} retries: {body}"
             else:
@@ -359,6 +365,16 @@ def _token_ids(tokens: Sequence[str], prompt_ids: Any, n: int) -> list[int]:
     if isinstance(prompt_ids, list) and len(prompt_ids) == n:
         return [int(t) for t in prompt_ids]
     return [-1] * n
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The Retry-After of an error reply, in seconds (None: absent or a date)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return float(headers.get("retry-after-ms")) / 1000 if headers.get("retry-after-ms") else \
+            float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _status(exc: BaseException) -> int | None:

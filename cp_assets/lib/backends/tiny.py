@@ -1,5 +1,7 @@
 """Generation and scoring with a tiny GPT trained here (cp_assets/lib/train.py): models.yaml `backend: tiny`, `path:`
-the checkpoint directory (config.json, model.safetensors, tokenizer.json).
+the checkpoint directory (config.json, model.safetensors, tokenizer.json, checksums.json). A damaged checkpoint
+raises `GenerationError` naming the file and the partition to re-materialize (it is a training result: never rebuilt
+silently).
 
 Prompts are plain text (no chat template; a system prompt goes before the prompt, as for base models elsewhere),
 prefixed with the `<|endoftext|>` token the model saw before every training document. Generation is batched
@@ -53,10 +55,16 @@ class TinyBackend:
 
     @property
     def model_and_tokenizer(self):
+        from cp_assets.lib.integrity import CorruptFile
+
         try:
             return load(self.spec.path, self.device)
         except FileNotFoundError as exc:
             raise GenerationError(self.model_id, f"no tiny GPT checkpoint at {self.spec.path}: {exc}") from exc
+        except CorruptFile as exc:  # a training result: never rebuilt here, the user retrains it
+            from cp_assets.lib.tiny_training import CorruptCheckpoint
+
+            raise GenerationError(self.model_id, str(CorruptCheckpoint(exc, self.spec.path))) from None
 
     @property
     def model(self):
