@@ -244,13 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cp_assets.lib.pgstore import DatabaseUnavailable
     from cp_assets.lib.registry import RegistryError
+    from cp_assets.lib.results_db import ResultsDBCorrupt
     from cp_assets.lib.rollouts import GenerationError
     from cp_assets.lib.sources import BadRecord
 
     try:
         return args.fn(args)
     except (DatabaseUnavailable, RegistryError, BadRecord, GenerationError, LookupError, ValueError,
-            FileNotFoundError) as exc:
+            FileNotFoundError, ResultsDBCorrupt) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 1
 

@@ -25,7 +25,9 @@ def test_definitions_load():
         j.name for j in repo.get_all_jobs()}
     rollouts = repo.asset_graph.get(dg.AssetKey("rollouts"))
     assert rollouts.partitions_def.partition_dimension_names == ["eval_set", "model"]
-    assert rollouts.pools == {"gpu"} and [s.name for s in repo.sensor_defs] == ["models_registry_sensor"]
+    assert rollouts.pools == {"gpu"}
+    assert sorted(s.name for s in repo.sensor_defs) == ["models_registry_sensor", "report_automation"]
+    assert [s.name for s in repo.schedule_defs] == ["nightly_shard_backfill"]
     assert {k.name for k in repo.asset_graph.asset_check_keys} >= {
         "check_embeddings_count_matches_chunks", "check_embeddings_dim_matches_model", "check_embeddings_finite",
         "check_ngram_index_matches_corpus"}

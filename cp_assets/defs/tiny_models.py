@@ -6,7 +6,6 @@ import dagster as dg
 
 from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import model_partitions, run_partitions, runs_from_base_split
-from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.lib import experiments as ex, plots, report_tables, settings, tiny_training
 from cp_assets.lib.evals import load_evals
@@ -72,7 +71,6 @@ class TrainingConfig(dg.Config):
     owners=["team:memorization"],
     pool="gpu",
     op_tags=GPU_OP_TAGS,
-    retry_policy=PG_RETRY,
     description="A small nanochat-style GPT trained on the base split's member documents with one optimizer "
                 "(AdamW, or Muon on the matrices + AdamW on embeddings/head) and seed; same data, tokens and "
                 "schedule for every run. Checkpoint under CPROX_HOME/tiny/base/<run>, registered as model "

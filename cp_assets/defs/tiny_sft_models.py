@@ -5,7 +5,6 @@ import dagster as dg
 
 from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import run_partitions, runs_from_sft_split
-from cp_assets.defs.policies import PG_RETRY
 from cp_assets.defs.raw_corpus import raw_corpus
 from cp_assets.defs.tiny_models import (TrainingConfig, fail, record_training, split_documents, tiny_models,
                                         training_metadata)
@@ -22,7 +21,6 @@ from cp_assets.resources.results import ResultsStore
     owners=["team:memorization"],
     pool="gpu",
     op_tags=GPU_OP_TAGS,
-    retry_policy=PG_RETRY,
     description="The run's base model fine-tuned on the SFT split with the same optimizer and seed (its tokenizer "
                 "reused). Checkpoint under CPROX_HOME/tiny/sft/<run>, registered as model `tiny-<run>-sft`.",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -22,16 +23,25 @@ def pgdata(home: Path | None = None) -> Path:
     return (home or settings.home()) / "pg"
 
 
+_start_lock = threading.Lock()  # pgserver's lock is a file lock: it serializes processes, not threads
+
+
 def start(home: Path | None = None) -> str:
-    """Start (or find running) the embedded server; return its connection URL."""
+    """Start (or find running) the embedded server; return its connection URL.
+
+    Also restarts a server stopped (`stop`, `cprox db stop`) or crashed since this process first started it:
+    pgserver keeps one handle per data directory per process and would otherwise return the stale one."""
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     import pgserver
 
     path = pgdata(home)
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(path, cleanup_mode=None)
-    return server.get_uri()
+    with _start_lock:
+        server = pgserver.get_server(path, cleanup_mode=None)
+        with server._lock:  # re-reads postmaster.pid; starts the server when it is not running
+            server.ensure_postgres_running()
+        return server.get_uri()
 
 
 def stop(home: Path | None = None) -> bool:

@@ -12,6 +12,7 @@ Tables
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import uuid
 from contextlib import contextmanager
@@ -99,41 +100,84 @@ class PgStore:
 
     # -- connections --------------------------------------------------------------------------------------------
     def dsn(self) -> str:
+        """The connection URL; for the embedded server, (re)started when it is not running."""
         if self._resolved is None:
-            self._resolved = self.url or embedded_pg.start(self.home)
+            if self.url:
+                self._resolved = self.url
+            else:
+                try:
+                    self._resolved = embedded_pg.start(self.home)
+                except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+                    raise DatabaseUnavailable(
+                        f"cannot start the embedded Postgres at {embedded_pg.pgdata(self.home)}: {exc} (its log: "
+                        f"{embedded_pg.pgdata(self.home) / 'log'}). To fix: {embedded_pg.START_HINT}") from exc
         return self._resolved
 
     def describe(self) -> str:
         return embedded_pg.redact(self.url) if self.url else f"embedded pgserver at {embedded_pg.pgdata(self.home)}"
 
+    def _unavailable(self, what: str, exc: Exception) -> DatabaseUnavailable:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        again = "" if self.url else "; a stopped embedded server is started again by the next connection (a retry)"
+        return DatabaseUnavailable(f"{what} Postgres ({self.describe()}): {first}. To fix: {embedded_pg.START_HINT}"
+                                   f"{again}")
+
     def connect(self, autocommit: bool = False) -> psycopg.Connection:
+        """A new connection; `DatabaseUnavailable` when the server cannot be reached. A stopped embedded server is
+        not restarted by the call that finds it gone (that call fails), but by the next one (a retry)."""
         try:
             conn = psycopg.connect(self.dsn(), autocommit=autocommit, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnavailable(f"cannot connect to Postgres ({self.describe()}): {first}. "
-                                      f"To fix: {embedded_pg.START_HINT}") from exc
+            if not self.url:
+                self._resolved = None  # the next connect starts the embedded server again
+            raise self._unavailable("cannot connect to", exc) from exc
         if self._schema_ready:
             register_vector(conn)
         return conn
 
     @contextmanager
+    def _lost_is_unavailable(self, conn: psycopg.Connection) -> Iterator[None]:
+        """A connection lost mid-use (the server stopped, restarted or crashed) raises `DatabaseUnavailable`."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise  # e.g. a statement timeout: the connection itself is fine
+            if not self.url:
+                self._resolved = None
+            raise self._unavailable("lost the connection to", exc) from exc
+
+    @staticmethod
+    def _alive(conn: psycopg.Connection) -> bool:
+        """An idle connection does not notice a server restart until its next statement: ask."""
+        if conn.closed:
+            return False
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            conn.close()
+            return False
+
+    @contextmanager
     def reader(self) -> Iterator[psycopg.Connection]:
-        """The store's long-lived autocommit connection for reads, one user at a time; reopened when broken."""
+        """The store's long-lived autocommit connection for reads, one user at a time; reopened when broken (also
+        after a server restart)."""
         self.ensure_schema()
         with self._reader_lock:
-            if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is None or not self._alive(self._reader):
                 self._reader = self.connect(autocommit=True)
             try:
-                yield self._reader
-            except psycopg.OperationalError:
+                with self._lost_is_unavailable(self._reader):
+                    yield self._reader
+            except (psycopg.OperationalError, DatabaseUnavailable):
                 self._reader.close()
                 raise
 
     @contextmanager
     def session(self) -> Iterator[psycopg.Connection]:
         self.ensure_schema()
-        with self.connect() as conn:
+        with self.connect() as conn, self._lost_is_unavailable(conn):
             yield conn
 
     def ensure_schema(self) -> None:
@@ -251,7 +295,10 @@ class PgStore:
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"emb:{slug}:{split}",))
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"emb:{slug}:{split}",))
+                except psycopg.OperationalError:
+                    pass  # the connection is gone, and with it its session's lock (do not mask the real error)
 
     def live_matches_chunks(self, slug: str, split: str) -> bool:
         """True when the published partition holds exactly the current chunks (same ids and text hashes)."""
