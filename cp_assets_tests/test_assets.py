@@ -111,6 +111,25 @@ def test_unknown_split_and_bad_database_fail_clearly(materialized, resources):
     assert "cannot connect to Postgres" in text and "cprox db start" in text and ":pw@" not in text
 
 
+def test_bad_input_fails_at_once_and_leaves_the_split(materialized, resources, store, tmp_path):
+    """A malformed record is not retried (PG_RETRY is for the database) and the split keeps its documents."""
+    import gzip
+
+    from cp_assets.resources.corpus_registry import CorpusRegistry
+
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "fine"}\n{"text": \n'))
+    (tmp_path / "corpora.yaml").write_text("splits:\n  tiny:\n    sources:\n      - {path: bad.jsonl.gz, text_field: text}\n")
+    before = store.count("documents", "tiny")
+    bad = dict(resources, registry=CorpusRegistry(corpora_file=str(tmp_path / "corpora.yaml"), data_dir=str(tmp_path)))
+    result = run(["raw_corpus"], "tiny", bad, raise_on_error=False)
+    assert not result.success
+    types = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in types and types.count("STEP_FAILURE") == 1
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"{tmp_path / 'bad.jsonl.gz'}:2" in str(failure.event_specific_data.error)
+    assert store.count("documents", "tiny") == before
+
+
 @pytest.mark.slow
 def test_standard_dagster_cli_materializes_a_partition(materialized, store):
     cmd = [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m",

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 
 from cp_assets.defs.partitions import split_partitions
-from cp_assets.defs.policies import PG_RETRY
+from cp_assets.defs.policies import PG_RETRY, bad_input_is_final
 from cp_assets.lib.shards import split_sources
 from cp_assets.lib.sources import ReadStats, read_split
 from cp_assets.resources.corpus_registry import CorpusRegistry
@@ -24,10 +24,11 @@ from cp_assets.resources.pgvector_store import PgVectorStore
 )
 def raw_corpus(context: dg.AssetExecutionContext, registry: CorpusRegistry, pg: PgVectorStore) -> dg.MaterializeResult:
     split = context.partition_key
-    reg = registry.load()
-    sources = split_sources(reg, split)  # before reading: a shard landing mid-read makes the next night re-read
     stats, t0 = ReadStats(), time.perf_counter()
-    n = pg.store().replace_documents(split, read_split(reg, split, stats))
+    with bad_input_is_final():
+        reg = registry.load()
+        sources = split_sources(reg, split)  # before reading: a shard landing mid-read makes the next night re-read
+        n = pg.store().replace_documents(split, read_split(reg, split, stats))
     secs = time.perf_counter() - t0
     context.log.info(f"{split}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
     return dg.MaterializeResult(metadata={
