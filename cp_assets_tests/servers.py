@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -239,3 +240,90 @@ class FaultProxy:
                 self.wfile.write(data)
 
         return Handler
+
+
+# --- The Dagster webserver on loopback (test_ui, test_ui_browser) ---------------------------------------------------
+
+# The webserver's own instance: conftest's DAGSTER_HOME has no dagster.yaml, and Dagster's default then is the
+# QueuedRunCoordinator, whose queue only a `dagster-daemon` drains; the DefaultRunCoordinator launches a run from the
+# UI at once, as a subprocess of the code location. `nux: enabled: false`: no "Join the Dagster community" dialog
+# popping up over the pages a browser test drives.
+UI_DAGSTER_YAML = """
+storage:
+  sqlite:
+    base_dir: {home}
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
+                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = json.load(resp)
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+
+
+@dataclass
+class Webserver:
+    port: int
+    dagster_home: Path  # its instance (SQLite run, event-log and schedule storage)
+    log: Path  # the webserver's (and its code server's) stdout + stderr
+    proc: subprocess.Popen = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        return graphql(self.port, query, variables)
+
+    def wait_loaded(self, timeout_s: float = 120) -> list[dict]:
+        """The workspace's location entries once none is loading (the code location loads after the server answers)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            locations = self.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+            if all(loc["loadStatus"] == "LOADED" for loc in locations) or time.monotonic() > deadline:
+                return locations
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def webserver(store, tmp_path_factory):
+    """`dagster-webserver` on a free loopback port with the repo's workspace.yaml and its own instance."""
+    repo = Path(__file__).resolve().parents[1]
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text(UI_DAGSTER_YAML.format(home=home))
+    log = home / "webserver.log"
+    port = free_port()
+    exe = Path(sys.executable).with_name("dagster-webserver")
+    with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen([str(exe), "-h", "127.0.0.1", "-p", str(port), "-w", str(repo / "workspace.yaml")],
+                                cwd=repo, env=os.environ | {"DAGSTER_HOME": str(home)}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"dagster-webserver exited: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"dagster-webserver did not answer within 180 s: {log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield Webserver(port, home, log, proc)
+    finally:
+        stop_server(proc)
