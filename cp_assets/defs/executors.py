@@ -3,7 +3,8 @@
     CPROX_EXECUTOR   CPU jobs                     GPU jobs (embedding, generation, training, scoring)
     multiprocess     a process per step (local)   in-process: one process keeps the model loaded
     k8s              a Kubernetes Job per step    a Job per step on a GPU node (`nvidia.com/gpu: 1`, node selector)
-    celery           Celery workers, queue cpu    Celery workers of queue `gpu` (run them on GPU hosts)
+    celery           Celery workers (queue        Celery workers of queue `gpu` (run them on GPU hosts:
+                     `dagster`)                   `dagster-celery worker start -q gpu`)
     docker           a container per step         a container per step (GPU hosts: give the code image --gpus)
 
 Every GPU step also sits in the Dagster concurrency pool `gpu` (its limit = GPUs per deployment, dagster.yaml), so
