@@ -93,11 +93,12 @@ def _tick(schedule, instance, registry_file, data_dir):
 
     repo = defs.get_repository_def()
     schedule = repo.get_schedule_def(schedule.name)
-    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 30, 2),
-                                    repository_def=repo,
-                                    resources={
-            "registry": CorpusRegistry(corpora_file=str(registry_file), data_dir=str(data_dir))})
-    return schedule.evaluate_tick(ctx)
+    resources = {"registry": CorpusRegistry(corpora_file=str(registry_file), data_dir=str(data_dir))}
+    # `with`: the context opens its own instance from the ref; left open, it stays Dagster's current defs-state
+    # storage after the instance is gone, and every later definitions load in the process fails
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 30, 2),
+                                   repository_def=repo, resources=resources) as ctx:
+        return schedule.evaluate_tick(ctx)
 
 
 def test_nightly_schedule_requests_splits_with_new_shards_once(shard_registry, tmp_path):
