@@ -27,7 +27,8 @@ def daemon_home(tmp_path, monkeypatch):
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))):
         pass  # storage created once here: the daemon and the CLI starting together would race to create it
-    env = dict(os.environ, DAGSTER_HOME=str(home), OMP_NUM_THREADS="1")
+    # its own CPROX_HOME: the runs' eval samples go to a private results DuckDB, not the session's
+    env = dict(os.environ, DAGSTER_HOME=str(home), OMP_NUM_THREADS="1", CPROX_HOME=str(tmp_path / "cprox_home"))
     log = open(tmp_path / "daemon.log", "w")
     proc = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

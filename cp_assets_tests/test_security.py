@@ -35,7 +35,8 @@ def production_env(monkeypatch, tmp_path, database_url: str) -> None:
     for name, value in {"CPROX_DEPLOYMENT": "production", "CPROX_DATABASE_URL": database_url,
                         "CPROX_HOME": str(TEST_HOME), "CPROX_CORPORA": str(REGISTRY),
                         "CPROX_DATA_DIR": str(settings.data_dir()), "CPROX_MODELS": str(models),
-                        "CPROX_PLANTED_KEY": KEY_SECRET}.items():
+                        "CPROX_PLANTED_KEY": KEY_SECRET,
+                        "CPROX_RESULTS_DB": str(tmp_path / "results.duckdb")}.items():  # the session's stays as is
         monkeypatch.setenv(name, value)
 
 
