@@ -136,6 +136,12 @@ def _requested(result) -> set[str]:
     return out
 
 
+def materialized(instance, asset: str, partition: str, version: str | None = None) -> None:
+    """A materialization as a run records it: with the content version the asset reports, if it reports one."""
+    tags = {"dagster/data_version": version} if version else None
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition, tags=tags))
+
+
 def test_reports_follow_their_inputs():
     from cp_assets.definitions import defs
 
@@ -145,7 +151,7 @@ def test_reports_follow_their_inputs():
     assert _requested(first) == set(), "nothing is requested before any input exists"
 
     for asset, partition in (("embeddings", "tiny"), ("ngram_index", "tiny"), ("eval_samples", "gsm8k")):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+        materialized(instance, asset, partition, "v1")
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     requested = _requested(second)
     # eval x split reports whose inputs all exist (contamination reads eval_proximity, requested in the same tick);
@@ -158,14 +164,50 @@ def test_reports_follow_their_inputs():
 
     # the run lands (eval_proximity, then contamination): evaluated again, nothing new
     for asset in ("eval_proximity", "contamination"):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="gsm8k|tiny"))
+        materialized(instance, asset, "gsm8k|tiny")
     third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
     assert not {r for r in _requested(third) if "[" in r}
 
     # rollouts of one eval set for model m1: its model x split reports on the split that has embeddings
-    instance.report_runless_asset_event(dg.AssetMaterialization("rollouts", partition="gsm8k|m1"))
-    fourth = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor))
+    materialized(instance, "rollouts", "gsm8k|m1", "r1")
+    fourth_eval = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+    fourth = _requested(fourth_eval)
     assert {"rollout_proximity[m1|tiny]", "rollout_traces[m1|tiny]"} <= fourth
     assert not any(r.startswith(("eval_proximity", "contamination")) for r in fourth)
+    for asset in ("rollout_proximity", "rollout_traces"):
+        materialized(instance, asset, "m1|tiny")
+
+    # inputs materialized again with the same content (same data versions): nothing downstream re-runs
+    for asset, partition, version in (("embeddings", "tiny", "v1"), ("ngram_index", "tiny", "v1"),
+                                      ("rollouts", "gsm8k|m1", "r1")):
+        materialized(instance, asset, partition, version)
+    fifth_eval = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fourth_eval.cursor)
+    assert not {r for r in _requested(fifth_eval) if "[" in r}
+    # new content: the reports that read it follow
+    materialized(instance, "ngram_index", "tiny", "v2")
+    sixth = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fifth_eval.cursor))
+    assert {"contamination[gsm8k|tiny]", "rollout_traces[m1|tiny]"} <= sixth
+    assert "eval_proximity[gsm8k|tiny]" not in sixth and "rollout_proximity[m1|tiny]" not in sixth
     assert "rollout_proximity[m1|math]" not in fourth
     assert "rollout_correctness_by_distance" in fourth
+
+
+def _data_versions(result) -> dict[str, str]:
+    return {e.asset_key.to_user_string(): e.materialization.tags["dagster/data_version"]
+            for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.slow
+def test_unchanged_inputs_keep_their_data_version(materialized, resources):
+    """Embeddings and n-gram index of a split that did not change report the same content version again, so their
+    reports are not re-run; eval samples read twice do too (gsm8k: the set later tests expect in the results DB)."""
+    from cp_assets.definitions import corpus_assets, eval_assets
+
+    first = _data_versions(materialized["tiny"])
+    again = dg.materialize(corpus_assets, selection=["embeddings", "ngram_index"], partition_key="tiny",
+                           resources=resources)
+    assert {k: _data_versions(again)[k] for k in ("embeddings", "ngram_index")} == {
+        k: first[k] for k in ("embeddings", "ngram_index")}
+    samples = [dg.materialize(eval_assets, selection=["eval_samples"], partition_key="gsm8k", resources=resources)
+               for _ in range(2)]
+    assert _data_versions(samples[0])["eval_samples"] == _data_versions(samples[1])["eval_samples"]

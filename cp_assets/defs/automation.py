@@ -4,8 +4,10 @@ Only reports are automated. Corpus, embedding, generation and training steps are
 backfill, `cprox`, or the nightly shard schedule), because they cost GPU hours; once they land, every report that
 reads them follows:
 
-- a report partition is requested when one of its inputs was updated since it was last requested or materialized,
-  and nothing it reads, nor itself, is in progress;
+- a report partition is requested when the data version of one of its inputs changed since it was last requested
+  or materialized, and nothing it reads, nor itself, is in progress. Inputs report content versions
+  (`cp_assets/lib/versions.py`: embeddings, ngram_index, eval_samples, rollouts), so re-materializing one whose
+  content did not change starts nothing; an asset without one gets a new version at every materialization;
 - eval x split reports (`eval_proximity`, `contamination`) also wait until both inputs exist;
 - model x split reports (`rollout_proximity`, `rollout_traces`) need the split's embeddings and rollouts of at least
   one eval set for the model (a model rarely has rollouts for every eval set);
@@ -20,7 +22,8 @@ import dagster as dg
 
 AC = dg.AutomationCondition
 
-ON_NEW_INPUTS = (AC.any_deps_updated().since_last_handled() & ~AC.any_deps_in_progress()
+INPUT_CHANGED = AC.any_deps_match(AC.data_version_changed()).with_label("an input's data version changed")
+ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress()
                  & ~AC.in_progress()).with_label("report_on_new_inputs")
 WHEN_INPUTS_EXIST = (ON_NEW_INPUTS & ~AC.any_deps_missing()).with_label("report_on_new_inputs_when_all_exist")
 

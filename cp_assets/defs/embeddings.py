@@ -12,6 +12,7 @@ from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import split_partitions
 from cp_assets.defs.policies import PG_RETRY
 from cp_assets.lib.embeddings import embed_split, embedding_checks
+from cp_assets.lib.encoder import model_slug
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 
@@ -29,9 +30,13 @@ from cp_assets.resources.pgvector_store import PgVectorStore
                 "split, HNSW cosine index per split. Resumable; published atomically.",
 )
 def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
-    figures = embed_split(pg.store(), context.partition_key, encoder.model, batch_size=encoder.batch_size,
+    store, split = pg.store(), context.partition_key
+    figures = embed_split(store, split, encoder.model, batch_size=encoder.batch_size,
                           commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
-    return dg.MaterializeResult(metadata={k: v for k, v in figures.items() if v is not None})
+    # the published partition's version: unchanged when the split was already up to date
+    version = store.partition_version("embeddings", split, model_slug(encoder.model))
+    return dg.MaterializeResult(data_version=dg.DataVersion(version) if version else None,
+                                metadata={k: v for k, v in figures.items() if v is not None})
 
 
 def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,

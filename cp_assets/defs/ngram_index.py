@@ -37,7 +37,7 @@ def ngram_index(context: dg.AssetExecutionContext, config: NgramIndexConfig, pg:
         raise ValueError(f"split {split!r} has no documents: materialize `raw_corpus` for it first")
     context.log.info(f"{split}: +{stats.added} / -{stats.removed} / ={stats.kept} documents, {stats.tokens_added:,} "
                      f"tokens indexed in {stats.seconds:.1f}s ({stats.tokens_per_s:,.0f} tokens/s)")
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(index.version()), metadata={
         "documents": summary["n_docs"], "tokens": summary["n_tokens"], "postings": summary["n_postings"],
         "added": stats.added, "removed": stats.removed, "kept": stats.kept, "tokens_added": stats.tokens_added,
         "seconds": round(stats.seconds, 2), "tokens_per_s": round(stats.tokens_per_s),

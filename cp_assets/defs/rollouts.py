@@ -7,13 +7,13 @@ resumes where it stopped and a rerun with the same parameters generates nothing.
 
 import dagster as dg
 
-from cp_assets.defs.executors import GPU_OP_TAGS
-from cp_assets.lib import plots, settings
-
 from cp_assets.defs.eval_samples import eval_samples
+from cp_assets.defs.executors import GPU_OP_TAGS
 from cp_assets.defs.partitions import eval_model_partitions
+from cp_assets.lib import plots, settings
 from cp_assets.lib.generate import run_eval
 from cp_assets.lib.rollouts import SamplingParams, accuracy_by
+from cp_assets.lib.versions import content_version
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -55,4 +55,6 @@ def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLM
                          settings.home() / "plots" / f"rollouts_{eval_set}_{model_id}.png",
                          f"{model_id} on {eval_set}: accuracy by {field}", "accuracy", [n for _, n in by.values()])
         extra[f"accuracy_by_{field}"] = dg.MetadataValue.md(plots.markdown_image(png, f"accuracy by {field}"))
-    return dg.MaterializeResult(metadata={k: v for k, v in (extra | figures).items() if v is not None})
+    version = content_version(sorted([r.sample_id, r.params_hash, r.completion] for r in stored))
+    return dg.MaterializeResult(data_version=dg.DataVersion(version),
+                                metadata={k: v for k, v in (extra | figures).items() if v is not None})

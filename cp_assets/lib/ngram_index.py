@@ -274,6 +274,14 @@ class NgramIndex:
         return {"n_docs": n_docs, "n_tokens": int(n_tokens), "n_postings": n_postings, "n": self.n,
                 "tokenizer": self.tokenizer, "path": str(self.path)}
 
+    def version(self) -> str:
+        """The indexed content: every (document id, text hash) and the n-gram settings, as one short hash."""
+        from cp_assets.lib.versions import content_version
+
+        with self.connect(read_only=True) as con:
+            docs = con.execute("SELECT doc_id, text_hash FROM docs ORDER BY doc_id").fetchall()
+        return content_version([[self.n, self.tokenizer], *docs])
+
     def lookup(self, keys: pa.Table) -> pa.Table:
         """Join query windows (`keys`: columns h, item, qpos) with the postings: item, qpos, doc, pos."""
         with self.connect(read_only=True) as con:
