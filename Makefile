@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PORT ?= 3000
 
-.PHONY: install install-llama db db-stop demo test test-fast ui summary clean
+.PHONY: install install-llama browser db db-stop demo test test-fast ui summary clean
 
 install: $(VENV)/.installed
 
@@ -52,7 +52,13 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 summary:
 	$(VENV)/bin/cprox summary
 
-test: install
+# Debian's Chromium for the UI end-to-end test (test_ui_browser skips without it): installed when missing, as root
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "no /usr/bin/chromium: test_ui_browser will skip (apt-get install chromium)"
+
+test: install browser
 	$(VENV)/bin/pytest -q -rs
 
 test-fast: install

@@ -56,7 +56,6 @@ def daemon_running(inst) -> bool:
 
 def wait(inst, backfill_id: str, timeout: float, quiet: bool = False) -> str:
     """Follow a backfill until it ends (or `timeout` seconds): its final status name."""
-    from dagster._core.storage.dagster_run import RunsFilter
     from tqdm import tqdm
 
     deadline = time.monotonic() + timeout
@@ -67,8 +66,7 @@ def wait(inst, backfill_id: str, timeout: float, quiet: bool = False) -> str:
             backfill = inst.get_backfill(backfill_id)
             done = backfill.asset_backfill_data.materialized_subset.num_partitions_and_non_partitioned_assets
             bar.update(done - bar.n)
-            runs = inst.get_runs(RunsFilter.for_backfill(backfill_id))
-            bar.set_postfix(runs=len(runs), status=backfill.status.value)
+            bar.set_postfix(status=backfill.status.value)
             if backfill.status.value in DONE:
                 return backfill.status.value
             if time.monotonic() > deadline:

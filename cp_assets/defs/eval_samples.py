@@ -7,7 +7,7 @@ import dagster as dg
 
 from cp_assets.defs.partitions import eval_set_partitions
 from cp_assets.lib.evals import sample_rows
-from cp_assets.lib.versions import content_version
+from cp_assets.lib.versions import samples_version
 from cp_assets.resources.results import ResultsStore
 
 
@@ -25,8 +25,7 @@ def eval_samples(context: dg.AssetExecutionContext, results: ResultsStore) -> dg
     n = db.replace_samples(name, rows)
     context.log.info(f"{name}: {n} samples into {db.path}")
     by = collections.Counter(str(r["metadata"].get("level") or r["metadata"].get("category") or "all") for r in rows)
-    version = content_version([r["sample_id"], r["request_prompt"], r.get("reference")] for r in rows)
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(samples_version(rows)), metadata={
         "samples": n, "by_level_or_category": dict(sorted(by.items())), "results_db": str(db.path),
         "first_id": rows[0]["sample_id"] if rows else None,
         "preview": dg.MetadataValue.md("\n".join(f"- `{r['sample_id']}`: {r['prompt'][:120]!r}" for r in rows[:5])),

@@ -13,7 +13,7 @@ from cp_assets.defs.partitions import eval_model_partitions
 from cp_assets.lib import plots, settings
 from cp_assets.lib.generate import run_eval
 from cp_assets.lib.rollouts import SamplingParams, accuracy_by
-from cp_assets.lib.versions import content_version
+from cp_assets.lib.versions import rollouts_version
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -55,6 +55,5 @@ def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLM
                          settings.home() / "plots" / f"rollouts_{eval_set}_{model_id}.png",
                          f"{model_id} on {eval_set}: accuracy by {field}", "accuracy", [n for _, n in by.values()])
         extra[f"accuracy_by_{field}"] = dg.MetadataValue.md(plots.markdown_image(png, f"accuracy by {field}"))
-    version = content_version(sorted([r.sample_id, r.params_hash, r.completion] for r in stored))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version),
+    return dg.MaterializeResult(data_version=dg.DataVersion(rollouts_version(stored)),
                                 metadata={k: v for k, v in (extra | figures).items() if v is not None})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ class Hit:
     text: str
 
 
+READER_IDLE_PING_S = 1.0  # a reader idle longer is pinged before use (a restart may have closed it)
+
+
 def emb_table(slug: str) -> str:
     return f"emb_{slug}"
 
@@ -97,6 +101,7 @@ class PgStore:
         self._schema_ready = False
         self._reader: psycopg.Connection | None = None  # kept open for searches (a connect costs ~10 ms)
         self._reader_lock = threading.Lock()
+        self._reader_used = 0.0  # monotonic time of the reader's last use
 
     # -- connections --------------------------------------------------------------------------------------------
     def dsn(self) -> str:
@@ -165,8 +170,10 @@ class PgStore:
         after a server restart)."""
         self.ensure_schema()
         with self._reader_lock:
-            if self._reader is None or not self._alive(self._reader):
+            idle = time.monotonic() - self._reader_used > READER_IDLE_PING_S  # busy loops skip the ping
+            if self._reader is None or self._reader.closed or (idle and not self._alive(self._reader)):
                 self._reader = self.connect(autocommit=True)
+            self._reader_used = time.monotonic()
             try:
                 with self._lost_is_unavailable(self._reader):
                     yield self._reader

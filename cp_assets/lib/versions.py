@@ -20,3 +20,13 @@ def content_version(rows: Iterable[Any]) -> str:
         h.update(json.dumps(row, sort_keys=True, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()[:16]
+
+
+def samples_version(rows: Iterable[dict]) -> str:
+    """Eval samples as models see them: id, request prompt, reference, in the set's order."""
+    return content_version([r["sample_id"], r["request_prompt"], r.get("reference")] for r in rows)
+
+
+def rollouts_version(rollouts: Iterable[Any]) -> str:
+    """Stored rollouts of one eval set x model: (sample, sampling parameters, completion), order-free."""
+    return content_version(sorted([r.sample_id, r.params_hash, r.completion] for r in rollouts))
