@@ -32,7 +32,7 @@ def private_home(prefix: str) -> Path:
 
 
 def cleanup(home: Path, keep: bool = False) -> None:
-    from cp_assets.lib import embedded_pg
+    from cp_assets.lib.corpus import embedded_pg
 
     try:
         stopped = embedded_pg.stop(home)

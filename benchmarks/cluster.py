@@ -5,7 +5,7 @@ norm), chunk ids `d<doc>#<n>` spread over three splits (70 / 20 / 10 %), so the 
 
 Each measurement runs in its own forked child (the vectors, made once by the parent, are shared copy-on-write), so
 its peak RSS (VmHWM, the vectors included: ~1.5 GiB at 1M x 384) and CPU seconds are its own:
-  build_tree          cp_assets.lib.cluster_tree.build_tree with its defaults (max_depth 4, min_size 25, k in 2..8
+  build_tree          cp_assets.lib.clusters.tree.build_tree with its defaults (max_depth 4, min_size 25, k in 2..8
                       by silhouette, 20k-member samples, PCA 64, 1 thread); then, in the same child, the storage
                       path of the asset: save_tree (Postgres, binary COPY, one transaction), load_tree,
                       nearest_leaves from the store, export_to_duckdb (the store in a private embedded Postgres)
@@ -94,9 +94,9 @@ def quality(X: np.ndarray, labels: np.ndarray, n_labels: int, sample: np.ndarray
 
 
 def bench_tree(X, ids, splits, args, home, sample) -> dict:
-    from cp_assets.lib import cluster_store
-    from cp_assets.lib.cluster_tree import build_tree
-    from cp_assets.lib.pgstore import PgStore
+    from cp_assets.lib.clusters import store as cluster_store
+    from cp_assets.lib.clusters.tree import build_tree
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
     t0 = time.perf_counter()
     tree = build_tree(X, ids, splits, seed=args.seed, threads=args.threads,

@@ -1,8 +1,8 @@
 """Generation benchmark: completion tokens/s of SmolLM2-135M-Instruct on GSM8K prompts, per backend and batching.
 
-Every path generates the same N GSM8K test prompts (cp_assets.lib.evals.load_samples('gsm8k') + to_request, the
+Every path generates the same N GSM8K test prompts (cp_assets.lib.evals.eval_registry.load_samples('gsm8k') + to_request, the
 registry's prompt template, no system prompt), greedy, `--max-tokens` new tokens at most, through the project's
-own backends (cp_assets.lib.generate.backend_for):
+own backends (cp_assets.lib.evals.rollouts.backend_for):
 
   local    LocalBackend (transformers on the CPU, the model converted from the packaged GGUF to fp32 safetensors):
            batch_size 1 (one prompt at a time: the baseline), 8 and 16. Also the model load time: cold (the GGUF
@@ -239,12 +239,12 @@ def run(args, tmp: Path, procs: list) -> int:
     import transformers
     from transformers import AutoTokenizer
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.backends import local as local_mod
-    from cp_assets.lib.evals import load_evals, load_samples, to_request
-    from cp_assets.lib.generate import backend_for
-    from cp_assets.lib.models import load_models
-    from cp_assets.lib.rollouts import SamplingParams
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.evals.backends import local as local_mod
+    from cp_assets.lib.evals.eval_registry import load_evals, load_samples, to_request
+    from cp_assets.lib.evals.rollouts import backend_for
+    from cp_assets.lib.evals.model_registry import load_models
+    from cp_assets.lib.evals.generation import SamplingParams
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -361,7 +361,7 @@ def local_section(args, spec, requests, params, tok, tmp, local_mod, backend_for
 def server_section(args, spec, mdir, requests, params, tok, tmp, procs, baseline, llama_ok, backend_for) -> None:
     import torch
 
-    from cp_assets.lib.models import ModelSpec
+    from cp_assets.lib.evals.model_registry import ModelSpec
     from cp_assets_tests.servers import missing, stop_server
 
     print("\n-- OpenAI-compatible servers on loopback (OpenAIBackend, chat endpoint) --")
@@ -443,7 +443,7 @@ def vllm_section(args, mdir, requests, params, tok, tmp, procs, baseline, backen
     if why:
         print(f"\n-- vLLM: skipped ({'; '.join(why)})")
         return
-    from cp_assets.lib.models import ModelSpec
+    from cp_assets.lib.evals.model_registry import ModelSpec
     from cp_assets_tests.servers import stop_server
 
     print(f"\n-- vLLM on {torch.cuda.get_device_name(0)} (dtype {VLLM_DTYPE}, max_model_len 2048) --")

@@ -5,8 +5,8 @@ tokenizer), stores them as the chunks of a private split `bench` in a private em
 exactly those chunks, in the order embed_split reads them:
 
   (a) baseline  SentenceTransformer.encode(texts, batch_size, normalize_embeddings=True, convert_to_numpy=True), on
-                the object cp_assets.lib.encoder.load_model returns;
-  (b) pipeline  cp_assets.lib.embeddings.embed_split(store, "bench", model), what the `embeddings` asset calls: read
+                the object cp_assets.lib.corpus.encoder.load_model returns;
+  (b) pipeline  cp_assets.lib.corpus.embeddings.embed_split(store, "bench", model), what the `embeddings` asset calls: read
                 the chunk rows, encode in `commit_every` slices, binary-COPY each slice into the build table, build
                 the HNSW index (publish_build) and swap the partition in. Wall-clock of the whole call.
 
@@ -61,13 +61,13 @@ def run(args, home) -> int:
     import numpy as np
     import torch
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.chunking import ChunkConfig, chunk_documents
-    from cp_assets.lib.embeddings import embed_split
-    from cp_assets.lib.encoder import encode, load_model, load_tokenizer, model_slug, resolve_model
-    from cp_assets.lib.pgstore import PgStore
-    from cp_assets.lib.registry import load_registry
-    from cp_assets.lib.sources import read_split
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
+    from cp_assets.lib.corpus.embeddings import embed_split
+    from cp_assets.lib.corpus.encoder import encode, load_model, load_tokenizer, model_slug, resolve_model
+    from cp_assets.lib.corpus.pgvector_store import PgStore
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.lib.corpus.sources import read_split
 
     model_name = args.model or settings.embed_model()
     slug, split = model_slug(model_name), "bench"

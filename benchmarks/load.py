@@ -57,10 +57,10 @@ def real_chunks(split: str, n: int, nq: int, seed: int, model: str):
 
     import numpy as np
 
-    from cp_assets.lib.chunking import ChunkConfig, chunk_documents
-    from cp_assets.lib.encoder import encode, load_tokenizer, model_slug
-    from cp_assets.lib.registry import load_registry
-    from cp_assets.lib.sources import read_split
+    from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
+    from cp_assets.lib.corpus.encoder import encode, load_tokenizer, model_slug
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.lib.corpus.sources import read_split
 
     with C.Timer() as t:
         chunks = list(chunk_documents(read_split(load_registry(), split), load_tokenizer(model), ChunkConfig()))
@@ -99,7 +99,7 @@ def load_store(store, slug: str, model: str, base, vecs) -> list[list]:
     with C.Timer() as t:
         store.publish_build(slug, SPLIT, expected=len(base))
     rows.append(["HNSW index + swap (publish_build, m=16, ef_construction=64)", t.s])
-    from cp_assets.lib.pgstore import part_table
+    from cp_assets.lib.corpus.pgvector_store import part_table
 
     with store.connect(autocommit=True) as conn, C.Timer() as t:
         conn.execute(f'VACUUM ANALYZE "{part_table(slug, SPLIT)}"')
@@ -151,7 +151,7 @@ def store_client(idx: int, dsn: str, slug: str, queries, k: int, ef: int, durati
     """One client process: its own PgStore (own connection), warm-up, then PgStore.search in a loop."""
     import numpy as np
 
-    from cp_assets.lib.pgstore import PgStore
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
     errors, store = [], None
     try:
@@ -229,7 +229,7 @@ def tree_cpu(roots: list[int]) -> float:
 
 def hnsw_scans(store, slug: str) -> tuple[int, int]:
     """(idx_scan of the partition's HNSW index, seq_scan of the partition) from pg_stat_user_*."""
-    from cp_assets.lib.pgstore import part_table
+    from cp_assets.lib.corpus.pgvector_store import part_table
 
     with store.connect() as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -359,9 +359,9 @@ def main() -> int:
 
 
 def run(args, home: Path) -> int:
-    from cp_assets.lib import settings
-    from cp_assets.lib.encoder import model_slug
-    from cp_assets.lib.pgstore import PgStore
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.encoder import model_slug
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
     model = settings.embed_model()
     slug = model_slug(model)

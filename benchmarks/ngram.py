@@ -75,10 +75,10 @@ def rss_gb() -> float:
 def bench_ngram(tokens: int, home: Path) -> dict:
     import ahocorasick_rs
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.contamination import ngram_evidence, normalize
-    from cp_assets.lib.ngram_index import NgramIndex, tokenize
-    from cp_assets.lib.trace import trace
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.reports.contamination import ngram_evidence, normalize
+    from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
+    from cp_assets.lib.reports.trace import trace
 
     pool = sentence_pool(settings.data_dir())
     syn = Synthetic(pool)

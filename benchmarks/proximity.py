@@ -50,8 +50,8 @@ def load_synthetic_splits(store, model: str, sizes: list[int], seed: int, chunks
     """Synthetic unit vectors into pgvector the way `embed_split` stores them (chunk rows, build table, publish)."""
     from search import synthetic
 
-    from cp_assets.lib.chunking import Chunk
-    from cp_assets.lib.encoder import model_dim, model_slug
+    from cp_assets.lib.corpus.chunking import Chunk
+    from cp_assets.lib.corpus.encoder import model_dim, model_slug
 
     slug, dim = model_slug(model), model_dim(model)
     store.ensure_embedding_table(slug, model, dim)
@@ -77,9 +77,9 @@ def exact_topk(mat: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 def bench_embedding_proximity(store, db, model: str, splits: list[str], *, k: int = 10, repeats: int = 3,
                               pg_queries: int = 300) -> list[list]:
     """Rows [what, seconds, queries/s, note] for the 1,319 GSM8K questions x `splits`; prints as it goes."""
-    from cp_assets.lib import proximity
-    from cp_assets.lib.encoder import load_model, model_slug
-    from cp_assets.lib.evals import load_samples
+    from cp_assets.lib.reports import proximity
+    from cp_assets.lib.corpus.encoder import load_model, model_slug
+    from cp_assets.lib.evals.eval_registry import load_samples
 
     slug = model_slug(model)
     samples = [{"sample_id": s.id, "prompt": s.prompt} for s in load_samples("gsm8k")]
@@ -158,10 +158,10 @@ def report(rows: list[list], header: str) -> None:
 
 
 def run(args, home: Path | None) -> int:
-    from cp_assets.lib import settings
-    from cp_assets.lib.encoder import model_slug
-    from cp_assets.lib.pgstore import PgStore
-    from cp_assets.lib.results_db import ResultsDB
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.encoder import model_slug
+    from cp_assets.lib.corpus.pgvector_store import PgStore
+    from cp_assets.lib.reports.results_db import ResultsDB
 
     model = settings.embed_model()
     store = PgStore(url=None if home else settings.database_url(), home=home or settings.home())

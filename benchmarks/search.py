@@ -23,7 +23,7 @@ Measured, all with k = `--k`:
   pgvector raw SQL   `ORDER BY embedding <=> q LIMIT k` on the partition over one open connection (the index alone)
   pgvector exact     PgStore.search(exact=True): sequential scan (a sample of queries at large n)
   FAISS IndexFlatIP, FAISS IndexHNSWFlat (M=--m, efConstruction=--efc, like pgvector), for each --ef
-  memory engine      cp_assets.lib.search.memory_search (what search(engine='memory') calls after encoding): FAISS
+  memory engine      cp_assets.lib.corpus.search.memory_search (what search(engine='memory') calls after encoding): FAISS
                      HNSW (M=32, efC=80, its own settings) or flat (exact=True) over the split copied out of pgvector,
                      all queries in one call; the first call (copy + build + cache write) is reported as a build.
 
@@ -83,10 +83,10 @@ def real_vectors(split: str, n: int, nq: int, seed: int, model: str):
     import random
     from pathlib import Path
 
-    from cp_assets.lib.chunking import ChunkConfig, chunk_documents
-    from cp_assets.lib.encoder import encode, load_tokenizer, model_slug
-    from cp_assets.lib.registry import load_registry
-    from cp_assets.lib.sources import read_split
+    from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
+    from cp_assets.lib.corpus.encoder import encode, load_tokenizer, model_slug
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.lib.corpus.sources import read_split
 
     chunks = list(chunk_documents(read_split(load_registry(), split), load_tokenizer(model), ChunkConfig()))
     total = min(n + nq, len(chunks))
@@ -131,7 +131,7 @@ def recall(found, truth: np.ndarray, k: int) -> float:
 def make_store(home, mwm: str | None):
     import psycopg
 
-    from cp_assets.lib.pgstore import PgStore
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
     class BenchConnection(psycopg.Connection):
         """Remembers PgStore.search's last query (to EXPLAIN it) and, with --maintenance-work-mem, replaces
@@ -220,10 +220,10 @@ def main() -> int:
 def run(args, home) -> int:
     import faiss
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.chunking import Chunk
-    from cp_assets.lib.pgstore import part_table
-    from cp_assets.lib.search import memory_search
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.chunking import Chunk
+    from cp_assets.lib.corpus.pgvector_store import part_table
+    from cp_assets.lib.corpus.search import memory_search
 
     if args.faiss_threads:
         faiss.omp_set_num_threads(args.faiss_threads)

@@ -1,4 +1,4 @@
-"""Training benchmark: tokens/s of the tiny GPT (cp_assets/lib/train.py) with AdamW and with Muon, and the time of the
+"""Training benchmark: tokens/s of the tiny GPT (cp_assets/lib/tinygpt/train.py) with AdamW and with Muon, and the time of the
 default comparison (2 optimizers x 3 seeds, a base run each plus an SFT run from it).
 
 Data, the same for every run: pretraining texts = the 150 FineWeb-Edu documents, the 8 Shakespeare plays, the 59
@@ -64,9 +64,9 @@ def main() -> int:
 
     import torch
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.tiny_gpt import train_tokenizer
-    from cp_assets.lib.train import SIZES, TrainConfig, loss_curves_png, train
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.tinygpt.model import train_tokenizer
+    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, loss_curves_png, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,8 +144,8 @@ def main() -> int:
 def gpu_section(args, train_texts, val_texts, tmp: Path) -> None:
     import torch
 
-    from cp_assets.lib.tiny_gpt import train_tokenizer
-    from cp_assets.lib.train import SIZES, TrainConfig, train
+    from cp_assets.lib.tinygpt.model import train_tokenizer
+    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
 
     if not torch.cuda.is_available():
         print("\ngpu size: skipped (no CUDA on this machine)")

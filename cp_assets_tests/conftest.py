@@ -71,8 +71,8 @@ REGISTRY_SPLITS = SPLITS + ("contam",)  # contam: built and dropped by test_cont
 
 @pytest.fixture(scope="session")
 def store():
-    from cp_assets.lib import embedded_pg
-    from cp_assets.lib.pgstore import PgStore
+    from cp_assets.lib.corpus import embedded_pg
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
     s = PgStore(home=TEST_HOME)
     s.ensure_schema()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cp_assets.lib import report_tables
-from cp_assets.lib.results_db import ResultsDB
-from cp_assets.lib.rollouts import Rollout, SamplingParams
+from cp_assets.lib.reports import report_tables
+from cp_assets.lib.reports.results_db import ResultsDB
+from cp_assets.lib.evals.generation import Rollout, SamplingParams
 
 EMBED = "all-MiniLM-L6-v2"
 SPLITS = ("near", "far")

@@ -55,8 +55,8 @@ def missing(*modules: str) -> list[str]:
 def smollm2_dir() -> Path:
     """The converted transformers checkpoint, from the converted-model cache (CPROX_MODEL_CACHE, which the tests
     point at the repo's .cprox/models); converted on first use, ~20-35 s."""
-    from cp_assets.lib.backends.local import model_dir
-    from cp_assets.lib.models import load_models
+    from cp_assets.lib.evals.backends.local import model_dir
+    from cp_assets.lib.evals.model_registry import load_models
 
     return Path(model_dir(load_models().get(MODEL_ID)))
 
@@ -74,7 +74,7 @@ class Server:
     start_s: float = 0.0
 
     def spec(self, **overrides):
-        from cp_assets.lib.models import ModelSpec
+        from cp_assets.lib.evals.model_registry import ModelSpec
 
         values = dict(id=f"smollm2-{self.kind.replace('_', '-')}", backend="openai", base_url=self.base_url,
                       model=self.model, max_retries=1, timeout_s=60)
@@ -96,7 +96,7 @@ def _command(kind: str, port: int) -> tuple[list[str], str, bool, bool, bool]:
     if gone:
         pytest.skip(f"llama.cpp server needs {gone}: pip install 'llama-cpp-python[server]' (the `llama` extra; "
                     f"compiles llama.cpp: 5-11 min on 2 cores, once per pip cache)")
-    from cp_assets.lib.models import load_models
+    from cp_assets.lib.evals.model_registry import load_models
 
     gguf = load_models().get(MODEL_ID).gguf_path()
     return ([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",

@@ -18,7 +18,7 @@ def test_definitions_load():
     assert {"raw_corpus", "chunks", "embeddings", "eval_samples", "rollouts"} <= keys
     node = repo.asset_graph.get(dg.AssetKey("embeddings"))
     assert node.partitions_def.get_partition_keys() == list(REGISTRY_SPLITS)
-    from cp_assets.defs.embeddings import embeddings
+    from cp_assets.defs.corpus.embeddings import embeddings
 
     assert embeddings.op.pool == "gpu"
     assert {"corpus_job", "gpu_embed_job", "all_assets_job", "eval_samples_job", "rollouts_job"} <= {
@@ -83,7 +83,7 @@ def test_rematerializing_is_idempotent_and_incremental(materialized, store, reso
 
 
 def test_check_fails_when_a_vector_is_missing(materialized, store, resources):
-    from cp_assets.lib.embeddings import embedding_checks
+    from cp_assets.lib.corpus.embeddings import embedding_checks
 
     model = "all-MiniLM-L6-v2"
     assert all(passed for passed, _ in embedding_checks(store, "math", model).values())
@@ -97,7 +97,7 @@ def test_check_fails_when_a_vector_is_missing(materialized, store, resources):
 
 
 def test_unknown_split_and_bad_database_fail_clearly(materialized, resources):
-    from cp_assets.lib.registry import RegistryError, load_registry
+    from cp_assets.lib.corpus.registry import RegistryError, load_registry
 
     with pytest.raises(RegistryError, match="unknown split 'nope'"):
         load_registry().split("nope")

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from cp_assets.lib.registry import RegistryError, load_registry
-from cp_assets.lib.shards import changed_splits, split_sources, streaming_splits
-from cp_assets.lib.sources import read_split
+from cp_assets.lib.corpus.registry import RegistryError, load_registry
+from cp_assets.lib.corpus.shards import changed_splits, split_sources, streaming_splits
+from cp_assets.lib.corpus.sources import read_split
 from cp_assets_tests.conftest import metadata
 
 
@@ -103,8 +103,8 @@ def _tick(schedule, instance, registry_file, data_dir):
 
 def test_nightly_schedule_requests_splits_with_new_shards_once(shard_registry, tmp_path):
     from cp_assets.definitions import defs
-    from cp_assets.defs.nightly_backfill import nightly_shard_backfill
-    from cp_assets.defs.raw_corpus import raw_corpus
+    from cp_assets.defs.corpus.nightly_shard_backfill import nightly_shard_backfill
+    from cp_assets.defs.corpus.raw_corpus import raw_corpus
 
     with dg.instance_for_test() as instance:  # a schedule context needs an instance with a ref
         result = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path)

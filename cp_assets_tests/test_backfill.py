@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from cp_assets.lib.evals import load_evals
+from cp_assets.lib.evals.eval_registry import load_evals
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,7 +42,7 @@ def daemon_home(tmp_path, monkeypatch):
 
 
 def test_unknown_partition_or_asset_is_refused_before_anything_is_submitted():
-    from cp_assets.cli_backfill import submit
+    from cp_assets.cli.backfill import submit
 
     with dg.instance_for_test() as inst:
         with pytest.raises(LookupError, match=r"\['nope'\] are not partitions of \['eval_samples'\]"):

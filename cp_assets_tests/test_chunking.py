@@ -2,9 +2,9 @@
 
 import pytest
 
-from cp_assets.lib.chunking import ChunkConfig, chunk_document, paragraphs
-from cp_assets.lib.encoder import load_tokenizer
-from cp_assets.lib.sources import Document
+from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_document, paragraphs
+from cp_assets.lib.corpus.encoder import load_tokenizer
+from cp_assets.lib.corpus.sources import Document
 
 
 @pytest.fixture(scope="module")

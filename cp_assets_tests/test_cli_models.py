@@ -2,8 +2,8 @@
 
 import json
 
-from cp_assets.cli import main
-from cp_assets.lib.rollouts import Rollout
+from cp_assets.cli.main import main
+from cp_assets.lib.evals.generation import Rollout
 
 
 def test_models_json(capsys):

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from cp_assets.lib.rollouts import Rollout, SamplingParams
+from cp_assets.lib.evals.generation import Rollout, SamplingParams
 from cp_assets_tests.conftest import metadata
 
 MODEL = "echo-cluster"
@@ -123,7 +123,7 @@ def test_annotations_place_each_sentence(echo, resources):
 
 
 def test_cprox_annotate(trees, capsys):
-    from cp_assets.cli import main
+    from cp_assets.cli.main import main
 
     text = "Shall I compare thee to a summer's day? Natalia sold 48 clips in April and half as many in May."
     assert main(["annotate", text, "--tree", "all", "--json"]) == 0

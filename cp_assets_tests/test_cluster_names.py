@@ -1,4 +1,4 @@
-"""Cluster names (cp_assets/lib/cluster_names.py) on hand-built trees over real text: GSM8K train questions,
+"""Cluster names (cp_assets/lib/clusters/naming.py) on hand-built trees over real text: GSM8K train questions,
 Shakespeare's sonnets and FineWeb-Edu pages from the shared data. Vectors are TF-IDF -> SVD (the module only needs a
 centroid and member vectors). The LLM is the real local SmolLM2-135M-Instruct, or a real OpenAI-compatible HTTP
 server on loopback (`ScriptedServer`) whose answers misbehave on purpose: empty, 500 words, HTTP 500, one name for
@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from cp_assets.lib import settings
-from cp_assets.lib.cluster_names import (PROMPT_VERSION, NameCache, keyword_names, name_nodes, naming_stats,
+from cp_assets.lib.core import settings
+from cp_assets.lib.clusters.naming import (PROMPT_VERSION, NameCache, keyword_names, name_nodes, naming_stats,
                                          nearest_members, parse_answer)
-from cp_assets.lib.cluster_tree import Node, Tree, member_fingerprint
-from cp_assets.lib.models import ModelSpec
-from cp_assets.lib.results_db import ResultsDB
+from cp_assets.lib.clusters.tree import Node, Tree, member_fingerprint
+from cp_assets.lib.evals.model_registry import ModelSpec
+from cp_assets.lib.reports.results_db import ResultsDB
 
 GROUPS = ("math", "sonnets", "web")
 MATH_WORDS = {"money", "bought", "buy", "sold", "cost", "costs", "pay", "paid", "dollars", "total", "earn", "earns",
@@ -251,7 +251,7 @@ class ScriptedServer:
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def backend(self):
-        from cp_assets.lib.generate import backend_for
+        from cp_assets.lib.evals.rollouts import backend_for
 
         return backend_for(ModelSpec(id="scripted", backend="openai", base_url=self.base_url, max_retries=0,
                                      timeout_s=10))
@@ -384,9 +384,9 @@ def one_torch_thread():
 
 
 def test_smollm2_names(tmp_path, one_torch_thread):
-    from cp_assets.lib.generate import backend_for
-    from cp_assets.lib.models import load_models
-    from cp_assets.lib.rollouts import SamplingParams
+    from cp_assets.lib.evals.rollouts import backend_for
+    from cp_assets.lib.evals.model_registry import load_models
+    from cp_assets.lib.evals.generation import SamplingParams
 
     texts = load_texts(10)
     vecs = embed(texts)

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sklearn.metrics import adjusted_rand_score, pairwise_distances, silhouette_score
 
-from cp_assets.lib import cluster_store
-from cp_assets.lib.chunking import Chunk
-from cp_assets.lib.cluster_tree import STOP_REASONS, Tree, build_tree, member_fingerprint, silhouette
+from cp_assets.lib.clusters import store as cluster_store
+from cp_assets.lib.corpus.chunking import Chunk
+from cp_assets.lib.clusters.tree import STOP_REASONS, Tree, build_tree, member_fingerprint, silhouette
 
 
 def blobs(n: int, k: int, dim: int, seed: int = 0, spread: float = 0.3, sizes: list[int] | None = None):
@@ -285,8 +285,8 @@ def test_duckdb_export(tmp_path):
 @pytest.mark.slow
 def test_all_tree_over_the_real_embedded_splits(materialized, store):
     """The test splits embedded for real (MiniLM): the "all" tree, one split too small to cluster, saved and read."""
-    from cp_assets.lib import settings
-    from cp_assets.lib.encoder import model_slug
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.encoder import model_slug
 
     slug = model_slug(settings.embed_model())
     x, ids, splits = cluster_store.load_vectors(store, slug, ["math", "tiny"])

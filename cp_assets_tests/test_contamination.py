@@ -6,8 +6,8 @@ contamination) and measures precision and recall of each kind of evidence; print
 import dagster as dg
 import pytest
 
-from cp_assets.lib import settings
-from cp_assets.lib.ngram_index import index_path
+from cp_assets.lib.core import settings
+from cp_assets.lib.corpus.ngram_index import index_path
 from cp_assets_tests.conftest import TEST_HOME, metadata
 from cp_assets_tests.contam_corpus import near_duplicates, write_corpus
 
@@ -18,9 +18,9 @@ KEY = dg.MultiPartitionKey({"eval_set": "gsm8k", "split": SPLIT})
 @pytest.fixture(scope="module")
 def planted(store, resources):
     from cp_assets.definitions import corpus_assets, corpus_checks
-    from cp_assets.defs.contamination import contamination
-    from cp_assets.defs.eval_proximity import eval_proximity
-    from cp_assets.defs.eval_samples import eval_samples
+    from cp_assets.defs.reports.contamination import contamination
+    from cp_assets.defs.reports.eval_proximity import eval_proximity
+    from cp_assets.defs.evals.eval_samples import eval_samples
 
     kinds = write_corpus(TEST_HOME / "contam.jsonl.gz", settings.data_dir())
     kinds["near_duplicate"] = near_duplicates(settings.data_dir())
@@ -95,7 +95,7 @@ def test_planted_items_are_flagged_and_clean_ones_are_not(planted, resources):
 
 
 def test_contamination_rerun_is_idempotent(planted, resources):
-    from cp_assets.defs.contamination import contamination
+    from cp_assets.defs.reports.contamination import contamination
     from cp_assets.resources.results import ResultsStore
 
     before = rows(ResultsStore().db())

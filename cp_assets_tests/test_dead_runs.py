@@ -9,7 +9,7 @@ import textwrap
 
 import dagster as dg
 
-from cp_assets.cli_common import reap_dead_runs
+from cp_assets.cli.common import reap_dead_runs
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time

@@ -62,7 +62,7 @@ def test_definitions_load_with_production_resources_on_kubernetes():
                                             ("k8s", "k8s", "k8s"), ("celery", "celery", "celery"),
                                             ("docker", "docker", "docker")])
 def test_executor_choice(monkeypatch, kind, cpu, gpu):
-    from cp_assets.defs.executors import cpu_executor, gpu_executor
+    from cp_assets.defs.core.executors import cpu_executor, gpu_executor
 
     pytest.importorskip({"k8s": "dagster_k8s", "celery": "dagster_celery", "docker": "dagster_docker"}.get(kind, "dagster"))
     monkeypatch.setenv("CPROX_EXECUTOR", kind)
@@ -70,7 +70,7 @@ def test_executor_choice(monkeypatch, kind, cpu, gpu):
 
 
 def test_unknown_executor_or_deployment_is_a_clear_error(monkeypatch):
-    from cp_assets.defs.executors import ExecutorUnavailable, cpu_executor
+    from cp_assets.defs.core.executors import ExecutorUnavailable, cpu_executor
     from cp_assets.resources import deployment_resources
 
     monkeypatch.setenv("CPROX_EXECUTOR", "slurm")

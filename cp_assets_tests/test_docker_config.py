@@ -109,7 +109,7 @@ def test_compose_dagster_storage_is_its_own_postgres(compose):
 
 
 def test_compose_vllm_serves_an_openai_endpoint_on_the_gpu(compose):
-    from cp_assets.lib.models import load_models
+    from cp_assets.lib.evals.model_registry import load_models
 
     vllm = compose["services"]["vllm"]
     assert vllm["profiles"] == ["gpu"], "only GPU hosts start it (--profile gpu)"
@@ -129,7 +129,7 @@ def test_compose_vllm_serves_an_openai_endpoint_on_the_gpu(compose):
 def test_compose_code_runs_with_production_resources(compose):
     env = compose["services"]["code"]["environment"]
     assert env["CPROX_DEPLOYMENT"] == "production"
-    from cp_assets.defs.executors import EXECUTORS
+    from cp_assets.defs.core.executors import EXECUTORS
 
     assert env["CPROX_EXECUTOR"].split(":-", 1)[1].rstrip("}") in EXECUTORS
 

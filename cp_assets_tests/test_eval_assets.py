@@ -11,7 +11,7 @@ SMOL = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def instance():
-    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
 
     inst = dg.DagsterInstance.ephemeral()
     assert SMOL in sync_model_partitions(inst)
@@ -20,7 +20,7 @@ def instance():
 
 @pytest.fixture(scope="module")
 def results_db():
-    from cp_assets.lib.results_db import ResultsDB
+    from cp_assets.lib.reports.results_db import ResultsDB
 
     return ResultsDB()
 
@@ -50,7 +50,7 @@ def test_eval_samples_asset(instance, resources, results_db, eval_set, n, first)
 
 
 def test_models_sensor_syncs_dynamic_partitions(tmp_path, monkeypatch):
-    from cp_assets.defs.models_sensor import models_registry_sensor
+    from cp_assets.defs.evals.models_registry_sensor import models_registry_sensor
 
     inst = dg.DagsterInstance.ephemeral()
     inst.add_dynamic_partitions("models", ["gone-model", SMOL])
@@ -88,7 +88,7 @@ def test_rollouts_generate_grade_and_rerun_nothing(instance, resources, results_
 
 
 def test_unknown_and_unreachable_models_fail_clearly(resources, tmp_path, monkeypatch):
-    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
 
     instance = dg.DagsterInstance.ephemeral()
 
@@ -104,7 +104,7 @@ def test_unknown_and_unreachable_models_fail_clearly(resources, tmp_path, monkey
     assert not result.success
     text = str([e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error)
     assert "down-server" in text and "recall:" in text and "127.0.0.1:9" in text
-    from cp_assets.lib.models import ModelRegistryError, load_models
+    from cp_assets.lib.evals.model_registry import ModelRegistryError, load_models
 
     with pytest.raises(ModelRegistryError, match="unknown model 'smollm2-135m-instruct'"):
         load_models().get(SMOL)

@@ -61,9 +61,9 @@ splits:
 CORPUS_RUNNER = textwrap.dedent("""
     import json, sys, time
     import dagster as dg
-    from cp_assets.defs.chunks import chunks
-    from cp_assets.defs.embeddings import embeddings
-    from cp_assets.defs.raw_corpus import raw_corpus
+    from cp_assets.defs.corpus.chunks import chunks
+    from cp_assets.defs.corpus.embeddings import embeddings
+    from cp_assets.defs.corpus.raw_corpus import raw_corpus
     from cp_assets.resources import local_resources
     from cp_assets.resources.encoder import SentenceEncoder
 
@@ -100,9 +100,9 @@ CORPUS_RUNNER = textwrap.dedent("""
 ROLLOUTS_RUNNER = textwrap.dedent("""
     import json, sys
     import dagster as dg
-    from cp_assets.defs.eval_samples import eval_samples
-    from cp_assets.defs.models_sensor import sync_model_partitions
-    from cp_assets.defs.rollouts import rollouts
+    from cp_assets.defs.evals.eval_samples import eval_samples
+    from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
+    from cp_assets.defs.evals.rollouts import rollouts
     from cp_assets.resources import local_resources
 
     instance = dg.DagsterInstance.ephemeral()
@@ -119,10 +119,10 @@ ROLLOUTS_RUNNER = textwrap.dedent("""
 def fault_env(store, tmp_path_factory):
     """A subprocess environment with the private corpus registry and a models registry holding `smollm2-faults`.
     At the end: the embedded Postgres running, the private splits and the private model's rollouts gone."""
-    from cp_assets.lib import embedded_pg
-    from cp_assets.lib.backends.local import model_dir
-    from cp_assets.lib.models import load_models
-    from cp_assets.lib.results_db import ResultsDB
+    from cp_assets.lib.corpus import embedded_pg
+    from cp_assets.lib.evals.backends.local import model_dir
+    from cp_assets.lib.evals.model_registry import load_models
+    from cp_assets.lib.reports.results_db import ResultsDB
 
     where = tmp_path_factory.mktemp("faults")
     (where / "corpora.yaml").write_text(REGISTRY)
@@ -187,11 +187,11 @@ def test_kill_9_mid_rollouts_then_rerun_has_every_sample_once(fault_env, resourc
     """A run killed (SIGKILL to its process group) after some rollouts are committed leaves only whole rows in the
     results DuckDB; the rerun reuses them, generates exactly the rest, and the table then holds every sample of the
     eval set's first ROLLOUT_LIMIT exactly once."""
-    from cp_assets.defs.eval_samples import eval_samples
-    from cp_assets.defs.rollouts import rollouts
-    from cp_assets.lib.evals import load_evals
-    from cp_assets.lib.results_db import ResultsDB
-    from cp_assets.lib.rollouts import SamplingParams
+    from cp_assets.defs.evals.eval_samples import eval_samples
+    from cp_assets.defs.evals.rollouts import rollouts
+    from cp_assets.lib.evals.eval_registry import load_evals
+    from cp_assets.lib.reports.results_db import ResultsDB
+    from cp_assets.lib.evals.generation import SamplingParams
     from cp_assets.resources.llm import LLMResource
 
     params_hash = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=ROLLOUT_MAX_TOKENS, seed=0).key(None)
@@ -246,7 +246,7 @@ def test_postgres_stopped_mid_embeddings_fails_clearly_then_the_retry_resumes(fa
     `DatabaseUnavailable` naming the embedded server and how to start it (not a bare psycopg error, not masked by the
     build lock's cleanup); PG_RETRY retries the step, the retry's first connection starts the server again, the build
     resumes from the committed batches, and the published split holds every chunk exactly once."""
-    from cp_assets.lib import embedded_pg
+    from cp_assets.lib.corpus import embedded_pg
 
     with store.reader() as conn:  # the session store's long-lived reader, opened before the server goes away
         conn.execute("SELECT 1")
@@ -287,11 +287,11 @@ def test_postgres_stopped_mid_embeddings_fails_clearly_then_the_retry_resumes(fa
 def solo_rows(registry_file: str, split: str) -> dict:
     """What a solo run of raw_corpus -> chunks -> embeddings writes for a split: the same library calls the assets
     make (default chunk config), made here in one process."""
-    from cp_assets.lib.chunking import ChunkConfig, chunk_documents
-    from cp_assets.lib.encoder import encode, load_tokenizer
-    from cp_assets.lib.registry import load_registry
-    from cp_assets.lib.settings import DEFAULT_EMBED_MODEL
-    from cp_assets.lib.sources import ReadStats, read_split
+    from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
+    from cp_assets.lib.corpus.encoder import encode, load_tokenizer
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.lib.core.settings import DEFAULT_EMBED_MODEL
+    from cp_assets.lib.corpus.sources import ReadStats, read_split
 
     docs = list(read_split(load_registry(registry_file), split, ReadStats()))
     chunks = sorted(chunk_documents(docs, load_tokenizer(DEFAULT_EMBED_MODEL), ChunkConfig(128, 16)),
@@ -306,8 +306,8 @@ def solo_rows(registry_file: str, split: str) -> dict:
 
 
 def stored_rows(store, split: str) -> dict:
-    from cp_assets.lib.encoder import model_slug
-    from cp_assets.lib.settings import DEFAULT_EMBED_MODEL
+    from cp_assets.lib.corpus.encoder import model_slug
+    from cp_assets.lib.core.settings import DEFAULT_EMBED_MODEL
 
     with store.connect() as conn:  # sorted here: Postgres's collation need not sort like Python
         docs = conn.execute("SELECT doc_id, source, locator, byte_offset, md5(text) FROM cprox_documents "

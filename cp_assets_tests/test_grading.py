@@ -5,11 +5,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cp_assets.lib import settings
-from cp_assets.lib.evals import load_evals
-from cp_assets.lib.grading import (extract_gsm8k_answer, grade, grade_gsm8k, grade_math, normalize_text,
+from cp_assets.lib.core import settings
+from cp_assets.lib.evals.eval_registry import load_evals
+from cp_assets.lib.evals.grading import (extract_gsm8k_answer, grade, grade_gsm8k, grade_math, normalize_text,
                                    recall_match)
-from cp_assets.lib.samples import GSM8KSample, MathSample, RecallSample
+from cp_assets.lib.evals.samples import GSM8KSample, MathSample, RecallSample
 
 
 @pytest.fixture(scope="module")

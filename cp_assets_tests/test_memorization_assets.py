@@ -8,8 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from cp_assets.lib import experiments as ex
-from cp_assets.lib.models import load_models
+from cp_assets.lib.memorization import experiments as ex
+from cp_assets.lib.evals.model_registry import load_models
 from cp_assets_tests.conftest import metadata
 
 RUNS = ("adamw-s0", "muon-s0")
@@ -166,8 +166,8 @@ def test_bad_input_is_a_clear_error(trained, resources, instance):
 
 
 def test_long_prompts_error_or_are_cut_from_the_left(trained):
-    from cp_assets.lib.generate import backend_for
-    from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
+    from cp_assets.lib.evals.rollouts import backend_for
+    from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
 
     spec = load_models().get(ex.base_model_id("adamw-s0"))
     assert spec.truncate_prompt == "left"  # registered so: the tiny context is 128-256 tokens

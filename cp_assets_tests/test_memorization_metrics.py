@@ -1,4 +1,4 @@
-"""Memorization-lab metrics on hand-computable cases: verbatim recall scores (cp_assets.lib.recall_scores),
+"""Memorization-lab metrics on hand-computable cases: verbatim recall scores (cp_assets.lib.memorization.recall),
 k-extractability (extraction), membership-inference scores and AUROC (membership), run-group comparisons and
 matched-loss checkpoints (compare_runs); and recall scoring of the real verbatim-recall file against itself."""
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cp_assets.lib.compare_runs import compare, comparison_plot, matched_checkpoints
-from cp_assets.lib.extraction import distance_histogram, make_prompts, score_extraction, summarize_extraction
-from cp_assets.lib.membership import (auroc, evaluate, loss, min_k, min_k_plus_plus, roc_plot, scores, tpr_at_fpr,
+from cp_assets.lib.memorization.compare_runs import compare, comparison_plot, matched_checkpoints
+from cp_assets.lib.memorization.extraction import distance_histogram, make_prompts, score_extraction, summarize_extraction
+from cp_assets.lib.memorization.membership import (auroc, evaluate, loss, min_k, min_k_plus_plus, roc_plot, scores, tpr_at_fpr,
                                       zlib_bytes, zlib_ratio)
-from cp_assets.lib.plots import markdown_image
-from cp_assets.lib.recall_scores import recall_plot, score_recall, summarize
-from cp_assets.lib.scoring import TokenScores
+from cp_assets.lib.core.plots import markdown_image
+from cp_assets.lib.memorization.recall import recall_plot, score_recall, summarize
+from cp_assets.lib.evals.scoring import TokenScores
 
 RECALL_FILE = Path("/work/shared/data/verbatim_recall/famous_public_domain_texts.jsonl")
 GETTYSBURG = " a new nation, conceived in Liberty,"  # 35 characters after the leading space, 6 words

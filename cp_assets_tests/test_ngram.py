@@ -6,10 +6,10 @@ import random
 import numpy as np
 import pytest
 
-from cp_assets.lib.contamination import (FlagRule, NgramEvidence, bucket, ngram_evidence, normalize, substring_hits,
+from cp_assets.lib.reports.contamination import (FlagRule, NgramEvidence, bucket, ngram_evidence, normalize, substring_hits,
                                          substring_probes)
-from cp_assets.lib.ngram_index import NgramIndex, tokenize, window_hashes
-from cp_assets.lib.trace import Segments, covered, kgram_presence, trace
+from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize, window_hashes
+from cp_assets.lib.reports.trace import Segments, covered, kgram_presence, trace
 
 # every word is one WordPiece token, so token positions are word positions
 WORDS = "the cat dog red blue ran sat on a mat big small old new green house tree car".split()

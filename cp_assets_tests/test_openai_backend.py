@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from cp_assets.lib.backends.openai_compat import OpenAIBackend
-from cp_assets.lib.models import ModelSpec
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
+from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
+from cp_assets.lib.evals.model_registry import ModelSpec
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
 from cp_assets_tests.servers import LLAMA_CTX, FaultProxy, closed_port_url, server  # noqa: F401 - `server` is a fixture
 
 FRANCE = GenerationRequest(sample_id="q-france", prompt="What is the capital of France?", eval_set="smoke")

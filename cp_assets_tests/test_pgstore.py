@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cp_assets.lib.pgstore import DatabaseUnavailable, PgStore
-from cp_assets.lib.sources import Document
+from cp_assets.lib.corpus.pgvector_store import DatabaseUnavailable, PgStore
+from cp_assets.lib.corpus.sources import Document
 
 
 def docs(split: str, n: int, tag: str = "v1"):

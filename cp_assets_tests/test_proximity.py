@@ -9,7 +9,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from cp_assets.lib import proximity, settings
+from cp_assets.lib.reports import proximity
+
+from cp_assets.lib.core import settings
 from cp_assets_tests.conftest import metadata
 
 SMOL = "smollm2-135m-instruct"
@@ -80,14 +82,14 @@ def questions(split: str, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def db():
-    from cp_assets.lib.results_db import ResultsDB
+    from cp_assets.lib.reports.results_db import ResultsDB
 
     return ResultsDB()
 
 
 @pytest.fixture(scope="module")
 def instance():
-    from cp_assets.defs.models_sensor import sync_model_partitions
+    from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
 
     inst = dg.DagsterInstance.ephemeral()
     sync_model_partitions(inst)
@@ -96,7 +98,8 @@ def instance():
 
 def materialize(selection, partition, instance, resources, config=None):
     from cp_assets.definitions import eval_assets
-    from cp_assets.defs import eval_proximity as ep, rollout_proximity as rp
+    from cp_assets.defs.reports import eval_proximity as ep
+    from cp_assets.defs.reports import rollout_proximity as rp
 
     assets = eval_assets + [ep.eval_proximity, ep.check_eval_proximity_rows_consistent, rp.rollout_proximity,
                             rp.check_rollout_proximity_rows_consistent]
@@ -110,7 +113,7 @@ def materialize(selection, partition, instance, resources, config=None):
 
 def republish(store, split: str) -> str:
     """Publish the split's embeddings again (same vectors, new partition version), as re-embedding it would."""
-    from cp_assets.lib.encoder import model_dim, model_slug
+    from cp_assets.lib.corpus.encoder import model_dim, model_slug
 
     model = settings.embed_model()
     slug = model_slug(model)

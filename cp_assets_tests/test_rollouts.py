@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cp_assets.lib.models import ModelRegistryError, load_models
-from cp_assets.lib.results_db import ResultsDB, read_parquet_rollouts
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, Rollout, SamplingParams
+from cp_assets.lib.evals.model_registry import ModelRegistryError, load_models
+from cp_assets.lib.reports.results_db import ResultsDB, read_parquet_rollouts
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, Rollout, SamplingParams
 
 SMOL = "smollm2-135m-instruct"
 
@@ -88,7 +88,7 @@ def test_models_registry_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def smol():
-    from cp_assets.lib.generate import backend_for
+    from cp_assets.lib.evals.rollouts import backend_for
 
     b = backend_for(load_models().get(SMOL))
     b.model_and_tokenizer  # noqa: B018 - load (and convert the GGUF once) outside the timed parts
@@ -173,7 +173,7 @@ def test_local_generation_is_thread_safe(smol):
     ([{}, {}, {}], None, {}),
 ])
 def test_accuracy_by_group(metas, field, expected):
-    from cp_assets.lib.rollouts import accuracy_by
+    from cp_assets.lib.evals.generation import accuracy_by
 
     rs = [rollout(f"s:{i}", metadata=m, correct=c) for i, (m, c) in enumerate(zip(metas, [False, True, True]))]
     assert accuracy_by(rs + [rollout("s:x", metadata=metas[0], correct=None)]) == (field, expected)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cp_assets.lib import settings
-from cp_assets.lib.evals import EvalRegistryError, load_evals, load_samples, to_request
-from cp_assets.lib.rollouts import GenerationRequest
-from cp_assets.lib.samples import (GSM8KSample, Math500Sample, MathSample, RecallSample, Sample, hf_samples,
+from cp_assets.lib.core import settings
+from cp_assets.lib.evals.eval_registry import EvalRegistryError, load_evals, load_samples, to_request
+from cp_assets.lib.evals.generation import GenerationRequest
+from cp_assets.lib.evals.samples import (GSM8KSample, Math500Sample, MathSample, RecallSample, Sample, hf_samples,
                                    last_boxed, read_samples)
-from cp_assets.lib.sources import BadRecord
+from cp_assets.lib.corpus.sources import BadRecord
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import string
 import numpy as np
 import pytest
 
-from cp_assets.lib.backends.openai_compat import OpenAIBackend
-from cp_assets.lib.models import ModelSpec, load_models
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
-from cp_assets.lib.scoring import ScoringUnavailable
+from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
+from cp_assets.lib.evals.model_registry import ModelSpec, load_models
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
+from cp_assets.lib.evals.scoring import ScoringUnavailable
 from cp_assets_tests.servers import FaultProxy, server  # noqa: F401 - `server` is a fixture
 
 SMOL = "smollm2-135m-instruct"
@@ -50,7 +50,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def smol():
-    from cp_assets.lib.generate import backend_for
+    from cp_assets.lib.evals.rollouts import backend_for
 
     b = backend_for(load_models().get(SMOL))
     b.model_and_tokenizer  # noqa: B018 - load outside the timed parts
@@ -65,7 +65,7 @@ def alone(smol):
 
 def variant(smol, **update):
     """The same loaded weights under another batch size or context length (the load cache ignores both)."""
-    from cp_assets.lib.backends.local import LocalBackend
+    from cp_assets.lib.evals.backends.local import LocalBackend
 
     return LocalBackend(smol.spec.model_copy(update=update))
 
@@ -275,8 +275,8 @@ def _vllm_and_cuda() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _vllm_and_cuda(), reason="needs vllm and CUDA")
 def test_vllm_scores_and_continuations_match_local(smol):
-    from cp_assets.lib.backends.local import model_dir
-    from cp_assets.lib.backends.vllm_engine import VLLMBackend
+    from cp_assets.lib.evals.backends.local import model_dir
+    from cp_assets.lib.evals.backends.vllm_engine import VLLMBackend
 
     spec = ModelSpec(id="smollm2-vllm", backend="vllm", path=str(model_dir(smol.spec)), dtype="float32",
                      gpu_memory_utilization=0.3, context_length=2048)

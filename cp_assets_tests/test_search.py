@@ -9,8 +9,8 @@ import re
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cp_assets.lib import settings
-from cp_assets.lib.search import search
+from cp_assets.lib.core import settings
+from cp_assets.lib.corpus.search import search
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -106,7 +106,7 @@ def test_search_errors(materialized, store):
 
 
 def test_cli_search_json_and_batch(materialized, store, tmp_path, capsys):
-    from cp_assets.cli import main
+    from cp_assets.cli.main import main
 
     assert main(["search", "From fairest creatures we desire increase", "--split", "tiny", "--k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)

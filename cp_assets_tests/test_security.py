@@ -25,7 +25,7 @@ def with_password(url: str, password: str) -> str:
 
 
 def production_env(monkeypatch, tmp_path, database_url: str) -> None:
-    from cp_assets.lib import settings
+    from cp_assets.lib.core import settings
 
     models = tmp_path / "models.yaml"
     models.write_text(yaml.safe_dump({"models": {"leaky": {
@@ -120,7 +120,7 @@ HOSTILE = ["'; DROP TABLE cprox_chunks; --", "x' OR '1'='1", "$$; DELETE FROM cp
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_hostile_search_text_is_only_data(store, materialized, text):
-    from cp_assets.lib.search import search
+    from cp_assets.lib.corpus.search import search
 
     before = (store.count("chunks", "tiny"), store.count("documents", "tiny"))
     [hits] = search(store, [text], split="tiny", k=3, engine="pgvector")
@@ -129,7 +129,7 @@ def test_hostile_search_text_is_only_data(store, materialized, text):
 
 
 def test_hostile_keys_are_refused_by_the_registries(tmp_path):
-    from cp_assets.lib.registry import RegistryError, load_registry
+    from cp_assets.lib.corpus.registry import RegistryError, load_registry
 
     path = tmp_path / "corpora.yaml"
     path.write_text(yaml.safe_dump({"splits": {"x'; DROP TABLE t; --": {"sources": [{"path": "a.txt"}]}}}))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cp_assets.lib.registry import RegistryError, load_registry
-from cp_assets.lib.sources import BadRecord, ReadStats, read_split
+from cp_assets.lib.corpus.registry import RegistryError, load_registry
+from cp_assets.lib.corpus.sources import BadRecord, ReadStats, read_split
 
 
 def make_registry(tmp_path: Path, splits: dict) -> Path:
@@ -144,7 +144,7 @@ def test_unknown_split_and_adding_a_split(tmp_path):
 
 
 def test_demo_registries_read_the_shared_data():
-    from cp_assets.lib import settings
+    from cp_assets.lib.core import settings
 
     for name in ("corpora.yaml", "corpora.full.yaml"):
         reg = load_registry(settings.REPO_ROOT / name)

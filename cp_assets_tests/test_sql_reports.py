@@ -1,4 +1,4 @@
-"""SQL report models (dbt_like_sql/, cp_assets.lib.sql_models, their Dagster assets), the `difficulty_report` asset
+"""SQL report models (dbt_like_sql/, cp_assets.lib.reports.sql_models, their Dagster assets), the `difficulty_report` asset
 and `cprox sql`, over a temporary results DuckDB filled with synthetic rows of the fixed report schemas."""
 
 import json
@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from cp_assets.lib.sql_models import SQL_DIR, SqlModelError, discover, header_comment, tables_read
+from cp_assets.lib.reports.sql_models import SQL_DIR, SqlModelError, discover, header_comment, tables_read
 from cp_assets.resources.results import ResultsStore
 from cp_assets_tests import report_data
 
@@ -22,8 +22,8 @@ def filled(tmp_path_factory):
 @pytest.fixture(scope="module")
 def materialized(filled):
     """Every SQL model and difficulty_report, materialized once over the synthetic results."""
-    from cp_assets.defs.difficulty_report import difficulty_report
-    from cp_assets.defs.sql_models import sql_model_assets
+    from cp_assets.defs.reports.difficulty_report import difficulty_report
+    from cp_assets.defs.reports.sql_models import sql_model_assets
 
     result = dg.materialize(sql_model_assets + [difficulty_report], resources={"results": ResultsStore(
         path=str(filled["db"].path))}, run_config={"ops": {"difficulty_report": {"config": {"n_boot": 200}}}})
@@ -94,7 +94,7 @@ def test_tables_read_ignores_ctes_and_table_functions():
 
 # -- the assets --------------------------------------------------------------------------------------------------
 def test_sql_model_asset_specs():
-    from cp_assets.defs.sql_models import sql_model_assets
+    from cp_assets.defs.reports.sql_models import sql_model_assets
 
     by = {a.key.to_user_string(): a for a in sql_model_assets}
     assert set(by) == set(discover())
@@ -170,7 +170,7 @@ def test_difficulty_report_asset(filled, materialized):
 
 
 def test_difficulty_report_without_inputs_notes_and_writes_nothing(tmp_path):
-    from cp_assets.defs.difficulty_report import difficulty_report
+    from cp_assets.defs.reports.difficulty_report import difficulty_report
 
     path = tmp_path / "results.duckdb"
     result = dg.materialize([difficulty_report], resources={"results": ResultsStore(path=str(path))})
@@ -181,7 +181,7 @@ def test_difficulty_report_without_inputs_notes_and_writes_nothing(tmp_path):
 
 
 def test_sql_model_over_missing_inputs_is_an_empty_table(tmp_path):
-    from cp_assets.defs.sql_models import build_sql_model_assets
+    from cp_assets.defs.reports.sql_models import build_sql_model_assets
 
     assets = build_sql_model_assets(write(tmp_path / "m", base=(SQL_DIR / "contamination_summary.sql").read_text(),
                                           on_top="-- count of the other\nSELECT count(*) AS n FROM base"))
@@ -190,8 +190,8 @@ def test_sql_model_over_missing_inputs_is_an_empty_table(tmp_path):
 
 
 def test_run_model_replaces_atomically(tmp_path):
-    from cp_assets.lib.results_db import ResultsDB
-    from cp_assets.lib.sql_models import run_model
+    from cp_assets.lib.reports.results_db import ResultsDB
+    from cp_assets.lib.reports.sql_models import run_model
 
     db = ResultsDB(tmp_path / "r.duckdb")
     db.replace_samples("gsm8k", report_data.samples()["gsm8k"])
@@ -208,7 +208,7 @@ def test_run_model_replaces_atomically(tmp_path):
 
 # -- cprox sql -----------------------------------------------------------------------------------------------------
 def cprox_sql(*argv):
-    from cp_assets.cli_reports import main
+    from cp_assets.cli.reports import main
 
     return main(["sql", *argv])
 
@@ -242,6 +242,6 @@ def test_cprox_sql_refuses_writes_and_bad_sql(filled, capsys, sql, rc, message):
 def test_cprox_sql_missing_file_and_exit_status(filled, tmp_path):
     assert cprox_sql("SELECT 1", "--db", str(tmp_path / "none.duckdb")) == 1
     assert not (tmp_path / "none.duckdb").exists()
-    proc = subprocess.run([sys.executable, "-m", "cp_assets.cli_reports", "sql", "DROP TABLE rollouts", "--db",
+    proc = subprocess.run([sys.executable, "-m", "cp_assets.cli.reports", "sql", "DROP TABLE rollouts", "--db",
                            str(filled["db"].path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "read-only" in proc.stderr

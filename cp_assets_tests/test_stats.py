@@ -1,5 +1,5 @@
-"""Spearman with bootstrap intervals and distance bins (cp_assets.lib.stats) on data with a known answer, and the
-difficulty analysis (cp_assets.lib.difficulty) on synthetic results where the true sign is known per split."""
+"""Spearman with bootstrap intervals and distance bins (cp_assets.lib.core.stats) on data with a known answer, and the
+difficulty analysis (cp_assets.lib.reports.difficulty) on synthetic results where the true sign is known per split."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cp_assets.lib.stats import _rowwise_spearman, accuracy_by_bin, quantile_bins, spearman
+from cp_assets.lib.core.stats import _rowwise_spearman, accuracy_by_bin, quantile_bins, spearman
 from cp_assets_tests import report_data
 
 X = list(range(1, 41))
@@ -81,7 +81,7 @@ def filled(tmp_path_factory):
 
 
 def test_difficulty_report_signs_on_synthetic_data(filled):
-    from cp_assets.lib import difficulty
+    from cp_assets.lib.reports import difficulty
 
     with filled["db"].connect(read_only=True) as con:
         rep = difficulty.build_report(con, n_boot=200, seed=0)
@@ -105,8 +105,8 @@ def test_difficulty_report_signs_on_synthetic_data(filled):
 
 
 def test_difficulty_report_skips_missing_inputs(tmp_path):
-    from cp_assets.lib import difficulty
-    from cp_assets.lib.results_db import ResultsDB
+    from cp_assets.lib.reports import difficulty
+    from cp_assets.lib.reports.results_db import ResultsDB
 
     db = ResultsDB(tmp_path / "empty.duckdb")
     db.replace_samples("math500", report_data.samples()["math500"])
@@ -118,7 +118,7 @@ def test_difficulty_report_skips_missing_inputs(tmp_path):
 
 
 def test_no_interval_when_many_resamples_are_degenerate():
-    from cp_assets.lib.stats import spearman
+    from cp_assets.lib.core.stats import spearman
 
     c = spearman([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0, 0, 0, 0, 0, 0, 0, 1])
     assert c.defined and c.rho > 0 and np.isnan(c.ci_low) and "constant" in c.reason

@@ -1,4 +1,4 @@
-"""The tiny GPT (cp_assets/lib/tiny_gpt.py): shapes, parameter groups, checkpoints, tokenizer, batched generation; and
+"""The tiny GPT (cp_assets/lib/tinygpt/model.py): shapes, parameter groups, checkpoints, tokenizer, batched generation; and
 its backend (cp_assets/lib/backends/tiny.py) through the Backend protocol, on a model with random weights and a BPE
 trained on real text. Training itself is in test_train.py."""
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from cp_assets.lib import settings
-from cp_assets.lib.backends.tiny import TinyBackend
-from cp_assets.lib.generate import backend_for
-from cp_assets.lib.models import ModelSpec
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
-from cp_assets.lib.tiny_gpt import GPT, BPETokenizer, GPTConfig, load_checkpoint, train_tokenizer
+from cp_assets.lib.core import settings
+from cp_assets.lib.evals.backends.tiny import TinyBackend
+from cp_assets.lib.evals.rollouts import backend_for
+from cp_assets.lib.evals.model_registry import ModelSpec
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
+from cp_assets.lib.tinygpt.model import GPT, BPETokenizer, GPTConfig, load_checkpoint, train_tokenizer
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from cp_assets.lib.ngram_index import open_index
-from cp_assets.lib.rollouts import Rollout, SamplingParams
+from cp_assets.lib.corpus.ngram_index import open_index
+from cp_assets.lib.evals.generation import Rollout, SamplingParams
 from cp_assets_tests.conftest import metadata
 
 MODEL = "echo-model"  # stored rollouts with known completions: the asset and tracing are what is under test
@@ -53,7 +53,7 @@ def test_ngram_index_rerun_changes_nothing(materialized, resources):
 
 
 def test_rollout_traces_finds_the_copied_spans(echo_rollouts, resources):
-    from cp_assets.defs.rollout_traces import rollout_traces
+    from cp_assets.defs.reports.rollout_traces import rollout_traces
     from cp_assets.resources.results import ResultsStore
 
     docs, rows = echo_rollouts
@@ -81,7 +81,7 @@ def test_rollout_traces_finds_the_copied_spans(echo_rollouts, resources):
 
 
 def test_cprox_trace_json_and_table(materialized, store, capsys):
-    from cp_assets.cli import main
+    from cp_assets.cli.main import main
 
     doc = math_docs(store, 1)[0]
     text = "Here is something I remember: " + doc.text[:200]
@@ -100,7 +100,7 @@ def test_cprox_trace_json_and_table(materialized, store, capsys):
 
 
 def test_cprox_reports_materializes_the_reports(echo_rollouts, capsys):
-    from cp_assets.cli import main
+    from cp_assets.cli.main import main
     from cp_assets.resources.results import ResultsStore
 
     assert main(["reports", "--eval", "gsm8k", "--split", "math", "--model", MODEL]) == 0

@@ -1,4 +1,4 @@
-"""Training the tiny GPT (cp_assets/lib/train.py) on real text from the shared data, with AdamW and with Muon: loss
+"""Training the tiny GPT (cp_assets/lib/tinygpt/train.py) on real text from the shared data, with AdamW and with Muon: loss
 goes down, runs are deterministic, checkpoints and the output directory behave, SFT reuses the base tokenizer,
 divergence is caught; and the tiny backend on a trained checkpoint. A deliberately small model (2 x 64, seq 128):
 each base run is ~100 steps, a few seconds on 2 cores."""
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from cp_assets.lib import settings
-from cp_assets.lib.backends.tiny import TinyBackend
-from cp_assets.lib.models import ModelSpec
-from cp_assets.lib.rollouts import GenerationRequest, SamplingParams
-from cp_assets.lib.tiny_gpt import GPT, BPETokenizer, load_checkpoint, train_tokenizer
-from cp_assets.lib.train import (SIZES, ModelSize, TrainConfig, TrainingDiverged, TrainResult, loss_curves_png,
+from cp_assets.lib.core import settings
+from cp_assets.lib.evals.backends.tiny import TinyBackend
+from cp_assets.lib.evals.model_registry import ModelSpec
+from cp_assets.lib.evals.generation import GenerationRequest, SamplingParams
+from cp_assets.lib.tinygpt.model import GPT, BPETokenizer, load_checkpoint, train_tokenizer
+from cp_assets.lib.tinygpt.train import (SIZES, ModelSize, TrainConfig, TrainingDiverged, TrainResult, loss_curves_png,
                                  lr_multiplier, make_optimizers, train)
 
 SIZE = ModelSize("test", vocab_size=512, n_layer=2, n_head=1, n_embd=64, seq_len=128, batch_size=8,

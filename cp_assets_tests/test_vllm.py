@@ -5,8 +5,8 @@ import importlib.util
 
 import pytest
 
-from cp_assets.lib.models import ModelSpec, load_models
-from cp_assets.lib.rollouts import GenerationError, GenerationRequest, SamplingParams
+from cp_assets.lib.evals.model_registry import ModelSpec, load_models
+from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, SamplingParams
 
 
 def cuda() -> bool:
@@ -17,7 +17,7 @@ def cuda() -> bool:
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_model_without_vllm_is_a_clear_error():
-    from cp_assets.lib.generate import backend_for
+    from cp_assets.lib.evals.rollouts import backend_for
 
     spec = load_models().get("qwen2.5-0.5b-instruct-vllm")
     with pytest.raises(GenerationError, match=r"model 'qwen2.5-0.5b-instruct-vllm'.*gpu.*extra"):
@@ -27,8 +27,8 @@ def test_vllm_model_without_vllm_is_a_clear_error():
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not cuda(), reason="needs vllm and CUDA")
 def test_vllm_offline_engine_generates_with_logprobs():
-    from cp_assets.lib.backends.local import model_dir
-    from cp_assets.lib.backends.vllm_engine import VLLMBackend
+    from cp_assets.lib.evals.backends.local import model_dir
+    from cp_assets.lib.evals.backends.vllm_engine import VLLMBackend
 
     local = model_dir(load_models().get("smollm2-135m-instruct"))  # the converted checkpoint: no hub needed
     spec = ModelSpec(id="smollm2-vllm", backend="vllm", path=str(local), dtype="float16", batch_size=64,

@@ -15,7 +15,7 @@ import os
 
 import dagster as dg
 
-from cp_assets.lib.settings import DEFAULT_EMBED_MODEL
+from cp_assets.lib.core.settings import DEFAULT_EMBED_MODEL
 from cp_assets.resources.corpus_registry import CorpusRegistry
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.llm import LLMResource

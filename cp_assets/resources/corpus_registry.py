@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from cp_assets.lib.registry import Registry, load_registry
+from cp_assets.lib.corpus.registry import Registry, load_registry
 
 
 class CorpusRegistry(dg.ConfigurableResource):

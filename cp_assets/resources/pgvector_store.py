@@ -1,4 +1,4 @@
-"""`PgVectorStore`: the Dagster resource for Postgres + pgvector. All SQL lives behind it (in `lib/pgstore.py`)."""
+"""`PgVectorStore`: the Dagster resource for Postgres + pgvector. All SQL lives behind it (in `lib/corpus/pgvector_store.py`)."""
 
 
 from functools import lru_cache
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cp_assets.lib.pgstore import PgStore
+from cp_assets.lib.corpus.pgvector_store import PgStore
 
 
 @lru_cache(maxsize=8)

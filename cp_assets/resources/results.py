@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import dagster as dg
 
-from cp_assets.lib.results_db import ResultsDB
+from cp_assets.lib.reports.results_db import ResultsDB
 
 
 @lru_cache(maxsize=8)

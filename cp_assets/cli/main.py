@@ -1,0 +1,272 @@
+"""`cprox`: the command line of corpus-proximity.
+
+  cprox search "TEXT" [--split S] [--k 5] [--metric cosine] [--exact] [--json] [--queries FILE]
+  cprox materialize [--split S ...] [--asset NAME ...]   run assets in-process (recorded in DAGSTER_HOME)
+  cprox summary [--json]                                  documents, chunks, tokens, embeddings per split
+  cprox splits [--json]                                   the corpus registry
+  cprox db start|stop|status|url                          the embedded Postgres + pgvector
+  cprox rollout --model ID "PROMPT" [--stream] [--json]   one generation (see `cprox rollout -h`)
+  cprox models [--json]                                   the models registry
+  cprox trace "TEXT" [--split S] [--min-tokens 8] [--json] verbatim spans of a text in a split (exact counts, docs)
+  cprox sql "SELECT ..." [--json]                         query the results DuckDB (read-only)
+  cprox annotate "TEXT" [--tree pretrain] [--json]        each sentence's cluster path in a split's cluster tree
+  cprox train [--run muon-s0 ...] [--no-sft]              train the memorization lab's models (training.yaml)
+  cprox memorization [--model ID ...]                     verbatim recall, extraction, membership, comparisons
+  cprox backfill ASSET ... --all|--partitions K,K [--wait] a Dagster backfill, run by the daemon (as from the UI)
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from cp_assets.lib.corpus import embedded_pg
+
+from cp_assets.lib.core import settings
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _store():
+    from cp_assets.lib.corpus.pgvector_store import PgStore
+
+    return PgStore(url=settings.database_url())
+
+
+# -- search -----------------------------------------------------------------------------------------------------------
+def cmd_search(args) -> int:
+    from cp_assets.lib.corpus.search import hits_json, search
+
+    store = _store()
+    opts = dict(split=args.split, k=args.k, metric=args.metric, exact=args.exact, ef_search=args.ef_search,
+                engine=args.engine, model=args.model)
+    if args.queries:
+        with open(args.queries, encoding="utf-8") as fh:
+            queries = [line.rstrip("\n") for line in fh if line.strip()]
+        from tqdm import tqdm
+
+        batch = 512
+        with tqdm(total=len(queries), unit="query", file=sys.stderr, disable=args.quiet) as bar:
+            for start in range(0, len(queries), batch):
+                part = queries[start:start + batch]
+                for q, hits in zip(part, search(store, part, **opts)):
+                    print(json.dumps({"query": q, "results": hits_json(hits)}, ensure_ascii=False))
+                bar.update(len(part))
+        return 0
+    if not args.text:
+        err.print("[red]give a TEXT to search for, or --queries FILE[/red]")
+        return 2
+    with err.status("encoding and searching...", spinner="dots") if not args.json else _null():
+        hits = search(store, [args.text], **opts)[0]
+    if args.json:
+        print(json.dumps(hits_json(hits), ensure_ascii=False, indent=1))
+        return 0
+    table = Table(title=f"nearest chunks ({args.metric}{', exact' if args.exact else ''})")
+    for col in ("rank", "distance", "split", "chunk_id", "text"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.distance:.4f}", h.split, h.chunk_id, h.text[:300].replace("\n", " "))
+    out.print(table)
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# -- materialize and summary --------------------------------------------------------------------------------------------
+def cmd_materialize(args) -> int:
+    import dagster as dg
+
+    from cp_assets.definitions import corpus_assets, corpus_checks
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.resources import deployment_resources
+
+    splits = args.split or load_registry().names()
+    names = args.asset or [a.key.to_user_string() for a in corpus_assets]
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    rows, failed = [], False
+    for split in splits:
+        t0 = time.perf_counter()
+        err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
+        result = dg.materialize(corpus_assets + corpus_checks, selection=names, partition_key=split,
+                                instance=instance, resources=deployment_resources(), run_config=run_config,
+                                raise_on_error=False)
+        figures = {"split": split, "ok": result.success, "seconds": round(time.perf_counter() - t0, 1)}
+        for ev in result.get_asset_materialization_events():
+            md = {k: v.value for k, v in ev.materialization.metadata.items()}
+            figures[ev.asset_key.to_user_string()] = md
+        figures["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        failed |= not result.success or not all(figures["checks"].values())
+        rows.append(figures)
+    _print_materialize_summary(rows)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=1))
+    return 1 if failed else 0
+
+
+def _print_materialize_summary(rows: list[dict]) -> None:
+    table = Table(title="materialized")
+    for col in ("split", "ok", "documents", "chunks", "tokens", "embedded", "reused", "embed chunks/s",
+                "embed tokens/s", "checks", "seconds"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        raw, ch, emb = r.get("raw_corpus", {}), r.get("chunks", {}), r.get("embeddings", {})
+        checks = r.get("checks", {})
+        table.add_row(r["split"], "yes" if r["ok"] else "[red]NO[/red]", str(raw.get("documents", "")),
+                      str(ch.get("chunks", "")), str(ch.get("tokens", "")), str(emb.get("embedded", "")),
+                      str(emb.get("reused", "")), str(emb.get("chunks_per_s", "")), str(emb.get("tokens_per_s", "")),
+                      f"{sum(checks.values())}/{len(checks)}" if checks else "", str(r["seconds"]))
+    err.print(table)
+
+
+def cmd_summary(args) -> int:
+    from cp_assets.lib.corpus.encoder import model_slug
+
+    store = _store()
+    slug = model_slug(settings.embed_model())
+    parts = store.partitions()
+    by = {(p["kind"], p["split"]): p for p in parts if p["model_slug"] in ("", slug)}
+    splits = sorted({p["split"] for p in parts})
+    rows = [{"split": s, "documents": by.get(("raw_corpus", s), {}).get("n_rows", 0),
+             "chunks": by.get(("chunks", s), {}).get("n_rows", 0),
+             "embeddings": by.get(("embeddings", s), {}).get("n_rows", 0),
+             "embedded_at": str(by.get(("embeddings", s), {}).get("updated_at", ""))[:19]} for s in splits]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title=f"corpus-proximity: {store.describe()}, model {settings.embed_model()}")
+    for col in ("split", "documents", "chunks", "embeddings", "embedded_at"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("split", "documents", "chunks", "embeddings", "embedded_at")))
+    out.print(table)
+    return 0
+
+
+def cmd_splits(args) -> int:
+    from cp_assets.lib.corpus.registry import load_registry
+
+    reg = load_registry()
+    data = {name: {"description": s.description, "sources": [src.model_dump(exclude_none=True, exclude_defaults=True)
+                                                             for src in s.sources]} for name, s in reg.splits.items()}
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    table = Table(title=f"{reg.file} (data dir {reg.data_dir})")
+    for col in ("split", "sources", "description"):
+        table.add_column(col, overflow="fold")
+    for name, s in reg.splits.items():
+        table.add_row(name, ", ".join(src.label() for src in s.sources), s.description)
+    out.print(table)
+    return 0
+
+
+# -- database ------------------------------------------------------------------------------------------------------------
+def cmd_db(args) -> int:
+    if args.action == "start":
+        if settings.database_url():
+            err.print(f"CPROX_DATABASE_URL is set ({embedded_pg.redact(settings.database_url())}): not starting the "
+                      "embedded server")
+            return 0
+        embedded_pg.start()
+        _store().ensure_schema()
+        out.print(f"embedded Postgres + pgvector running at {embedded_pg.pgdata()} (Unix socket only)")
+    elif args.action == "stop":
+        out.print("stopped" if embedded_pg.stop() else "not running")
+    elif args.action == "url":
+        print(settings.database_url() or embedded_pg.start())
+    else:
+        store = _store()
+        with store.connect() as conn:
+            version = conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
+            vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        out.print(f"{store.describe()}: {version}, pgvector {vec[0] if vec else 'not installed'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cprox", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="nearest corpus chunks of a text")
+    s.add_argument("text", nargs="?")
+    s.add_argument("--split", help="one split (default: all embedded splits)")
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--metric", default="cosine", choices=["cosine", "l2", "inner_product", "l1"])
+    s.add_argument("--exact", action="store_true", help="exact scan instead of the HNSW index")
+    s.add_argument("--ef-search", type=int, default=100, help="HNSW candidate list size (recall vs speed)")
+    s.add_argument("--engine", default="auto", choices=["auto", "pgvector", "memory"])
+    s.add_argument("--model", default=None, help="embedding model (default CPROX_EMBED_MODEL or all-MiniLM-L6-v2)")
+    s.add_argument("--queries", help="file with one query per line; prints one JSON line per query")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_search)
+
+    m = sub.add_parser("materialize", help="materialize corpus assets for splits, in-process")
+    m.add_argument("--split", action="append", help="repeatable; default: every split in the registry")
+    m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings", "ngram_index"],
+                   help="repeatable; default: all")
+    m.add_argument("--log-level", default="INFO")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_materialize)
+
+    for name, fn, text in (("summary", cmd_summary, "counts per split"), ("splits", cmd_splits, "the registry")):
+        x = sub.add_parser(name, help=text)
+        x.add_argument("--json", action="store_true")
+        x.set_defaults(fn=fn)
+
+    d = sub.add_parser("db", help="the embedded Postgres + pgvector")
+    d.add_argument("action", choices=["start", "stop", "status", "url"])
+    d.set_defaults(fn=cmd_db)
+
+    from cp_assets.cli.main import backfill as cli_backfill
+
+    from cp_assets.cli.main import clusters as cli_clusters
+
+    from cp_assets.cli.main import memorization as cli_memorization
+
+    from cp_assets.cli.main import models as cli_models
+
+    from cp_assets.cli.main import reports as cli_reports
+
+    from cp_assets.cli.main import trace as cli_trace
+
+    cli_models.add_parsers(sub)
+    cli_trace.add_parsers(sub)
+    cli_reports.add_parsers(sub)
+    cli_clusters.add_parsers(sub)
+    cli_memorization.add_parsers(sub)
+    cli_backfill.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from cp_assets.lib.corpus.pgvector_store import DatabaseUnavailable
+    from cp_assets.lib.corpus.registry import RegistryError
+    from cp_assets.lib.reports.results_db import ResultsDBCorrupt
+    from cp_assets.lib.evals.generation import GenerationError
+    from cp_assets.lib.corpus.sources import BadRecord
+
+    try:
+        return args.fn(args)
+    except (DatabaseUnavailable, RegistryError, BadRecord, GenerationError, LookupError, ValueError,
+            FileNotFoundError, ResultsDBCorrupt) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""`cprox trace`: the maximal spans of a text that occur verbatim in a corpus split (OLMoTrace style).
+
+  cprox trace "TEXT" [--split S] [--min-tokens 8] [--max-docs 5] [--json]
+      TEXT "-" reads stdin. Without --split: every split with an n-gram index (the `ngram_index` asset).
+"""
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+err = Console(stderr=True)
+out = Console()
+
+
+def cmd_trace(args) -> int:
+    from cp_assets.lib.corpus.ngram_index import built_splits, index_path, open_index
+    from cp_assets.lib.corpus.pgvector_store import PgStore
+    from cp_assets.lib.reports.trace import trace
+
+    text = args.text if args.text != "-" else sys.stdin.read()
+    splits = args.split or built_splits()
+    if not splits:
+        raise FileNotFoundError("no split has an n-gram index yet: materialize the `ngram_index` asset "
+                                "(`cprox materialize --asset ngram_index`)")
+    missing = [s for s in splits if not index_path(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"no n-gram index for split(s) {missing}: materialize `ngram_index` for them "
+                                f"(built: {built_splits()})")
+    store = PgStore()
+    results = {}
+    for split in splits:
+        spans = trace(open_index(split), text, min_tokens=args.min_tokens, max_docs=args.max_docs,
+                      doc_text=lambda ids, s=split: store.document_texts(s, ids))
+        results[split] = spans
+    if args.json:
+        print(json.dumps({s: [sp.to_dict() for sp in spans] for s, spans in results.items()}, indent=1))
+        return 0
+    for split, spans in results.items():
+        shown = Text(text)
+        for sp in spans:
+            shown.stylize("bold yellow", sp.char_start, sp.char_end)
+        out.rule(f"{split}: {len(spans)} verbatim span(s) of >= {args.min_tokens or 'n'} tokens")
+        out.print(shown)
+        if not spans:
+            continue
+        table = Table(show_lines=False)
+        for col in ("tokens", "count", "docs", "span", "first location"):
+            table.add_column(col, overflow="fold")
+        for sp in spans:
+            loc = sp.locations[0] if sp.locations else None
+            where = f"{loc.doc_id} @{loc.token_pos}: {loc.snippet or ''}" if loc else ""
+            table.add_row(str(sp.n_tokens), str(sp.count), str(sp.n_docs), sp.text[:120], where[:200])
+        out.print(table)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("trace", help="maximal spans of a text that occur verbatim in a split, with counts and docs")
+    t.add_argument("text", help='the text ("-": stdin)')
+    t.add_argument("--split", action="append", help="repeatable; default: every split with an n-gram index")
+    t.add_argument("--min-tokens", type=int, default=None,
+                   help="shortest span reported (default and lower bound: the index's n, 8)")
+    t.add_argument("--max-docs", type=int, default=5, help="locations (with snippets) shown per span")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_trace)

@@ -1,0 +1,73 @@
+"""`embeddings`: normalized sentence-transformer vectors of one split's chunks in pgvector, with an HNSW index.
+
+Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the split's published partition is
+swapped in atomically at the end. Checks: one vector per chunk, the model's dimension, no NULL/non-finite vectors.
+"""
+
+
+import dagster as dg
+
+from cp_assets.defs.corpus.chunks import chunks
+from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.partitions import split_partitions
+from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.lib.corpus.embeddings import embed_split, embedding_checks
+from cp_assets.lib.corpus.encoder import model_slug
+from cp_assets.resources.encoder import SentenceEncoder
+from cp_assets.resources.pgvector_store import PgVectorStore
+
+
+@dg.asset(
+    partitions_def=split_partitions,
+    deps=[chunks],
+    group_name="embeddings",
+    kinds={"pgvector", "pytorch"},
+    owners=["team:corpus"],
+    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=PG_RETRY,
+    description="Chunk embeddings (sentence-transformers, L2-normalized) in table `emb_<model>`, partitioned by "
+                "split, HNSW cosine index per split. Resumable; published atomically.",
+)
+def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
+    store, split = pg.store(), context.partition_key
+    figures = embed_split(store, split, encoder.model, batch_size=encoder.batch_size,
+                          commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
+    # the published partition's version: unchanged when the split was already up to date
+    version = store.partition_version("embeddings", split, model_slug(encoder.model))
+    return dg.MaterializeResult(data_version=dg.DataVersion(version) if version else None,
+                                metadata={k: v for k, v in figures.items() if v is not None})
+
+
+def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+           pg: PgVectorStore) -> dg.AssetCheckResult:
+    passed, figures = embedding_checks(pg.store(), context.partition_key, encoder.model)[name]
+    return dg.AssetCheckResult(passed=passed, metadata=figures)
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
+                description="Exactly one vector per chunk of the split.")
+def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                                          pg: PgVectorStore) -> dg.AssetCheckResult:
+    return _check("count_matches_chunks", context, encoder, pg)
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
+                description="Every vector has the embedding model's dimension.")
+def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                                       pg: PgVectorStore) -> dg.AssetCheckResult:
+    return _check("dim_matches_model", context, encoder, pg)
+
+
+@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+                retry_policy=PG_RETRY,
+                description="No NULL or non-finite vectors.")
+def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
+                            pg: PgVectorStore) -> dg.AssetCheckResult:
+    return _check("finite", context, encoder, pg)
+
+
+all_embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model,
+                        check_embeddings_finite]

@@ -1,0 +1,78 @@
+"""`rollout_proximity`: how near each model answer, and each of its sentences, sits to a corpus split, per model x
+split.
+
+Every rollout of the model (all eval sets, every sampling-parameter hash) is embedded whole (unit `answer`) and
+sentence by sentence (unit `sentence`, with character offsets into the completion), and matched to its nearest chunk
+of the split, with the percentile in the split's reference distribution (shared with `eval_proximity`). Table
+`rollout_proximity` in the results DuckDB; `proximity.annotate` renders an answer span by span.
+"""
+
+
+import dagster as dg
+
+from cp_assets.defs.corpus.embeddings import embeddings
+from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
+from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.evals.rollouts import rollouts
+from cp_assets.lib.core import plots
+from cp_assets.lib.reports import proximity
+from cp_assets.lib.core import settings
+from cp_assets.resources.encoder import SentenceEncoder
+from cp_assets.resources.pgvector_store import PgVectorStore
+from cp_assets.resources.results import ResultsStore
+
+class RolloutProximityConfig(dg.Config):
+    min_words: int = 3  # sentences of fewer words are not matched
+    reference_size: int = proximity.REFERENCE_SIZE
+    reference_seed: int = proximity.REFERENCE_SEED
+    exact: bool = True  # FAISS flat (exact); False: HNSW with `ef_search`
+    ef_search: int = 100
+    examples: int = 3  # annotated answers shown in the metadata
+
+
+@dg.asset(
+    partitions_def=model_split_partitions,
+    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), embeddings],
+    group_name="reports",
+    pool="gpu",  # encodes texts with the embedding model
+    op_tags=GPU_OP_TAGS,
+    kinds={"duckdb", "python"},
+    owners=["team:evals"],
+    retry_policy=PG_RETRY,
+    description="Model answer x corpus split proximity: for every rollout of the model, the whole answer and each "
+                "sentence (char offsets) with its nearest chunk, cosine / l2 / inner-product distance and percentile "
+                "in the split's reference distribution; table `rollout_proximity`. Replaced per partition.",
+)
+def rollout_proximity(context: dg.AssetExecutionContext, config: RolloutProximityConfig, encoder: SentenceEncoder,
+                      pg: PgVectorStore, results: ResultsStore) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    model_id, split, db = keys["model"], keys["split"], results.db()
+    stored = db.rollouts(model_id=model_id)
+    if not stored:
+        raise ValueError(f"model {model_id!r} has no rollouts in {db.path}: materialize `rollouts` first")
+    figures, rows = proximity.answer_proximity(
+        pg.store(), db, encoder.model, model_id, split, stored, min_words=config.min_words,
+        reference_size=config.reference_size, reference_seed=config.reference_seed, exact=config.exact,
+        ef_search=config.ef_search, log=context.log.info)
+    groups = {k: v for k, v in proximity.answer_cosine_by_correctness(stored, rows).items() if v}
+    png = plots.bars(list(groups), [proximity.quantiles(v)["p50"] for v in groups.values()],
+                     settings.home() / "plots" / f"rollout_proximity_{model_id}_{split}.png",
+                     f"{model_id} answers vs split {split}", "median answer cosine distance",
+                     [len(v) for v in groups.values()])
+    figures["answers_by_correctness"] = {k: len(v) for k, v in groups.items()}
+    return dg.MaterializeResult(metadata=figures | {
+        "answer_distance_by_correctness": dg.MetadataValue.md(plots.markdown_image(png, "answer distance")),
+        "annotated_answers": dg.MetadataValue.md(proximity.annotated_examples(stored, rows, config.examples)),
+    })
+
+
+@dg.asset_check(asset=rollout_proximity, partitions_def=model_split_partitions,
+                description="One row per (rollout, unit, idx), percentiles within 0-100, l2^2 = 2 x cosine.")
+def check_rollout_proximity_rows_consistent(context: dg.AssetCheckExecutionContext,
+                                            results: ResultsStore) -> dg.AssetCheckResult:
+    keys = context.partition_key.keys_by_dimension
+    passed, figures = proximity.rows_consistent(
+        results.db(), "rollout_proximity", {"model_id": keys["model"], "split": keys["split"]},
+        ["sample_id", "params_hash", "unit", "idx"], "cosine", "l2")
+    return dg.AssetCheckResult(passed=passed, metadata=figures)

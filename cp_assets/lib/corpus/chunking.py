@@ -1,0 +1,103 @@
+"""Token-aware, paragraph-aware chunking with the embedding model's own tokenizer.
+
+Paragraphs (text separated by blank lines) are packed whole into chunks of at most `max_tokens` tokens; a paragraph
+longer than that is cut into windows of `max_tokens` that overlap by `overlap` tokens, each cut moved back to the
+end of a sentence when one lies in the window's last third. A chunk's text is exactly `doc.text[char_start:char_end]`
+and its id is `<doc_id>#<n>`, stable for the same document and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from cp_assets.lib.corpus.sources import Document
+
+PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n\s*\n|\s*$)", re.S)
+SENTENCE_END = (".", "!", "?", ";", ":", "\n")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    max_tokens: int = 128
+    overlap: int = 16
+
+    def __post_init__(self):
+        if self.max_tokens < 8:
+            raise ValueError(f"max_tokens={self.max_tokens}: chunks need at least 8 tokens")
+        if not 0 <= self.overlap < self.max_tokens // 2:
+            raise ValueError(f"overlap={self.overlap} must be >= 0 and under half of max_tokens={self.max_tokens}")
+
+
+@dataclass
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    split: str
+    idx: int
+    char_start: int
+    char_end: int
+    n_tokens: int
+    text: str
+
+    @property
+    def text_hash(self) -> str:
+        return hashlib.blake2b(self.text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def paragraphs(text: str) -> list[tuple[int, int]]:
+    """Character spans of the non-blank paragraphs of a text."""
+    return [(m.start(), m.end()) for m in PARAGRAPH.finditer(text)]
+
+
+def _windows(offsets: list[tuple[int, int]], text: str, cfg: ChunkConfig) -> Iterator[tuple[int, int]]:
+    """Token index windows [i, j) over one long paragraph, cut at sentence ends where possible."""
+    n, i = len(offsets), 0
+    while i < n:
+        j = min(i + cfg.max_tokens, n)
+        if j < n:
+            floor = i + (2 * cfg.max_tokens) // 3
+            for cut in range(j, floor, -1):
+                if text[offsets[cut - 1][1] - 1] in SENTENCE_END:
+                    j = cut
+                    break
+        yield i, j
+        if j >= n:
+            return
+        i = max(j - cfg.overlap, i + 1)
+
+
+def chunk_document(doc: Document, tokenizer, cfg: ChunkConfig) -> list[Chunk]:
+    spans = paragraphs(doc.text)
+    if not spans:
+        return []
+    enc = tokenizer([doc.text[a:b] for a, b in spans], add_special_tokens=False,
+                    return_offsets_mapping=True, verbose=False)
+    pieces: list[tuple[int, int, int]] = []  # (char_start, char_end, n_tokens) before packing
+    for (a, _b), offs in zip(spans, enc["offset_mapping"]):
+        offs = [(a + s, a + e) for s, e in offs if e > s]
+        if not offs:
+            continue
+        if len(offs) <= cfg.max_tokens:
+            pieces.append((offs[0][0], offs[-1][1], len(offs)))
+            continue
+        for i, j in _windows(offs, doc.text, cfg):
+            pieces.append((offs[i][0], offs[j - 1][1], j - i))
+    chunks, cur = [], None
+    for start, end, n in pieces:
+        if cur and cur[2] + n <= cfg.max_tokens and n < cfg.max_tokens:
+            cur = (cur[0], end, cur[2] + n)
+            continue
+        if cur:
+            chunks.append(cur)
+        cur = (start, end, n)
+    chunks.append(cur)
+    return [Chunk(f"{doc.doc_id}#{k}", doc.doc_id, doc.split, k, s, e, n, doc.text[s:e])
+            for k, (s, e, n) in enumerate(chunks)]
+
+
+def chunk_documents(docs: Iterable[Document], tokenizer, cfg: ChunkConfig) -> Iterator[Chunk]:
+    for doc in docs:
+        yield from chunk_document(doc, tokenizer, cfg)

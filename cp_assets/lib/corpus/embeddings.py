@@ -1,0 +1,72 @@
+"""Embed one split's chunks into pgvector, resumably: batches commit as they finish, a rerun embeds only the rest.
+
+Chunks whose text is unchanged reuse their published vectors, so re-materializing an unchanged split embeds nothing,
+and a split whose published vectors already match its chunks is left as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from cp_assets.lib.corpus.encoder import encode_batches, model_dim, model_slug
+from cp_assets.lib.corpus.pgvector_store import PgStore
+
+
+def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
+                device: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Build and publish the split's embeddings; return figures for asset metadata."""
+    slug = model_slug(model)
+    rows = store.chunk_rows(split)
+    if not rows:
+        raise ValueError(f"split {split!r} has no chunks: materialize `chunks` for it first")
+    dim = model_dim(model)
+    store.ensure_embedding_table(slug, model, dim)
+    t0 = time.perf_counter()
+    figures = {"model": model, "table": f"emb_{slug}", "dim": dim, "chunks": len(rows)}
+    with store.build_lock(slug, split):
+        if store.live_matches_chunks(slug, split):
+            store.drop_build(slug, split)
+            log(f"{split}: the {len(rows)} published vectors already match the chunks; nothing to embed")
+            return figures | {"embedded": 0, "reused": len(rows), "status": "up_to_date",
+                              "seconds": round(time.perf_counter() - t0, 2)}
+        done = store.prepare_build(slug, split, dim)
+        todo = [r for r in rows if r[0] not in done]
+        log(f"{split}: {len(rows)} chunks, {len(done)} already embedded (resumed or unchanged), {len(todo)} to embed")
+
+        def progress(n: int, total: int, rate: float) -> None:
+            log(f"{split}: embedded {n}/{total} chunks ({rate:.1f} chunks/s)")
+
+        t_enc, t_store = 0.0, 0.0
+        tick = time.perf_counter()
+        for start, vecs in encode_batches(model, [r[2] for r in todo], batch_size=batch_size,
+                                          commit_every=commit_every, device=device, on_progress=progress):
+            t1 = time.perf_counter()
+            t_enc += t1 - tick
+            batch = todo[start:start + len(vecs)]
+            store.write_build(slug, split, [b[0] for b in batch], [b[1] for b in batch], vecs)
+            tick = time.perf_counter()
+            t_store += tick - t1
+        t1 = time.perf_counter()
+        version = store.publish_build(slug, split, expected=len(rows))
+        t_index = time.perf_counter() - t1
+    total = time.perf_counter() - t0
+    tokens = sum(r[3] for r in todo)
+    return figures | {
+        "embedded": len(todo), "reused": len(done), "status": "built", "version": version,
+        "encode_seconds": round(t_enc, 2), "write_seconds": round(t_store, 2), "index_seconds": round(t_index, 2),
+        "seconds": round(total, 2),
+        "chunks_per_s": round(len(todo) / t_enc, 1) if t_enc else None,
+        "tokens_per_s": round(tokens / t_enc, 1) if t_enc else None,
+    }
+
+
+def embedding_checks(store: PgStore, split: str, model: str) -> dict[str, tuple[bool, dict]]:
+    """The published split's health: name -> (passed, figures), for the asset checks."""
+    health = store.embedding_health(model_slug(model), split)
+    n_chunks, expected = store.count("chunks", split), model_dim(model)
+    return {
+        "count_matches_chunks": (health["rows"] == n_chunks > 0, {"chunks": n_chunks, "embeddings": health["rows"]}),
+        "dim_matches_model": (health["dims"] == [expected], {"dims": str(health["dims"]), "model_dim": expected}),
+        "finite": (health["bad"] == 0 and health["rows"] > 0, {"bad_vectors": health["bad"], "rows": health["rows"]}),
+    }

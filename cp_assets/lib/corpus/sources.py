@@ -1,0 +1,300 @@
+"""Read documents out of registry sources: JSONL(.gz) and text(.gz) files, and Hugging Face streaming datasets.
+
+Every document gets a stable id `<source>:<key>` (the record's `id_field`, the `group_by` values, or its 0-based
+record/section number), a locator `file:line`, and the byte offset of its first line in the (decompressed) file.
+Bad input raises `BadRecord` naming file, line and field, or, with `on_bad_record: skip`, is counted by reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from cp_assets.lib.corpus.registry import Registry, Source
+
+BINARY_SNIFF_BYTES = 8192
+
+
+class BadRecord(ValueError):
+    """A record that cannot become a document; the message names file, line and field."""
+
+    def __init__(self, where: str, reason: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class Document:
+    doc_id: str
+    split: str
+    source: str
+    locator: str
+    byte_offset: int
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReadStats:
+    documents: int = 0
+    chars: int = 0
+    excluded: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    per_source: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "chars": self.chars,
+            "excluded": self.excluded,
+            "skipped": dict(self.skipped),
+            "per_source": dict(self.per_source),
+        }
+
+
+def _open_binary(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: source file not found (relative paths resolve against CPROX_DATA_DIR)")
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    try:
+        head = raw.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES] if hasattr(raw, "peek") else b""
+    except (OSError, EOFError) as exc:
+        raw.close()
+        raise BadRecord(str(path), "unreadable", f"cannot read the file ({exc}); is it a truncated .gz?") from exc
+    if b"\x00" in head:
+        raw.close()
+        raise BadRecord(str(path), "binary_file", f"looks like a binary file (NUL byte at offset {head.index(0)}), "
+                        "not JSONL or text")
+    return raw
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, raw line without the newline) of a possibly gzipped file."""
+    offset = 0
+    with _open_binary(path) as fh:
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                yield lineno, offset, raw.rstrip(b"\n").rstrip(b"\r")
+                offset += len(raw)
+        except (OSError, EOFError) as exc:
+            raise BadRecord(f"{path}:{offset}", "unreadable", f"read failed after byte {offset}: {exc}") from exc
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRecord(where, "non_utf8", f"not valid UTF-8 at byte {exc.start} of the line") from exc
+
+
+def _text_of(rec: dict, src: Source, where: str) -> str:
+    if src.template is not None:
+        try:
+            return src.template.format(**rec)
+        except KeyError as exc:
+            raise BadRecord(where, "missing_field", f"field {exc.args[0]!r} (used by `template`) is missing") from exc
+    if src.text_field not in rec:
+        raise BadRecord(where, "missing_field", f"field {src.text_field!r} is missing")
+    value = rec[src.text_field]
+    if not isinstance(value, str):
+        raise BadRecord(where, "bad_field", f"field {src.text_field!r} is {type(value).__name__}, not a string")
+    return value
+
+
+def _check_text(text: str, src: Source, where: str) -> None:
+    name = src.text_field or "template"
+    if not text.strip():
+        raise BadRecord(where, "empty_document", f"field {name!r} is empty")
+    if len(text) > src.max_doc_chars:
+        raise BadRecord(where, "too_large",
+                        f"field {name!r} has {len(text):,} characters, over max_doc_chars={src.max_doc_chars:,}")
+
+
+Record = tuple[str, int, "dict | BadRecord"]
+
+
+def _jsonl_records(path: Path) -> Iterator[Record]:
+    """(where, byte offset, record or the BadRecord it is) for each non-blank line."""
+    for lineno, offset, raw in _lines(path):
+        where = f"{path}:{lineno}"
+        if not raw.strip():
+            continue
+        try:
+            line = _decode(raw, where)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadRecord(where, "malformed_json", f"malformed JSON at column {exc.colno}: {exc.msg}") from exc
+            if not isinstance(rec, dict):
+                raise BadRecord(where, "malformed_json", f"expected a JSON object, got {type(rec).__name__}")
+        except BadRecord as bad:
+            rec = bad
+        yield where, offset, rec
+
+
+def _hf_records(src: Source) -> Iterator[Record]:
+    import datasets  # heavy import, only for hub sources
+
+    hf = src.hf
+    ds = datasets.load_dataset(hf.path, name=hf.name, split=hf.split, data_files=hf.data_files,
+                               revision=hf.revision, streaming=True)
+    for i, rec in enumerate(ds):
+        yield f"hf:{hf.path}/{hf.split}#{i}", -1, rec
+
+
+def _make_doc(group: list[tuple[str, int, dict]], key: str, src: Source, split: str) -> Document:
+    where0, offset0, rec0 = group[0]
+    text = src.joiner.join(_text_of(rec, src, where) for where, _, rec in group)
+    _check_text(text, src, where0)
+    meta = {k: rec0.get(k) for k in src.group_by + src.meta_fields if k in rec0}
+    return Document(f"{src.label()}:{key}", split, src.label(), where0, offset0, text, meta)
+
+
+def _record_docs(records: Iterable[Record], src: Source, split: str, excluded: set[str],
+                 stats: ReadStats) -> Iterator["Document | BadRecord"]:
+    """JSONL/hf records -> documents (or the BadRecord each bad one is), grouped by `group_by` when asked."""
+    index, group_key, group = 0, None, []
+
+    def flush():
+        try:
+            return _make_doc(group, "/".join(str(v) for v in group_key), src, split)
+        except BadRecord as bad:
+            return bad
+
+    for where, offset, rec in records:
+        if isinstance(rec, BadRecord):
+            yield rec
+            continue
+        if any(rec.get(f) not in allowed for f, allowed in src.where.items()):
+            continue
+        if excluded and str(rec.get(src.exclude.key, "")).strip() in excluded:
+            stats.excluded += 1
+            continue
+        if src.group_by:
+            missing = [k for k in src.group_by if k not in rec]
+            if missing:
+                yield BadRecord(where, "missing_field", f"field {missing[0]!r} (used by `group_by`) is missing")
+                continue
+            key = tuple(rec[k] for k in src.group_by)
+            if group and key != group_key:
+                yield flush()
+                group = []
+            group_key = key
+            group.append((where, offset, rec))
+            continue
+        if src.id_field and rec.get(src.id_field) is None:
+            yield BadRecord(where, "missing_field", f"field {src.id_field!r} (the `id_field`) is missing")
+            continue
+        try:
+            yield _make_doc([(where, offset, rec)], str(rec[src.id_field]) if src.id_field else str(index), src, split)
+        except BadRecord as bad:
+            yield bad
+        index += 1
+    if group:
+        yield flush()
+
+
+def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadRecord"]:
+    """A text file -> one document, or one per section when `split_on` (a line regex) starts sections."""
+    pattern = re.compile(src.split_on) if src.split_on else None
+    label, index = src.label(), 0
+    start_line, start_offset, lines = 1, 0, []
+
+    def flush():
+        doc = Document(f"{label}:{index}", split, label, f"{path}:{start_line}", start_offset, "\n".join(lines))
+        try:
+            _check_text(doc.text, src, doc.locator)
+            return doc
+        except BadRecord as bad:
+            return bad
+
+    for lineno, offset, raw in _lines(path):
+        try:
+            line = _decode(raw, f"{path}:{lineno}")
+        except BadRecord as bad:
+            yield bad
+            continue
+        if pattern is not None and pattern.match(line) and lines:
+            if any(x.strip() for x in lines):
+                yield flush()
+                index += 1
+            lines = []
+        if not lines:
+            start_line, start_offset = lineno, offset
+        lines.append(line)
+    if any(x.strip() for x in lines):
+        yield flush()
+
+
+def _excluded_values(src: Source, data_dir: Path) -> set[str]:
+    if src.exclude is None:
+        return set()
+    path = Path(src.exclude.path).expanduser()
+    path = path if path.is_absolute() else data_dir / path
+    values = set()
+    for where, _, rec in _jsonl_records(path):
+        if isinstance(rec, BadRecord):
+            raise rec
+        values.add(str(rec.get(src.exclude.field, "")).strip())
+    return values
+
+
+def _file_items(path: Path, src: Source, split: str, excluded: set[str],
+                stats: ReadStats) -> Iterator["Document | BadRecord"]:
+    if src.resolved_format() == "text":
+        return _text_docs(path, src, split)
+    return _record_docs(_jsonl_records(path), src, split, excluded, stats)
+
+
+def _shard_items(src: Source, split: str, data_dir: Path, excluded: set[str],
+                 stats: ReadStats) -> Iterator["Document | BadRecord"]:
+    """Every shard of a glob source in name order. Positional keys (record or section numbers) restart in each
+    shard, so they are prefixed with the shard's file name: `<source>:<shard>/<n>`."""
+    positional = not src.id_field and not src.group_by
+    for shard in src.shard_paths(data_dir):
+        for item in _file_items(shard, src, split, excluded, stats):
+            if positional and isinstance(item, Document):
+                item.doc_id = f"{src.label()}:{shard.name}/{item.doc_id.split(':', 1)[1]}"
+            yield item
+
+
+def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats) -> Iterator[Document]:
+    """Documents of one source, honouring limit, exclude and on_bad_record."""
+    if src.resolved_format() == "hf":
+        items = _record_docs(_hf_records(src), src, split, _excluded_values(src, data_dir), stats)
+    elif src.is_sharded():
+        items = _shard_items(src, split, data_dir, _excluded_values(src, data_dir), stats)
+    else:
+        items = _file_items(src.resolve_path(data_dir), src, split, _excluded_values(src, data_dir), stats)
+    produced = 0
+    for item in items:
+        if isinstance(item, BadRecord):
+            if src.on_bad_record == "error":
+                raise item
+            stats.skipped[item.reason] += 1
+            continue
+        produced += 1
+        stats.documents += 1
+        stats.chars += len(item.text)
+        stats.per_source[item.source] += 1
+        yield item
+        if src.limit is not None and produced >= src.limit:
+            return
+
+
+def read_split(registry: Registry, split: str, stats: ReadStats | None = None) -> Iterator[Document]:
+    """Every document of a split, source after source, with unique ids."""
+    stats = stats if stats is not None else ReadStats()
+    seen: set[str] = set()
+    for src in registry.split(split).sources:
+        for doc in read_source(src, split, registry.data_dir, stats):
+            if doc.doc_id in seen:
+                raise BadRecord(doc.locator, "duplicate_id", f"document id {doc.doc_id!r} occurs twice "
+                                "(check `id_field`/`group_by`)")
+            seen.add(doc.doc_id)
+            yield doc

@@ -1,0 +1,104 @@
+"""One `generate()` over every backend: a model id from models.yaml -> rollouts, streamed back as they complete."""
+
+from __future__ import annotations
+
+import collections
+
+from typing import Callable, Iterator, Sequence
+
+from cp_assets.lib.evals.model_registry import ModelRegistry, ModelSpec, load_models
+from cp_assets.lib.evals.generation import Backend, GenerationRequest, Rollout, SamplingParams
+
+
+def backend_for(spec: ModelSpec, device: str | None = None) -> Backend:
+    """The backend object for a model spec; heavy imports (torch, openai, vllm) happen only here, when needed."""
+    if spec.backend == "local":
+        from cp_assets.lib.evals.backends.local import LocalBackend
+
+        return LocalBackend(spec, device=device)
+    if spec.backend == "tiny":
+        from cp_assets.lib.evals.backends.tiny import TinyBackend
+
+        return TinyBackend(spec, device=device)
+    if spec.backend == "openai":
+        from cp_assets.lib.evals.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    from cp_assets.lib.evals.backends.vllm_engine import VLLMBackend
+
+    return VLLMBackend(spec)
+
+
+def generate(model_id: str, requests: Sequence[GenerationRequest], params: SamplingParams | None = None, *,
+             registry: ModelRegistry | None = None, device: str | None = None) -> Iterator[Rollout]:
+    backend = backend_for((registry or load_models()).get(model_id), device=device)
+    return backend.generate(list(requests), params or SamplingParams())
+
+
+def stream(model_id: str, request: GenerationRequest, on_text: Callable[[str], None],
+           params: SamplingParams | None = None, *, registry: ModelRegistry | None = None) -> Rollout:
+    backend = backend_for((registry or load_models()).get(model_id))
+    return backend.stream(request, params or SamplingParams(), on_text)
+
+
+def generate_and_store(backend: Backend, requests: Sequence[GenerationRequest], params: SamplingParams, db,
+                       *, grade: Callable[[Rollout], bool | None] | None = None, flush_every: int = 1,
+                       log: Callable[[str], None] = print) -> dict:
+    """Generate what is missing for (model, params) and persist rollouts as they complete.
+
+    Requests whose (sample id, model, params hash) already has a rollout are skipped, so a killed run resumes and
+    a rerun with the same parameters generates nothing. Returns figures for asset metadata."""
+    import time
+
+    eval_sets = {r.eval_set for r in requests}
+    key = params.key(requests[0].system_prompt) if requests else params.key()
+    done: set[str] = set()
+    for es in eval_sets:
+        done |= db.done_sample_ids(backend.model_id, key, es)
+    todo = [r for r in requests if r.sample_id not in done]
+    log(f"{backend.model_id}: {len(requests)} samples, {len(done & {r.sample_id for r in requests})} already "
+        f"generated, {len(todo)} to generate (params {key})")
+    pending: list[Rollout] = []
+    n = tokens = 0
+    t0 = last = time.perf_counter()
+    for rollout in backend.generate(todo, params):
+        if grade is not None:
+            rollout = rollout.model_copy(update={"correct": grade(rollout)})
+        pending.append(rollout)
+        n += 1
+        tokens += rollout.n_completion_tokens or 0
+        if len(pending) >= flush_every or time.perf_counter() - last > 30:
+            db.write_rollouts(pending)
+            pending, last = [], time.perf_counter()
+            rate = n / (last - t0)
+            log(f"{backend.model_id}: {n}/{len(todo)} rollouts ({rate:.2f}/s, {tokens / (last - t0):.1f} tokens/s)")
+    db.write_rollouts(pending)
+    secs = time.perf_counter() - t0
+    return {"requested": len(requests), "generated": n, "skipped_existing": len(requests) - len(todo),
+            "params_hash": key, "seconds": round(secs, 2), "completion_tokens": tokens,
+            "tokens_per_s": round(tokens / secs, 1) if secs and tokens else None}
+
+
+def run_eval(backend: Backend, eval_set: str, params: SamplingParams, db, *, limit: int | None = None,
+             system_prompt: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, list[Rollout]]:
+    """Generate and grade what is missing of one eval set for one model; return figures and every stored rollout of
+    the set's (first `limit`) samples under these parameters."""
+    from cp_assets.lib.evals.eval_registry import load_evals, to_request
+    from cp_assets.lib.evals.grading import grade
+
+    registry = load_evals()
+    samples = registry.load_samples(eval_set, limit)
+    by_id = {s.id: s for s in samples}
+    definition = registry.get(eval_set)
+    requests = [to_request(s, definition).model_copy(update={"system_prompt": system_prompt}) for s in samples]
+    figures = generate_and_store(backend, requests, params, db, log=log,
+                                 grade=lambda r: grade(by_id[r.sample_id], r.completion))
+    stored = [r for r in db.rollouts(eval_set=eval_set, model_id=backend.model_id, params_hash=figures["params_hash"])
+              if r.sample_id in by_id]
+    graded = [r.correct for r in stored if r.correct is not None]
+    figures |= {"model": backend.model_id, "backend": backend.backend, "eval_set": eval_set, "rollouts": len(stored),
+                "accuracy": round(sum(graded) / len(graded), 4) if graded else None,
+                "finish_reasons": dict(collections.Counter(r.finish_reason for r in stored)),
+                "params": params.model_dump(mode="json"),
+                "mean_latency_s": round(sum(r.latency_s for r in stored) / len(stored), 3) if stored else None}
+    return figures, stored

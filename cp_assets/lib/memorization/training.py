@@ -1,0 +1,192 @@
+"""Training runs of the memorization lab, end to end: documents -> members / held-out -> tokenizer -> base model
+(or SFT from a base) -> checkpoint registered as a model -> rows for the results DuckDB.
+
+The asset bodies (`tiny_models`, `tiny_sft_models`) call `train_base` / `train_sft`. The shared tokenizer is trained
+once on the member documents (under a file lock) and reused by every run, so runs differ only by optimizer and seed.
+A diverging run raises `TrainingDiverged` (from cp_assets.lib.tinygpt.train) after its failure is written; its earlier
+checkpoints stay on disk. A checkpoint damaged on disk (it fails its sha256 manifest, see cp_assets.lib.core.integrity)
+is a training result, not a cache: it is never rebuilt silently, and `CorruptCheckpoint` names the file and the
+partition to re-materialize (`retrain_hint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from cp_assets.lib.memorization import experiments as ex
+from cp_assets.lib.core import integrity
+from cp_assets.lib.core import settings
+from cp_assets.lib.memorization.experiments import DocSplit, Experiment
+
+RUN_COLUMNS = ["model_id", "run", "stage", "optimizer", "seed", "status", "n_params", "tokens", "final_train_loss",
+               "final_val_loss", "tokens_per_s", "seconds", "path", "error", "size", "finished_at"]
+CURVE_COLUMNS = ["model_id", "step", "tokens", "train_loss", "val_loss", "lr", "seconds"]
+DOC_COLUMNS = ["split", "doc_id", "role", "recall_quoted", "chars"]
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A trained checkpoint's file is damaged; the message names it and what to re-materialize."""
+
+    def __init__(self, error: integrity.CorruptFile, checkpoint: Path | str):
+        self.path = error.path
+        super().__init__(f"tiny GPT checkpoint file {error.path} is corrupt or truncated ({error.reason}); "
+                         + retrain_hint(checkpoint))
+
+
+def retrain_hint(checkpoint: Path | str) -> str:
+    """What to do about a damaged checkpoint: its run's partition of `tiny_models` / `tiny_sft_models` (checkpoints
+    live under CPROX_HOME/tiny/<base|sft>/<run>, intermediate ones in step_* below that)."""
+    p = Path(checkpoint).expanduser().resolve()
+    try:
+        stage, run = p.relative_to((settings.home() / "tiny").resolve()).parts[:2]
+    except ValueError:
+        return ("a trained model cannot be rebuilt silently: retrain it with the command that wrote it "
+                "(it was not trained by the memorization lab's assets)")
+    asset = "tiny_models" if stage == "base" else "tiny_sft_models"
+    then = " (then `tiny_sft_models`, trained from it)" if stage == "base" else ""
+    return (f"it is a training result and cannot be rebuilt silently: re-materialize the `{asset}` partition "
+            f"{run!r}{then}: `dagster asset materialize -m cp_assets.definitions --select {asset} --partition "
+            f"{run}`, or `cprox train --run {run}` (base and SFT)")
+
+
+def recall_quotes(samples: Iterable) -> list[str]:
+    """The passages of the verbatim-recall set (prefix + continuation), CRLF read as LF: documents that contain one
+    are made members, so the recall test asks about text the model really saw."""
+    out = []
+    for s in samples:
+        text = (s.prefix + s.continuation).replace("\r\n", "\n")
+        if len(text) >= 40:
+            out.append(text)
+    return out
+
+
+def document_rows(split: str, docs: DocSplit) -> list[tuple]:
+    """Role `member` (trained whole), `recall_excerpt` (only the passages around recall quotes), `heldout`."""
+    forced = set(docs.recall_documents)
+    return ([(split, d, "recall_excerpt" if d in forced else "member", d in forced, len(t)) for d, t in docs.members]
+            + [(split, d, "heldout", False, len(t)) for d, t in docs.heldout])
+
+
+def shared_tokenizer(texts: Sequence[str], vocab_size: int, log: Callable[[str], None] = print):
+    """The experiment's BPE tokenizer: trained once from the member texts (keyed by their hash), then loaded."""
+    import hashlib
+
+    from cp_assets.lib.tinygpt import model as tiny_gpt
+
+    path = ex.tokenizer_path()
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16] + f"-v{vocab_size}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = path.with_suffix(".key")
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path.exists() and stamp.exists() and stamp.read_text() == key):
+            log(f"training the shared BPE tokenizer (vocab {vocab_size}) on {len(texts):,} member documents")
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            tiny_gpt.train_tokenizer(list(texts), vocab_size, tmp)
+            os.replace(tmp, path)
+            stamp.write_text(key)
+        return tiny_gpt.BPETokenizer.load(path)
+
+
+def _rows(model_id: str, run: str, stage: str, size: str, result=None, error: str | None = None,
+          path: Path | None = None) -> tuple[list[tuple], list[tuple]]:
+    optimizer, seed = ex.parse_run(run)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    if result is None:
+        return [(model_id, run, stage, optimizer, seed, "failed", None, None, None, None, None, None,
+                 str(path) if path else None, error, size, now)], []
+    curve = [(model_id, int(r["step"]), int(r["tokens"]), r.get("train_loss"), r.get("val_loss"), r.get("lr"),
+              r.get("seconds")) for r in result.curve]
+    return [(model_id, run, stage, optimizer, seed, "ok", result.n_params, result.tokens, result.final_train_loss,
+             result.final_val_loss, result.tokens_per_s, result.seconds, str(path), None, size, now)], curve
+
+
+def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experiment: Experiment, run: str, *,
+               lr_scale: float = 1.0, log: Callable[[str], None] = print) -> dict:
+    """Train one base run; returns {'result', 'docs', 'runs_rows', 'curve_rows', 'doc_rows', 'path', 'model_id'}.
+    On divergence, `TrainingDiverged` carries `rows` (the failure row) as an attribute."""
+    from cp_assets.lib.tinygpt import train
+
+    spec = experiment.base
+    optimizer, seed = ex.parse_run(run)
+    chosen = ex.choose_members(docs, member_chars=spec.member_chars, heldout_documents=spec.heldout_documents,
+                                       quotes=quotes if spec.include_recall_documents else ())
+    size = train.SIZES[spec.size]
+    tokenizer = shared_tokenizer([t for _, t in chosen.members], size.vocab_size, log)
+    member_texts, val_texts = [t for _, t in chosen.members], [t for _, t in chosen.heldout]
+    member_tokens = sum(map(len, tokenizer.encode_batch(member_texts)))
+    cfg = train.TrainConfig(optimizer=optimizer, seed=seed, total_tokens=int(spec.epochs * member_tokens),
+                            target_val_loss=spec.target_val_loss, lr_scale=lr_scale)
+    model_id, out = ex.base_model_id(run), ex.run_dir(run, "base")
+    log(f"{model_id}: {len(member_texts):,} member documents ({member_tokens:,} tokens, "
+        f"{len(chosen.recall_documents)} quoted by the recall set), {len(val_texts):,} held out; {cfg}")
+    try:
+        result = train.train(member_texts, val_texts, size, cfg, out, tokenizer=tokenizer, log=log)
+    except train.TrainingDiverged as exc:
+        exc.rows = _rows(model_id, run, "base", spec.size, error=str(exc), path=out)
+        raise
+    _write_members(out, experiment.base.split, chosen)
+    runs_rows, curve_rows = _rows(model_id, run, "base", spec.size, result, path=out)
+    return {"result": result, "docs": chosen, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out,
+            "model_id": model_id, "doc_rows": document_rows(experiment.base.split, chosen), "config": cfg}
+
+
+def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str, *, lr_scale: float = 1.0,
+              log: Callable[[str], None] = print) -> dict:
+    """Fine-tune the run's base checkpoint on the SFT split (its tokenizer reused)."""
+    from cp_assets.lib.tinygpt import model as tiny_gpt
+    from cp_assets.lib.tinygpt import train
+
+    optimizer, seed = ex.parse_run(run)
+    base = ex.run_dir(run, "base")
+    if not (base / "config.json").exists():
+        raise FileNotFoundError(f"no base checkpoint for run {run!r} at {base}: materialize `tiny_models` first")
+    try:
+        tiny_gpt.verify_checkpoint(base)
+    except integrity.CorruptFile as exc:
+        raise CorruptCheckpoint(exc, base) from None
+    sft_docs = ex.sft_documents(docs, experiment.sft.max_chars)
+    n_val = max(2, len(sft_docs) // 20)
+    val, train_docs = sft_docs[:n_val], sft_docs[n_val:]
+    texts = [t for _, t in train_docs]
+    tokenizer = tiny_gpt.BPETokenizer.load(base)
+    sft_tokens = sum(map(len, tokenizer.encode_batch(texts)))
+    cfg = train.TrainConfig.sft(optimizer, seed, total_tokens=int(experiment.sft.epochs * sft_tokens))
+    if lr_scale != 1.0:
+        cfg = dataclasses.replace(cfg, lr_scale=cfg.lr_scale * lr_scale)
+    model_id, out = ex.sft_model_id(run), ex.run_dir(run, "sft")
+    log(f"{model_id}: fine-tuning {base} on {len(texts):,} {experiment.sft.split} documents "
+        f"({sft_tokens:,} tokens), {n_val} held out; {cfg}")
+    try:
+        result = train.train(texts, [t for _, t in val], None, cfg, out, init_from=base, log=log)
+    except train.TrainingDiverged as exc:
+        exc.rows = _rows(model_id, run, "sft", experiment.base.size, error=str(exc), path=out)
+        raise
+    (out / "sft_documents.json").write_text(json.dumps({"split": experiment.sft.split,
+                                                        "train": [d for d, _ in train_docs],
+                                                        "heldout": [d for d, _ in val]}))
+    runs_rows, curve_rows = _rows(model_id, run, "sft", experiment.base.size, result, path=out)
+    return {"result": result, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out, "model_id": model_id,
+            "config": cfg, "n_documents": len(texts)}
+
+
+def _write_members(out: Path, split: str, docs: DocSplit) -> None:
+    (out / "members.json").write_text(json.dumps({"split": split, "members": docs.whole_member_ids(),
+                                                  "heldout": [d for d, _ in docs.heldout],
+                                                  "recall_documents": docs.recall_documents}))
+
+
+def members_of(model_path: Path | str) -> dict | None:
+    """The member / held-out document ids a trained model saw ({'split', 'members', 'heldout'}), or None for models
+    trained elsewhere. An SFT model's file points at its base's (its base members are members too)."""
+    path = Path(model_path)
+    for candidate in (path / "members.json", path.parent.parent / "base" / path.name / "members.json"):
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    return None
