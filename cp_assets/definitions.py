@@ -4,30 +4,49 @@
 import dagster as dg
 
 from cp_assets.defs.clusters.annotations import annotations, cluster_report
-from cp_assets.defs.core.automation import automated, report_automation_sensor, report_conditions
-from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.defs.clusters.cluster_names import cluster_names
-from cp_assets.defs.clusters.cluster_tree import check_cluster_tree_covers_every_chunk, cluster_tree
-from cp_assets.defs.reports.contamination import contamination
-from cp_assets.defs.reports.difficulty_report import difficulty_report
-from cp_assets.defs.reports.eval_proximity import check_eval_proximity_rows_consistent, eval_proximity
-from cp_assets.defs.corpus.embeddings import all_embedding_checks, embeddings
-from cp_assets.defs.evals.eval_samples import eval_samples
+from cp_assets.defs.clusters.cluster_tree import (
+                 check_cluster_tree_covers_every_chunk,
+                 cluster_tree,
+)
+from cp_assets.defs.core.automation import (
+                 automated,
+                 report_automation_sensor,
+                 report_conditions,
+)
 from cp_assets.defs.core.executors import cpu_executor, gpu_executor
+from cp_assets.defs.corpus.chunks import chunks
+from cp_assets.defs.corpus.embeddings import all_embedding_checks, embeddings
+from cp_assets.defs.corpus.ngram_index import (
+                 check_ngram_index_matches_corpus,
+                 ngram_index,
+)
+from cp_assets.defs.corpus.nightly_shard_backfill import (
+                 nightly_corpus_job,
+                 nightly_shard_backfill,
+)
+from cp_assets.defs.corpus.raw_corpus import raw_corpus
+from cp_assets.defs.evals.eval_samples import eval_samples
+from cp_assets.defs.evals.models_registry_sensor import models_registry_sensor
+from cp_assets.defs.evals.rollouts import rollouts
 from cp_assets.defs.memorization.extraction import extraction
 from cp_assets.defs.memorization.membership import membership
 from cp_assets.defs.memorization.memorization_report import memorization_report
-from cp_assets.defs.evals.models_registry_sensor import models_registry_sensor
-from cp_assets.defs.corpus.nightly_shard_backfill import nightly_corpus_job, nightly_shard_backfill
-from cp_assets.defs.corpus.ngram_index import check_ngram_index_matches_corpus, ngram_index
-from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.reports.rollout_proximity import check_rollout_proximity_rows_consistent, rollout_proximity
-from cp_assets.defs.reports.rollout_traces import rollout_traces
-from cp_assets.defs.evals.rollouts import rollouts
-from cp_assets.defs.reports.sql_models import sql_model_assets
 from cp_assets.defs.memorization.tiny_models import tiny_models
 from cp_assets.defs.memorization.tiny_sft_models import tiny_sft_models
 from cp_assets.defs.memorization.verbatim_recall import verbatim_recall
+from cp_assets.defs.reports.contamination import contamination
+from cp_assets.defs.reports.difficulty_report import difficulty_report
+from cp_assets.defs.reports.eval_proximity import (
+                 check_eval_proximity_rows_consistent,
+                 eval_proximity,
+)
+from cp_assets.defs.reports.rollout_proximity import (
+                 check_rollout_proximity_rows_consistent,
+                 rollout_proximity,
+)
+from cp_assets.defs.reports.rollout_traces import rollout_traces
+from cp_assets.defs.reports.sql_models import sql_model_assets
 from cp_assets.resources import deployment_resources
 
 corpus_assets = [raw_corpus, chunks, embeddings, ngram_index]

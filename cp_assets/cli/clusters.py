@@ -7,12 +7,13 @@
 """
 
 import json
-import os
 import sys
 import time
 
 from rich.console import Console
 from rich.table import Table
+
+from cp_assets.lib.core import settings
 
 err = Console(stderr=True)
 out = Console()
@@ -21,8 +22,8 @@ out = Console()
 def cmd_annotate(args) -> int:
     from cp_assets.lib.clusters import report as cluster_report
     from cp_assets.lib.clusters import store as cluster_store
-    from cp_assets.lib.core import settings
     from cp_assets.lib.clusters.annotations import annotate
+    from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import encode, model_slug
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.reports.results_db import ResultsDB
@@ -95,7 +96,7 @@ def add_parsers(sub) -> None:
     a.set_defaults(fn=cmd_annotate)
     c = sub.add_parser("clusters", help="build cluster trees, names, question and rollout annotations in-process")
     c.add_argument("--tree", action="append", help="repeatable; default: every split and `all`")
-    c.add_argument("--naming-model", default=os.environ.get("CPROX_NAMING_MODEL", ""),
+    c.add_argument("--naming-model", default=settings.naming_model(),
                    help="models.yaml id that names the clusters (default CPROX_NAMING_MODEL; empty: keywords)")
     c.add_argument("--llm-max-depth", type=int, default=-1,
                    help="name only nodes this deep or shallower with the model, the rest by keywords (-1: all)")

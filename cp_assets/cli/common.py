@@ -5,13 +5,15 @@ import sys
 
 import dagster as dg
 
+from cp_assets.lib.core import settings
+
 
 def instance() -> dg.DagsterInstance:
     """DAGSTER_HOME's instance (runs show in the UI), else an ephemeral one; dead runs reaped, model partitions
     synced."""
     from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
 
-    inst = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    inst = dg.DagsterInstance.get() if settings.dagster_home_set() else dg.DagsterInstance.ephemeral()
     for run_id in reap_dead_runs(inst):
         print(f"marked run {run_id} failed: its process is gone (killed?); its pool slots are free again",
               file=sys.stderr)

@@ -24,9 +24,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from cp_assets.lib.corpus import embedded_pg
-
 from cp_assets.lib.core import settings
+from cp_assets.lib.corpus import embedded_pg
 
 err = Console(stderr=True)
 out = Console()
@@ -93,7 +92,7 @@ def cmd_materialize(args) -> int:
 
     splits = args.split or load_registry().names()
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = dg.DagsterInstance.get() if settings.dagster_home_set() else dg.DagsterInstance.ephemeral()
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     rows, failed = [], False
     for split in splits:
@@ -230,17 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status", "url"])
     d.set_defaults(fn=cmd_db)
 
-    from cp_assets.cli.main import backfill as cli_backfill
-
-    from cp_assets.cli.main import clusters as cli_clusters
-
-    from cp_assets.cli.main import memorization as cli_memorization
-
-    from cp_assets.cli.main import models as cli_models
-
-    from cp_assets.cli.main import reports as cli_reports
-
-    from cp_assets.cli.main import trace as cli_trace
+    from cp_assets.cli import backfill as cli_backfill
+    from cp_assets.cli import clusters as cli_clusters
+    from cp_assets.cli import memorization as cli_memorization
+    from cp_assets.cli import models as cli_models
+    from cp_assets.cli import reports as cli_reports
+    from cp_assets.cli import trace as cli_trace
 
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
@@ -256,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cp_assets.lib.corpus.pgvector_store import DatabaseUnavailable
     from cp_assets.lib.corpus.registry import RegistryError
-    from cp_assets.lib.reports.results_db import ResultsDBCorrupt
-    from cp_assets.lib.evals.generation import GenerationError
     from cp_assets.lib.corpus.sources import BadRecord
+    from cp_assets.lib.evals.generation import GenerationError
+    from cp_assets.lib.reports.results_db import ResultsDBCorrupt
 
     try:
         return args.fn(args)

@@ -104,8 +104,8 @@ def cmd_memorization(args) -> int:
 
 
 def _print_comparisons() -> None:
-    from cp_assets.lib.reports import report_tables
     from cp_assets.cli.reports import results_path
+    from cp_assets.lib.reports import report_tables
     from cp_assets.lib.reports.results_db import ResultsDB
 
     with ResultsDB(results_path()).connect(read_only=True) as con:

@@ -12,14 +12,16 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from cp_assets.lib.core import settings
+
 err = Console(stderr=True)
 out = Console()
 
 
 def cmd_rollout(args) -> int:
-    from cp_assets.lib.evals.rollouts import backend_for
-    from cp_assets.lib.evals.model_registry import load_models
     from cp_assets.lib.evals.generation import GenerationRequest, SamplingParams
+    from cp_assets.lib.evals.model_registry import load_models
+    from cp_assets.lib.evals.rollouts import backend_for
 
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     backend = backend_for(load_models().get(args.model))
@@ -67,7 +69,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_rollouts(args) -> int:
-    import os
     import time
 
     import dagster as dg
@@ -77,7 +78,7 @@ def cmd_rollouts(args) -> int:
     from cp_assets.lib.evals.eval_registry import load_evals
     from cp_assets.resources import deployment_resources
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = dg.DagsterInstance.get() if settings.dagster_home_set() else dg.DagsterInstance.ephemeral()
     sync_model_partitions(instance)
     eval_sets = args.eval or load_evals().names()
     models = list(args.model)

@@ -13,7 +13,6 @@ fail with a message saying so. Bad SQL or a refused write exits with status 2.
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -29,8 +28,7 @@ TABLE_LIMIT = 100
 
 
 def results_path(arg: str | None = None) -> Path:
-    value = arg or os.environ.get("CPROX_RESULTS_DB")
-    return Path(value).expanduser() if value else settings.home() / "results.duckdb"
+    return Path(arg).expanduser() if arg else settings.results_db()
 
 
 def _json_value(v):

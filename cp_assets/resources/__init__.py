@@ -11,10 +11,10 @@ Switching systems is choosing one of the two, never a branch inside an asset.
 """
 
 
-import os
 
 import dagster as dg
 
+from cp_assets.lib.core import settings
 from cp_assets.lib.core.settings import DEFAULT_EMBED_MODEL
 from cp_assets.resources.corpus_registry import CorpusRegistry
 from cp_assets.resources.encoder import SentenceEncoder
@@ -24,7 +24,7 @@ from cp_assets.resources.results import ResultsStore
 
 
 def _env(name: str, default=None):
-    return dg.EnvVar(name) if os.environ.get(name) else default
+    return dg.EnvVar(name) if settings.is_set(name) else default
 
 
 def production_resources() -> dict:
@@ -42,7 +42,7 @@ DEPLOYMENTS = {"local": lambda: local_resources(), "production": production_reso
 
 def deployment_resources(name: str | None = None) -> dict:
     """The resource set of CPROX_DEPLOYMENT (default `local`)."""
-    name = (name or os.environ.get("CPROX_DEPLOYMENT") or "local").strip().lower()
+    name = settings.deployment(name)
     if name not in DEPLOYMENTS:
         raise ValueError(f"CPROX_DEPLOYMENT={name!r}: choose one of {', '.join(DEPLOYMENTS)}")
     return DEPLOYMENTS[name]()

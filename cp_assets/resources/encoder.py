@@ -3,8 +3,8 @@
 
 import dagster as dg
 
-from cp_assets.lib.corpus import encoder
 from cp_assets.lib.core.settings import DEFAULT_EMBED_MODEL
+from cp_assets.lib.corpus import encoder
 
 
 class SentenceEncoder(dg.ConfigurableResource):

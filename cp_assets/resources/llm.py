@@ -3,9 +3,9 @@
 
 import dagster as dg
 
-from cp_assets.lib.evals.rollouts import backend_for
-from cp_assets.lib.evals.model_registry import ModelRegistry, load_models
 from cp_assets.lib.evals.generation import Backend
+from cp_assets.lib.evals.model_registry import ModelRegistry, load_models
+from cp_assets.lib.evals.rollouts import backend_for
 
 
 class LLMResource(dg.ConfigurableResource):

@@ -5,19 +5,22 @@ tree (nearest leaf, named path, distance); error rate per top-level cluster with
 import dagster as dg
 
 from cp_assets.defs.clusters.cluster_names import cluster_names
-from cp_assets.defs.evals.eval_samples import eval_samples
 from cp_assets.defs.core.executors import GPU_OP_TAGS
-from cp_assets.defs.core.partitions import model_tree_partitions, rollouts_of_model, tree_partitions
+from cp_assets.defs.core.partitions import (
+    model_tree_partitions,
+    rollouts_of_model,
+    tree_partitions,
+)
 from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.evals.eval_samples import eval_samples
 from cp_assets.defs.evals.rollouts import rollouts
 from cp_assets.lib.clusters import report as clusters
 from cp_assets.lib.clusters import store as cluster_store
-from cp_assets.lib.core import plots
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
 from cp_assets.lib.clusters.annotations import Annotation, render
 from cp_assets.lib.clusters.plots import rate_bars, tree_html
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.corpus.encoder import model_slug
+from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.proximity import encode_cached
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore

@@ -3,7 +3,6 @@ Clio-style (samples nearest the centroid, contrasting samples from siblings; par
 with c-TF-IDF keyword names always computed and used when no model is configured or the model's answer is unusable.
 Names are cached by the node's member hash, so re-clustering re-names only changed nodes."""
 
-import os
 import time
 
 import dagster as dg
@@ -13,10 +12,9 @@ from cp_assets.defs.core.partitions import ALL_SPLITS_TREE, tree_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.lib.clusters import report as cluster_report
 from cp_assets.lib.clusters import store as cluster_store
-from cp_assets.lib.core import plots
-from cp_assets.lib.core import settings
 from cp_assets.lib.clusters.naming import NameCache, name_nodes, naming_stats
 from cp_assets.lib.clusters.plots import tree_html, tree_png
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.llm import LLMResource
@@ -27,7 +25,7 @@ from cp_assets.resources.results import ResultsStore
 class ClusterNamesConfig(dg.Config):
     # a models.yaml id (any OpenAI-compatible endpoint, vLLM or a local model); empty: keyword names only.
     # Default: CPROX_NAMING_MODEL.
-    naming_model: str = os.environ.get("CPROX_NAMING_MODEL", "")
+    naming_model: str = settings.naming_model()
     samples: int = 6  # chunks nearest the centroid shown to the model
     contrast: int = 4  # chunks of sibling clusters shown as contrast
     max_name_words: int = 6

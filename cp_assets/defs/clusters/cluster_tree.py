@@ -5,9 +5,13 @@ import time
 
 import dagster as dg
 
-from cp_assets.defs.corpus.embeddings import embeddings
-from cp_assets.defs.core.partitions import ALL_SPLITS_TREE, embeddings_to_trees, tree_partitions
+from cp_assets.defs.core.partitions import (
+    ALL_SPLITS_TREE,
+    embeddings_to_trees,
+    tree_partitions,
+)
 from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.lib.clusters import store as cluster_store
 from cp_assets.lib.clusters.tree import build_tree
 from cp_assets.lib.corpus.encoder import model_slug

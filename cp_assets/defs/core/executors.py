@@ -14,9 +14,10 @@ environment as those libraries document. The choice is made once when the code l
 """
 
 
-import os
 
 import dagster as dg
+
+from cp_assets.lib.core import settings
 
 EXECUTORS = ("multiprocess", "k8s", "celery", "docker")
 GPU_NODE_SELECTOR = {"cprox/accelerator": "gpu"}  # label your GPU nodes with it (or set CPROX_GPU_NODE_SELECTOR)
@@ -40,7 +41,7 @@ class ExecutorUnavailable(RuntimeError):
 
 
 def executor_kind() -> str:
-    kind = os.environ.get("CPROX_EXECUTOR", "multiprocess").strip().lower()
+    kind = settings.executor()
     if kind not in EXECUTORS:
         raise ExecutorUnavailable(f"CPROX_EXECUTOR={kind!r}: choose one of {', '.join(EXECUTORS)}")
     return kind

@@ -7,9 +7,9 @@ needs no code reload: the `models_registry_sensor` adds and removes them to matc
 
 import dagster as dg
 
+from cp_assets.lib.corpus.registry import load_registry
 from cp_assets.lib.evals.eval_registry import load_evals
 from cp_assets.lib.memorization.experiments import load_experiment
-from cp_assets.lib.corpus.registry import load_registry
 
 split_partitions = dg.StaticPartitionsDefinition(load_registry().names())
 eval_set_partitions = dg.StaticPartitionsDefinition(load_evals().names())

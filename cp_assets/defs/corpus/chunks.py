@@ -8,8 +8,7 @@ import dagster as dg
 from cp_assets.defs.core.partitions import split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.lib.core import plots
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore

@@ -7,10 +7,10 @@ swapped in atomically at the end. Checks: one vector per chunk, the model's dime
 
 import dagster as dg
 
-from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.lib.corpus.embeddings import embed_split, embedding_checks
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.resources.encoder import SentenceEncoder

@@ -9,7 +9,6 @@ The cron is CPROX_NIGHTLY_CRON (default 02:00 every day, UTC); the daemon runs i
 """
 
 
-import os
 
 import dagster as dg
 
@@ -17,6 +16,7 @@ from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
+from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.registry import RegistryError
 from cp_assets.lib.corpus.shards import changed_splits, streaming_splits
 from cp_assets.resources.corpus_registry import CorpusRegistry
@@ -39,7 +39,7 @@ def recorded_fingerprints(instance: dg.DagsterInstance, splits: list[str]) -> di
 
 
 @dg.schedule(
-    cron_schedule=os.environ.get("CPROX_NIGHTLY_CRON", "0 2 * * *"),
+    cron_schedule=settings.nightly_cron(),
     job=nightly_corpus_job,
     execution_timezone="UTC",
     description="Nightly backfill of new corpus shards: re-read every streaming split (glob of shard files or "

@@ -6,8 +6,8 @@ import collections
 import dagster as dg
 
 from cp_assets.defs.core.partitions import eval_set_partitions
-from cp_assets.lib.evals.eval_registry import sample_rows
 from cp_assets.lib.core.versions import samples_version
+from cp_assets.lib.evals.eval_registry import sample_rows
 from cp_assets.resources.results import ResultsStore
 
 

@@ -7,14 +7,13 @@ resumes where it stopped and a rerun with the same parameters generates nothing.
 
 import dagster as dg
 
-from cp_assets.defs.evals.eval_samples import eval_samples
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import eval_model_partitions
-from cp_assets.lib.core import plots
-from cp_assets.lib.core import settings
-from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.evals.generation import SamplingParams, accuracy_by
+from cp_assets.defs.evals.eval_samples import eval_samples
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.core.versions import rollouts_version
+from cp_assets.lib.evals.generation import SamplingParams, accuracy_by
+from cp_assets.lib.evals.rollouts import run_eval
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 

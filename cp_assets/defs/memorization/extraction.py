@@ -9,11 +9,15 @@ from cp_assets.defs.core.partitions import model_split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.defs.memorization.tiny_models import split_documents
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.memorization import extraction as ext
-from cp_assets.lib.core import plots
+from cp_assets.lib.memorization.runs import (
+    EXTRACTION_COLUMNS,
+    extraction_markdown,
+    extraction_rows,
+    trained_members,
+)
 from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
-from cp_assets.lib.memorization.runs import EXTRACTION_COLUMNS, extraction_markdown, extraction_rows, trained_members
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore

@@ -8,13 +8,19 @@ from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import model_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.memorization.tiny_models import split_documents
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import membership as mia
-from cp_assets.lib.core import plots
+from cp_assets.lib.memorization.runs import (
+    AUROC_COLUMNS,
+    MEMBERSHIP_COLUMNS,
+    auroc_markdown,
+    labelled_documents,
+    membership_rows,
+    passages,
+    scores_by_class,
+)
 from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
-from cp_assets.lib.memorization.runs import (AUROC_COLUMNS, MEMBERSHIP_COLUMNS, auroc_markdown, labelled_documents,
-                                            membership_rows, passages, scores_by_class)
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore

@@ -6,16 +6,15 @@ import dagster as dg
 
 from cp_assets.defs.memorization.extraction import extraction
 from cp_assets.defs.memorization.membership import membership
-from cp_assets.defs.reports.rollout_proximity import rollout_proximity
 from cp_assets.defs.memorization.tiny_models import tiny_models
 from cp_assets.defs.memorization.tiny_sft_models import tiny_sft_models
 from cp_assets.defs.memorization.verbatim_recall import verbatim_recall
+from cp_assets.defs.reports.rollout_proximity import rollout_proximity
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.memorization import compare_runs
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import report as rep
-from cp_assets.lib.core import plots
 from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
 from cp_assets.resources.results import ResultsStore
 
 

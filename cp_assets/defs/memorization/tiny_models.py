@@ -5,14 +5,17 @@ extraction and membership run on them. Training runs in the `gpu` pool (on CUDA 
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
-from cp_assets.defs.core.partitions import model_partitions, run_partitions, runs_from_base_split
+from cp_assets.defs.core.partitions import (
+    model_partitions,
+    run_partitions,
+    runs_from_base_split,
+)
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.lib.memorization import experiments as ex
-from cp_assets.lib.core import plots
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
-from cp_assets.lib.memorization import training as tiny_training
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.evals.eval_registry import load_evals
+from cp_assets.lib.memorization import experiments as ex
+from cp_assets.lib.memorization import training as tiny_training
+from cp_assets.lib.reports import report_tables
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 

@@ -6,8 +6,14 @@ import dagster as dg
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import run_partitions, runs_from_sft_split
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.memorization.tiny_models import (TrainingConfig, fail, record_training, split_documents, tiny_models,
-                                        training_metadata)
+from cp_assets.defs.memorization.tiny_models import (
+    TrainingConfig,
+    fail,
+    record_training,
+    split_documents,
+    tiny_models,
+    training_metadata,
+)
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import training as tiny_training
 from cp_assets.resources.pgvector_store import PgVectorStore

@@ -6,13 +6,17 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import model_partitions
-from cp_assets.lib.core import plots
-from cp_assets.lib.memorization import recall as recall_scores
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.evals.eval_registry import load_evals
 from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.memorization.runs import RECALL_COLUMNS, recall_markdown, recall_params, recall_rows
+from cp_assets.lib.memorization import recall as recall_scores
+from cp_assets.lib.memorization.runs import (
+    RECALL_COLUMNS,
+    recall_markdown,
+    recall_params,
+    recall_rows,
+)
+from cp_assets.lib.reports import report_tables
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 

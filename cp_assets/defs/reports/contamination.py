@@ -5,15 +5,14 @@ import time
 
 import dagster as dg
 
-from cp_assets.defs.evals.eval_samples import eval_samples
-from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.core.partitions import eval_split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
-from cp_assets.lib.core import plots
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
-from cp_assets.lib.reports.contamination import COLUMNS, FlagRule, contamination_rows
+from cp_assets.defs.corpus.ngram_index import ngram_index
+from cp_assets.defs.evals.eval_samples import eval_samples
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.corpus.ngram_index import open_index
+from cp_assets.lib.reports import report_tables
+from cp_assets.lib.reports.contamination import COLUMNS, FlagRule, contamination_rows
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore

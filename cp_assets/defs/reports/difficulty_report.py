@@ -9,9 +9,8 @@ plots and tables to the materialization (`cp_assets.lib.reports.difficulty`).
 
 import dagster as dg
 
-from cp_assets.lib.reports import difficulty
-
 from cp_assets.lib.core import settings
+from cp_assets.lib.reports import difficulty
 from cp_assets.resources.results import ResultsStore
 
 

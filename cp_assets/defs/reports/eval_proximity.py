@@ -9,14 +9,13 @@ DuckDB, so the 2nd and 3rd split of an eval set encode nothing and an unchanged 
 
 import dagster as dg
 
-from cp_assets.defs.corpus.embeddings import embeddings
-from cp_assets.defs.evals.eval_samples import eval_samples
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import eval_split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
-from cp_assets.lib.core import plots
+from cp_assets.defs.corpus.embeddings import embeddings
+from cp_assets.defs.evals.eval_samples import eval_samples
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.reports import proximity
-from cp_assets.lib.core import settings
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore

@@ -10,17 +10,17 @@ of the split, with the percentile in the split's reference distribution (shared 
 
 import dagster as dg
 
-from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
 from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.evals.rollouts import rollouts
-from cp_assets.lib.core import plots
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.reports import proximity
-from cp_assets.lib.core import settings
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
+
 
 class RolloutProximityConfig(dg.Config):
     min_words: int = 3  # sentences of fewer words are not matched

@@ -5,14 +5,13 @@ import time
 
 import dagster as dg
 
-from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
 from cp_assets.defs.core.policies import PG_RETRY
+from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.evals.rollouts import rollouts
-from cp_assets.lib.core import plots
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import plots, settings
 from cp_assets.lib.corpus.ngram_index import open_index
+from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.trace import SPAN_COLUMNS, rollout_span_rows
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore

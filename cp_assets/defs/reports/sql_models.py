@@ -8,7 +8,12 @@ been written. Each run replaces the model's table in the results DuckDB in one t
 
 import dagster as dg
 
-from cp_assets.lib.reports.sql_models import SqlModel, discover, markdown_table, run_model
+from cp_assets.lib.reports.sql_models import (
+    SqlModel,
+    discover,
+    markdown_table,
+    run_model,
+)
 from cp_assets.resources.results import ResultsStore
 
 

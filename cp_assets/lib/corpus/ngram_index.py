@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS postings (h BIGINT NOT NULL, doc INTEGER NOT NULL, po
 
 
 def tokenizer_env() -> str:
-    return os.environ.get("CPROX_NGRAM_TOKENIZER", DEFAULT_TOKENIZER)
+    return settings.ngram_tokenizer(DEFAULT_TOKENIZER)
 
 
 @lru_cache(maxsize=4)

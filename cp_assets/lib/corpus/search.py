@@ -23,9 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cp_assets.lib.core import integrity
-
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import integrity, settings
 from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.corpus.pgvector_store import METRICS, Hit, PgStore
 

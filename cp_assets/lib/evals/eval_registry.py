@@ -21,7 +21,6 @@ The eval-set name prefixes sample ids (`gsm8k:17`). `CPROX_EVALS` points at anot
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -168,9 +167,7 @@ class EvalRegistry(BaseModel):
         return self.get(name).load(limit, self.data_dir, source)
 
 
-def evals_file() -> Path:
-    value = os.environ.get("CPROX_EVALS")
-    return Path(value).expanduser().resolve() if value else settings.REPO_ROOT / "evals.yaml"
+evals_file = settings.evals_file
 
 
 def load_evals(path: Path | str | None = None, data_dir: Path | str | None = None) -> EvalRegistry:

@@ -24,8 +24,15 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from cp_assets.lib.evals.samples import (GSM8KSample, Math500Sample, MathSample, RecallSample, Sample, last_boxed,
-                                   normalize_number)
+from cp_assets.lib.evals.samples import (
+    GSM8KSample,
+    Math500Sample,
+    MathSample,
+    RecallSample,
+    Sample,
+    last_boxed,
+    normalize_number,
+)
 
 MATH_TIMEOUT_S = 5
 MAX_PRED_CHARS = 4000

@@ -142,9 +142,7 @@ class ModelRegistry(BaseModel):
         return list(self.models)
 
 
-def models_file() -> Path:
-    value = os.environ.get("CPROX_MODELS")
-    return Path(value).expanduser().resolve() if value else settings.REPO_ROOT / "models.yaml"
+models_file = settings.models_file
 
 
 def trained_models_file() -> Path:

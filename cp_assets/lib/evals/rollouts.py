@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import collections
-
 from typing import Callable, Iterator, Sequence
 
+from cp_assets.lib.evals.generation import (
+    Backend,
+    GenerationRequest,
+    Rollout,
+    SamplingParams,
+)
 from cp_assets.lib.evals.model_registry import ModelRegistry, ModelSpec, load_models
-from cp_assets.lib.evals.generation import Backend, GenerationRequest, Rollout, SamplingParams
 
 
 def backend_for(spec: ModelSpec, device: str | None = None) -> Backend:

@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Protocol, runtime_checkable
+from typing import (
+    Any,
+    ClassVar,
+    Iterable,
+    Iterator,
+    Literal,
+    Protocol,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict
 

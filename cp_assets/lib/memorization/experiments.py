@@ -60,9 +60,7 @@ class Experiment(BaseModel):
         return [run_id(o, s) for o in self.base.optimizers for s in self.base.seeds]
 
 
-def training_file() -> Path:
-    value = os.environ.get("CPROX_TRAINING")
-    return Path(value).expanduser().resolve() if value else settings.REPO_ROOT / "training.yaml"
+training_file = settings.training_file
 
 
 def load_experiment(path: Path | None = None) -> Experiment:

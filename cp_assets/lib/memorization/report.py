@@ -21,7 +21,6 @@ from collections import defaultdict
 from typing import Callable
 
 from cp_assets.lib.memorization import compare_runs
-
 from cp_assets.lib.reports import report_tables
 
 COLUMNS = ["comparison", "metric", "split", "group_a", "group_b", "n_runs_a", "n_runs_b", "n_items", "mean_a",

@@ -15,16 +15,13 @@ import random
 import time
 from typing import Callable, Sequence
 
-from cp_assets.lib.memorization import extraction as ext
-
-from cp_assets.lib.memorization import membership as mia
-
-from cp_assets.lib.memorization import recall as recall_scores
-
-from cp_assets.lib.reports import report_tables
-from cp_assets.lib.memorization.training import members_of
 from cp_assets.lib.evals.generation import GenerationError, SamplingParams
 from cp_assets.lib.evals.scoring import ScoringUnavailable
+from cp_assets.lib.memorization import extraction as ext
+from cp_assets.lib.memorization import membership as mia
+from cp_assets.lib.memorization import recall as recall_scores
+from cp_assets.lib.memorization.training import members_of
+from cp_assets.lib.reports import report_tables
 
 RECALL_COLUMNS = ["model_id", "sample_id", "category", "title", "exact", "normalized", "char_distance",
                   "word_distance", "char_similarity", "word_similarity", "prefix_words", "n_words", "completion",

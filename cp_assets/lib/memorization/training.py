@@ -19,9 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from cp_assets.lib.core import integrity, settings
 from cp_assets.lib.memorization import experiments as ex
-from cp_assets.lib.core import integrity
-from cp_assets.lib.core import settings
 from cp_assets.lib.memorization.experiments import DocSplit, Experiment
 
 RUN_COLUMNS = ["model_id", "run", "stage", "optimizer", "seed", "status", "n_params", "tokens", "final_train_loss",

@@ -33,7 +33,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
-from cp_assets.lib.reports.trace import chain, covered, kgram_presence, lookup_hits, rare_hits
+from cp_assets.lib.reports.trace import (
+    chain,
+    covered,
+    kgram_presence,
+    lookup_hits,
+    rare_hits,
+)
 
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8
 _NOT_WORD = re.compile(r"[\W_]+")

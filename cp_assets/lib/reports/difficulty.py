@@ -23,8 +23,8 @@ from typing import Any
 
 import duckdb
 
-from cp_assets.lib.reports import report_tables
 from cp_assets.lib.core.stats import Correlation, accuracy_by_bin, spearman
+from cp_assets.lib.reports import report_tables
 
 CORR_COLUMNS = ["eval_set", "split", "variable", "model_id", "n", "rho", "ci_low", "ci_high", "p_value"]
 DIFFICULTY = ("level", "n_steps")

@@ -35,12 +35,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from cp_assets.lib.reports import report_tables
-
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.corpus.pgvector_store import Hit, PgStore
 from cp_assets.lib.corpus.search import memory_search
+from cp_assets.lib.reports import report_tables
 
 REFERENCE_SIZE, REFERENCE_SEED = 1000, 0
 CACHE_DDL = ("CREATE TABLE IF NOT EXISTS embedding_cache (embed_model TEXT NOT NULL, text_hash TEXT NOT NULL, "

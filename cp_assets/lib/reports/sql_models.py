@@ -24,9 +24,8 @@ from typing import Any, Sequence
 
 import duckdb
 
-from cp_assets.lib.reports import report_tables
-
 from cp_assets.lib.core import settings
+from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.results_db import ResultsDB
 
 SQL_DIR = settings.REPO_ROOT / "dbt_like_sql"

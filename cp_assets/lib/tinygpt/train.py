@@ -38,7 +38,14 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 
-from cp_assets.lib.tinygpt.model import GPT, BPETokenizer, GPTConfig, publish_dir, train_tokenizer, write_json
+from cp_assets.lib.tinygpt.model import (
+    GPT,
+    BPETokenizer,
+    GPTConfig,
+    publish_dir,
+    train_tokenizer,
+    write_json,
+)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,16 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from cp_assets.lib.core import integrity
-
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import integrity, settings
+from cp_assets.lib.evals.generation import (
+    GenerationError,
+    GenerationRequest,
+    Rollout,
+    SamplingParams,
+    make_rollout,
+    now,
+)
 from cp_assets.lib.evals.model_registry import ModelSpec
-from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
 from cp_assets.lib.evals.scoring import TokenScores, distribution_stats
 
 LOGIT_BUDGET = 2 ** 28  # most logits (rows x tokens x vocabulary) one scoring forward pass materializes: 1 GiB fp32

@@ -29,8 +29,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from cp_assets.lib.evals.generation import (
+    GenerationError,
+    GenerationRequest,
+    Rollout,
+    SamplingParams,
+    make_rollout,
+    now,
+)
 from cp_assets.lib.evals.model_registry import ModelRegistryError, ModelSpec
-from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
 from cp_assets.lib.evals.scoring import ScoringUnavailable, TokenScores
 
 _CONTEXT_WORDS = ("context length", "context window", "maximum context", "too long", "exceed", "max_model_len",

@@ -21,8 +21,15 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from cp_assets.lib.evals.generation import (
+    GenerationError,
+    GenerationRequest,
+    Rollout,
+    SamplingParams,
+    make_rollout,
+    now,
+)
 from cp_assets.lib.evals.model_registry import ModelSpec
-from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
 from cp_assets.lib.evals.scoring import TokenScores, distribution_stats
 
 

@@ -12,8 +12,15 @@ import importlib.util
 import time
 from typing import Callable, Iterator, Sequence
 
+from cp_assets.lib.evals.generation import (
+    GenerationError,
+    GenerationRequest,
+    Rollout,
+    SamplingParams,
+    make_rollout,
+    now,
+)
 from cp_assets.lib.evals.model_registry import ModelSpec
-from cp_assets.lib.evals.generation import GenerationError, GenerationRequest, Rollout, SamplingParams, make_rollout, now
 from cp_assets.lib.evals.scoring import TokenScores
 
 
