@@ -1,5 +1,5 @@
 """Pictures of a cluster tree for asset metadata: an interactive treemap + sunburst (plotly HTML, opens offline) and a
-static nested treemap (PNG, matplotlib + squarify), and per-cluster rates with Wilson intervals.
+static nested treemap (PNG, matplotlib + squarify), and per-cluster rates with Wilson intervals (`core.stats.wilson`).
 
 Nodes come in as plain dicts: node_id, parent_id, size, name, description (optional), and optionally `value`
 (a rate shown as colour, e.g. the rollout error rate) with `n` (its sample count).
@@ -16,15 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (NaN, NaN for n = 0)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+from cp_assets.lib.core.stats import wilson  # noqa: E402
 
 
 def _label(node: dict, width: int = 28) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from cp_assets.lib.clusters.annotations import annotate_vectors, pieces
-from cp_assets.lib.clusters.plots import wilson
+from cp_assets.lib.core.stats import wilson
 from cp_assets.lib.clusters.tree import Tree
 from cp_assets.lib.reports import report_tables
 

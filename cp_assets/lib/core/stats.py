@@ -119,3 +119,13 @@ def accuracy_by_bin(distances: Sequence[float], correct: Sequence[float], n_bins
         if m.any():
             rows.append((b, float(d[m].min()), float(d[m].max()), float(c[m].mean()), int(m.sum())))
     return rows
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (NaN, NaN for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)

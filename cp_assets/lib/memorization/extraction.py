@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from cp_assets.lib.clusters.plots import wilson
+from cp_assets.lib.core.stats import wilson
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 

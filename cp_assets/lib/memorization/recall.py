@@ -38,7 +38,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from scipy import stats as sps
 
-from cp_assets.lib.clusters.plots import wilson
+from cp_assets.lib.core.stats import wilson
 from cp_assets.lib.evals.grading import normalize_text, recall_match
 
 _WORD = re.compile(r"\S+")

@@ -16,7 +16,6 @@ asset has written them yet, so a report over missing inputs is an empty table, n
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 
 import duckdb
 
-from cp_assets.lib.core import settings
+from cp_assets.lib.core import metadata, settings
 from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.results_db import ResultsDB
 
@@ -182,17 +181,7 @@ def run_model(db: ResultsDB, model: SqlModel, preview_rows: int = 10) -> ModelRu
     return ModelRun(model.name, int(rows), columns, preview)
 
 
-def _cell(v: Any, digits: int) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v).replace("|", "\\|").replace("\n", " ")[:120]
-
-
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
     """A markdown table (floats to `digits` significant digits, long text cut, pipes escaped)."""
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-    body = ["| " + " | ".join(_cell(v, digits) for v in r) + " |" for r in rows]
-    return "\n".join([head, *body])
+    return metadata.table([dict(zip(columns, r)) for r in rows], list(columns), digits)
 

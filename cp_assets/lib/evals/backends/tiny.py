@@ -69,7 +69,7 @@ class TinyBackend:
         except FileNotFoundError as exc:
             raise GenerationError(self.model_id, f"no tiny GPT checkpoint at {self.spec.path}: {exc}") from exc
         except CorruptFile as exc:  # a training result: never rebuilt here, the user retrains it
-            from cp_assets.lib.memorization.training import CorruptCheckpoint
+            from cp_assets.lib.tinygpt.checkpoint import CorruptCheckpoint
 
             raise GenerationError(self.model_id, str(CorruptCheckpoint(exc, self.spec.path))) from None
 

@@ -1,0 +1,20 @@
+"""The clusters domain's definitions: the recursive cluster tree of a split (or `all`), its LLM names, the eval
+questions per cluster and the rollouts placed in the tree; the coverage check and the jobs."""
+
+import dagster as dg
+
+from cp_assets.defs.clusters.annotations import annotations, cluster_report
+from cp_assets.defs.clusters.cluster_names import cluster_names
+from cp_assets.defs.clusters.cluster_tree import check_cluster_tree_covers_every_chunk, cluster_tree
+
+clusters_job = dg.define_asset_job(
+    "clusters_job", selection=dg.AssetSelection.assets(cluster_tree, cluster_names, cluster_report),
+    description="Cluster tree of one split (or `all`), its names, and the eval questions per cluster.",
+)
+annotations_job = dg.define_asset_job(
+    "annotations_job", selection=dg.AssetSelection.assets(annotations),
+    description="One model's rollouts placed in one split's cluster tree, sentence by sentence.",
+)
+
+defs = dg.Definitions(assets=[cluster_tree, cluster_names, cluster_report, annotations],
+                      asset_checks=[check_cluster_tree_covers_every_chunk], jobs=[clusters_job, annotations_job])

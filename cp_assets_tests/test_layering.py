@@ -1,0 +1,86 @@
+"""The layout holds by test, not by hope: the import contracts of pyproject.toml ([tool.importlinter]: lib never
+imports dagster, defs, resources or cli; domain layers; no cycles), every CPROX_* variable read in
+lib/core/settings.py alone, small lib folders, and one defs file per asset named after it."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "cp_assets"
+
+
+def test_import_contracts_are_kept():
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "5 kept, 0 broken" in proc.stdout
+
+
+def test_a_broken_contract_is_reported(tmp_path):
+    """The contract can fail: a lib module that imports dagster breaks it (checked on a copy of the package)."""
+    import shutil
+
+    shutil.copytree(PKG, tmp_path / "cp_assets", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "cp_assets" / "lib" / "core" / "leak.py").write_text('"""A planted violation."""\nimport dagster\n')
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
+    assert proc.returncode == 1
+    assert "cp_assets.lib.core.leak -> dagster" in proc.stdout
+
+
+def _env_reads(tree: ast.AST) -> list[str]:
+    """String literals starting with CPROX_ passed to os.environ.get / os.getenv / os.environ[...]."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            f = ast.unparse(node.func)
+            if f in ("os.environ.get", "os.getenv", "environ.get", "getenv", "os.environ.setdefault"):
+                found.append(node.args[0].value)
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ") \
+                and isinstance(node.slice, ast.Constant):
+            found.append(node.slice.value)
+    return [v for v in found if isinstance(v, str) and v.startswith("CPROX_")]
+
+
+def test_cprox_variables_are_read_in_settings_alone():
+    settings = PKG / "lib" / "core" / "settings.py"
+    readers = {p.relative_to(REPO).as_posix(): _env_reads(ast.parse(p.read_text()))
+               for p in PKG.rglob("*.py") if p != settings}
+    assert {k: v for k, v in readers.items() if v} == {}
+    assert len(_env_reads(ast.parse(settings.read_text()))) >= 5  # the check sees the reads where they are
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in (PKG / "lib").rglob("*") if p.is_dir()
+                                          and p.name != "__pycache__"), ids=lambda p: p.name)
+def test_lib_folders_stay_small(folder):
+    modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+    assert len(modules) <= 15, f"{folder}: {len(modules)} modules"
+
+
+def test_every_module_opens_with_a_docstring():
+    missing = [p.relative_to(REPO).as_posix() for p in PKG.rglob("*.py")
+               if p.stat().st_size and ast.get_docstring(ast.parse(p.read_text())) is None]
+    assert missing == []
+
+
+def test_a_defs_file_is_named_after_its_asset():
+    """Each asset is defined in defs/<domain>/<asset name>.py (SQL models: defs/reports/sql_models.py)."""
+    import inspect
+
+    from cp_assets.definitions import defs
+
+    wrong = {}
+    for a in defs.assets:
+        name = a.key.to_user_string()
+        if a.op.name.startswith("sql_") or "dbt_like_sql" in str(a.metadata_by_key.get(a.key, {})):
+            continue
+        src = Path(inspect.getsourcefile(a.op.compute_fn.decorated_fn)).relative_to(PKG)
+        if src.parts[0] != "defs" or src.stem != name:
+            wrong[name] = src.as_posix()
+    assert wrong == {}
