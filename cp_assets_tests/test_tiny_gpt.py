@@ -1,5 +1,5 @@
 """The tiny GPT (cp_assets/lib/tinygpt/model.py): shapes, parameter groups, checkpoints, tokenizer, batched generation; and
-its backend (cp_assets/lib/backends/tiny.py) through the Backend protocol, on a model with random weights and a BPE
+its backend (cp_assets/lib/evals/backends/tiny.py) through the Backend protocol, on a model with random weights and a BPE
 trained on real text. Training itself is in test_train.py."""
 
 import gzip
