@@ -84,3 +84,13 @@ def test_a_defs_file_is_named_after_its_asset():
         if src.parts[0] != "defs" or src.stem != name:
             wrong[name] = src.as_posix()
     assert wrong == {}
+
+
+def test_loading_the_definitions_imports_no_torch():
+    """GPU boundary: torch, vllm, sentence-transformers and transformers are imported only inside the steps that use
+    them (encoder, generation backends, scoring, the tiny GPT), never by loading the code location or the CLI."""
+    code = ("import sys, cp_assets.definitions, cp_assets.cli.main; "
+            "print(sorted(m for m in ('torch', 'vllm', 'sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
