@@ -1,15 +1,22 @@
 """A run killed with `kill -9` while it holds the `gpu` pool slot: without a daemon nothing frees the slot, and the next
-in-process run of a `gpu` step would wait forever. `cli_common.instance()` reaps such runs (process gone) first."""
+in-process run of a `gpu` step would wait forever. `cli.common.instance()` reaps such runs (process gone) first, and
+`cli.common.materialize` says who holds the slot while one of its steps waits (and reaps a holder that dies then)."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import uuid
 
 import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRun
 
-from cp_assets.cli.common import reap_dead_runs
+from cp_assets.cli.common import materialize, reap_dead_runs
+from cp_assets.cli.pools import HOST_TAG, PID_TAG, holders
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time
@@ -30,13 +37,24 @@ def quick_gpu_step():
     return 1
 
 
-def test_killed_run_is_reaped_and_its_pool_slot_freed(tmp_path):
-    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\n"
-                                           "telemetry:\n  enabled: false\n")
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            env=os.environ | {"DAGSTER_HOME": str(tmp_path)})
+def gpu_instance(home) -> dg.DagsterInstance:
+    """A persistent instance whose `gpu` pool has one slot (as dagster.yaml configures it)."""
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\n"
+                                       "telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def start_holder(home) -> subprocess.Popen:
+    """A real run in another process, holding the `gpu` slot for two minutes."""
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(home)], stdout=subprocess.PIPE, text=True,
+                            env=os.environ | {"DAGSTER_HOME": str(home)})
     assert proc.stdout.readline().strip() == "started"
-    inst = dg.DagsterInstance.from_config(str(tmp_path))
+    return proc
+
+
+def test_killed_run_is_reaped_and_its_pool_slot_freed(tmp_path):
+    inst = gpu_instance(tmp_path)
+    proc = start_holder(tmp_path)
     assert [s.run_id for s in inst.event_log_storage.get_concurrency_info("gpu").claimed_slots]
     assert reap_dead_runs(inst) == []  # alive: left alone
     proc.send_signal(signal.SIGKILL)
@@ -46,3 +64,61 @@ def test_killed_run_is_reaped_and_its_pool_slot_freed(tmp_path):
     assert inst.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
     assert dg.materialize([quick_gpu_step], instance=inst).success  # would wait forever for the slot before
     assert reap_dead_runs(inst) == []
+
+
+def fake_gpu_claim(inst: dg.DagsterInstance, pid: int) -> str:
+    """Test double of another cprox run holding the `gpu` slot: a STARTED run record (tagged with a live pid and this
+    host, no events) and a claimed slot, without any process behind them. Its run id."""
+    run_id = f"fake-holder-{uuid.uuid4().hex[:8]}"
+    inst.add_run(DagsterRun(job_name="fake_holder", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                            tags={HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}))
+    inst.event_log_storage.initialize_concurrency_limit_to_default("gpu")
+    assert inst.event_log_storage.claim_concurrency_slot("gpu", run_id, "fake_step").is_claimed
+    return run_id
+
+
+def materialize_in_thread(inst) -> tuple[threading.Thread, dict]:
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(res=materialize(
+        inst, ["quick_gpu_step"], definitions=dg.Definitions(assets=[quick_gpu_step]), wait_message_every_s=0.5)),
+        daemon=True)  # a failed test leaves no thread waiting on a slot
+    thread.start()
+    return thread, out
+
+
+def wait_for(capsys, text: str, timeout: float = 60) -> str:
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen += capsys.readouterr().err
+    assert text in seen, seen[-2000:]
+    return seen
+
+
+def test_a_wait_for_the_gpu_slot_names_the_run_that_holds_it(tmp_path, capsys):
+    inst = gpu_instance(tmp_path)
+    holder = fake_gpu_claim(inst, os.getpid())
+    assert [h.describe() for h in holders(inst, "gpu")] == \
+        [f"run {holder} (step fake_step, STARTED, pid {os.getpid()} on {socket.gethostname()})"]
+    thread, out = materialize_in_thread(inst)
+    seen = wait_for(capsys, f"held by run {holder} (step fake_step, STARTED, pid {os.getpid()}")
+    assert "step quick_gpu_step of run " in seen and "waits for a `gpu` pool slot" in seen
+    assert thread.is_alive(), "blocked while the slot is held"
+    inst.event_log_storage.free_concurrency_slots_for_run(holder)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and out["res"].ok
+    assert inst.get_run_by_id(holder).status == dg.DagsterRunStatus.STARTED  # a live holder is never reaped
+
+
+def test_a_holder_killed_during_the_wait_is_reaped_and_the_wait_ends(tmp_path, capsys):
+    inst = gpu_instance(tmp_path)
+    proc = start_holder(tmp_path)
+    thread, out = materialize_in_thread(inst)
+    wait_for(capsys, f"STARTED, pid {proc.pid} on {socket.gethostname()})")  # pid from the holder's event log
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    seen = wait_for(capsys, "its process is gone")
+    thread.join(timeout=60)
+    assert not thread.is_alive() and out["res"].ok
+    [dead] = [r for r in inst.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
+    assert f"marked run {dead.run_id} failed" in seen

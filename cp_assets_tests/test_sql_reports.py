@@ -245,3 +245,41 @@ def test_cprox_sql_missing_file_and_exit_status(filled, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cp_assets.cli.reports", "sql", "DROP TABLE rollouts", "--db",
                            str(filled["db"].path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "read-only" in proc.stderr
+
+
+def parse_records(text: str) -> list[dict[str, str]]:
+    """`cprox sql`'s expanded layout (`-[ row N ]` then `column : value` lines) back into rows."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("-[ row "):
+            rows.append({})
+        elif rows and " : " in line:
+            col, _, value = line.partition(" : ")
+            rows[-1][col.strip()] = value
+    return rows
+
+
+def test_cprox_sql_wide_result_prints_records_in_80_columns(materialized, filled, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    db = str(filled["db"].path)
+    assert cprox_sql("SELECT * FROM contamination_summary ORDER BY ALL", "--db", db) == 0
+    text = capsys.readouterr().out
+    expected = query(filled, "SELECT * FROM contamination_summary ORDER BY ALL")
+    with filled["db"].connect(read_only=True) as con:
+        columns = [d[0] for d in con.execute("SELECT * FROM contamination_summary").description]
+    assert len(columns) == 16 and len(expected) >= 2
+    got = parse_records(text)
+    assert [list(r) for r in got] == [columns] * len(expected)  # every column whole, in order, once per row
+    fmt = [["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row] for row in expected]
+    assert [list(r.values()) for r in got] == fmt
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert not set("│┃━─┏┡") & set(text), "no box drawing in a file or pipe"
+
+
+def test_cprox_sql_narrow_result_is_a_plain_table_when_piped(filled, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cprox_sql("SELECT sample_id, row_idx FROM eval_samples WHERE eval_set = 'math500' ORDER BY row_idx",
+                     "--db", str(filled["db"].path), "--limit", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["sample_id", "row_idx"] and set(lines[2]) == {"-", " "}
+    assert [line.split() for line in lines[3:]] == [["math500:0", "0"], ["math500:1", "1"]]

@@ -8,11 +8,11 @@
 
 import json
 import sys
-import time
 
 from rich.console import Console
 from rich.table import Table
 
+from cp_assets.cli.tables import show, yes_no
 from cp_assets.lib.core import settings
 
 err = Console(stderr=True)
@@ -65,26 +65,22 @@ def cmd_clusters(args) -> int:
     trees = args.tree or splits + [ALL_SPLITS_TREE]
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
     add_models(inst, models)
-    table = Table(title="clusters")
-    for col in ("partition", "ok", "figures", "seconds"):
-        table.add_column(col, overflow="fold")
-    failed = False
+    table, failed = [], False
     for selection, keys, ops in (
             (["cluster_tree", "cluster_names", "cluster_report"], [(t, t) for t in trees], names_cfg),
             (["annotations"], [(f"{m} x {s}", dg.MultiPartitionKey({"model": m, "split": s}))
                                for m in models for s in splits if s in trees], {})):
         for label, key in keys:
-            t0 = time.perf_counter()
-            ok, md = materialize(inst, selection, key, args.log_level, ops)
-            failed |= not ok
+            res = materialize(inst, selection, key, args.log_level, ops)
+            md = res.metadata
+            failed |= not res.ok
             tree_md, names_md = md.get("cluster_tree", {}), md.get("cluster_names", {})
             figures = (f"{tree_md.get('chunks', '?')} chunks, {tree_md.get('leaves', '?')} leaves, depth "
                        f"{tree_md.get('max_depth', '?')}; names: {names_md.get('llm', 0)} llm, "
                        f"{names_md.get('keywords', 0)} keywords") if "cluster_tree" in md else \
                 f"{md.get('annotations', {}).get('annotated_units', '?')} units annotated"
-            table.add_row(label, "yes" if ok else "[red]NO[/red]", figures if ok else "",
-                          f"{time.perf_counter() - t0:.1f}")
-    err.print(table)
+            table.append([label, yes_no(res.ok), figures if res.ok else "", f"{res.seconds:.1f}"])
+    show(["partition", "ok", "figures", "seconds"], table, "clusters", stderr=True)
     return 1 if failed else 0
 
 

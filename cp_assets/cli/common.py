@@ -1,10 +1,18 @@
-"""What the `cprox` commands that materialize assets in-process share: the Dagster instance and one run."""
+"""The one way `cprox` commands materialize assets in-process: `instance()` (dead runs reaped, model partitions
+synced) and `materialize()` (a selection for one partition with the code location's resources and tags, watched
+while it waits for a pool slot)."""
+
+from __future__ import annotations
 
 import os
 import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 
 import dagster as dg
 
+from cp_assets.cli import pools
 from cp_assets.lib.core import settings
 
 
@@ -25,35 +33,17 @@ def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
     """Runs still STARTED whose process on this machine no longer exists (a `kill -9`, a crash, a closed terminal)
     are reported failed and their concurrency-pool slots freed; otherwise the next in-process run waits forever for
     the `gpu` slot the dead one holds. (A deployment's daemon does this with `run_monitoring`, see docker/dagster.yaml.)"""
-    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-
     reaped = []
-    for run in inst.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
-        if run.tags.get("cprox/host") not in (None, _host()):
+    for run in inst.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])):
+        if run.tags.get(pools.HOST_TAG) not in (None, pools.host()):
             continue  # started on another machine: its daemon's run monitoring decides
-        pids = {r.dagster_event.pid for r in inst.all_logs(run.run_id) if r.dagster_event and r.dagster_event.pid}
-        if not pids or any(_alive(p) for p in pids):
+        pids = pools.run_pids(inst, run.run_id)
+        if not pids or any(pools.alive(p) for p in pids):
             continue
         inst.report_run_failed(run, f"run {run.run_id}: process {sorted(pids)} is gone")
         inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run.run_id)
     return reaped
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def add_models(inst: dg.DagsterInstance, models: list[str]) -> None:
@@ -62,16 +52,38 @@ def add_models(inst: dg.DagsterInstance, models: list[str]) -> None:
     inst.add_dynamic_partitions("models", [m for m in models if m not in known])
 
 
-def materialize(inst: dg.DagsterInstance, selection: list[str], key, log_level: str = "WARNING",
-                ops: dict | None = None) -> tuple[bool, dict[str, dict]]:
-    """Materialize `selection` (and its checks) for one partition with the code location's resources:
-    (success, {asset: metadata})."""
-    from cp_assets.definitions import defs
+@dataclass
+class Outcome:
+    """One in-process run: success, each asset's materialization metadata, each check's verdict, wall time."""
 
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    res = dg.materialize(assets + list(defs.asset_checks or []), selection=selection, partition_key=key,
-                         instance=inst, resources=defs.resources, raise_on_error=False, tags={"cprox/host": _host()},
-                         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, "ops": ops or {}})
+    ok: bool
+    metadata: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_level: str = "WARNING",
+                ops: dict | None = None, definitions: dg.Definitions | None = None,
+                wait_message_every_s: float = pools.WAIT_MESSAGE_EVERY_S) -> Outcome:
+    """Materialize `selection` (and its checks) for partition `key` with the code location's resources (or those of
+    `definitions`), tagged with this host and pid so a later `instance()` can reap the run if this process dies.
+    While a step waits for a concurrency-pool slot, who holds it is printed every `wait_message_every_s` s."""
+    if definitions is None:
+        from cp_assets.definitions import defs as definitions
+
+    graph = definitions.resolve_asset_graph()
+    used = set().union(*(graph.get(dg.AssetKey.from_user_string(a)).pools or set() for a in selection))
+    invocation = uuid.uuid4().hex
+    assets = [a for a in definitions.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    t0 = time.perf_counter()
+    with pools.PoolWatcher(inst, invocation, used, wait_message_every_s):
+        res = dg.materialize(assets + list(definitions.asset_checks or []), selection=selection, partition_key=key,
+                             instance=inst, resources=definitions.resources or {}, raise_on_error=False,
+                             tags={pools.HOST_TAG: pools.host(), pools.PID_TAG: str(os.getpid()),
+                                   pools.INVOCATION_TAG: invocation},
+                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}},
+                                         "ops": ops or {}})
     md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
           for e in res.get_asset_materialization_events()}
-    return res.success, md
+    checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
+    return Outcome(res.success, md, checks, round(time.perf_counter() - t0, 1))

@@ -19,11 +19,10 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from rich.console import Console
-from rich.table import Table
 
+from cp_assets.cli.tables import show, yes_no
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus import embedded_pg
 
@@ -65,12 +64,9 @@ def cmd_search(args) -> int:
     if args.json:
         print(json.dumps(hits_json(hits), ensure_ascii=False, indent=1))
         return 0
-    table = Table(title=f"nearest chunks ({args.metric}{', exact' if args.exact else ''})")
-    for col in ("rank", "distance", "split", "chunk_id", "text"):
-        table.add_column(col, overflow="fold")
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.distance:.4f}", h.split, h.chunk_id, h.text[:300].replace("\n", " "))
-    out.print(table)
+    show(["rank", "distance", "split", "chunk_id", "text"],
+         [[str(h.rank), f"{h.distance:.4f}", h.split, h.chunk_id, h.text[:300].replace("\n", " ")] for h in hits],
+         f"nearest chunks ({args.metric}{', exact' if args.exact else ''})")
     return 0
 
 
@@ -84,29 +80,19 @@ class _null:
 
 # -- materialize and summary --------------------------------------------------------------------------------------------
 def cmd_materialize(args) -> int:
-    import dagster as dg
-
-    from cp_assets.definitions import corpus_assets, corpus_checks
+    from cp_assets.cli.common import instance, materialize
+    from cp_assets.definitions import corpus_assets
     from cp_assets.lib.corpus.registry import load_registry
-    from cp_assets.resources import deployment_resources
 
     splits = args.split or load_registry().names()
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
-    instance = dg.DagsterInstance.get() if settings.dagster_home_set() else dg.DagsterInstance.ephemeral()
-    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    inst = instance()
     rows, failed = [], False
     for split in splits:
-        t0 = time.perf_counter()
         err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
-        result = dg.materialize(corpus_assets + corpus_checks, selection=names, partition_key=split,
-                                instance=instance, resources=deployment_resources(), run_config=run_config,
-                                raise_on_error=False)
-        figures = {"split": split, "ok": result.success, "seconds": round(time.perf_counter() - t0, 1)}
-        for ev in result.get_asset_materialization_events():
-            md = {k: v.value for k, v in ev.materialization.metadata.items()}
-            figures[ev.asset_key.to_user_string()] = md
-        figures["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        failed |= not result.success or not all(figures["checks"].values())
+        res = materialize(inst, names, split, args.log_level)
+        figures = {"split": split, "ok": res.ok, "seconds": res.seconds, **res.metadata, "checks": res.checks}
+        failed |= not res.ok or not all(res.checks.values())
         rows.append(figures)
     _print_materialize_summary(rows)
     if args.json:
@@ -115,18 +101,16 @@ def cmd_materialize(args) -> int:
 
 
 def _print_materialize_summary(rows: list[dict]) -> None:
-    table = Table(title="materialized")
-    for col in ("split", "ok", "documents", "chunks", "tokens", "embedded", "reused", "embed chunks/s",
-                "embed tokens/s", "checks", "seconds"):
-        table.add_column(col, justify="right")
+    table = []
     for r in rows:
         raw, ch, emb = r.get("raw_corpus", {}), r.get("chunks", {}), r.get("embeddings", {})
         checks = r.get("checks", {})
-        table.add_row(r["split"], "yes" if r["ok"] else "[red]NO[/red]", str(raw.get("documents", "")),
-                      str(ch.get("chunks", "")), str(ch.get("tokens", "")), str(emb.get("embedded", "")),
-                      str(emb.get("reused", "")), str(emb.get("chunks_per_s", "")), str(emb.get("tokens_per_s", "")),
-                      f"{sum(checks.values())}/{len(checks)}" if checks else "", str(r["seconds"]))
-    err.print(table)
+        table.append([r["split"], yes_no(r["ok"]), str(raw.get("documents", "")), str(ch.get("chunks", "")),
+                      str(ch.get("tokens", "")), str(emb.get("embedded", "")), str(emb.get("reused", "")),
+                      str(emb.get("chunks_per_s", "")), str(emb.get("tokens_per_s", "")),
+                      f"{sum(checks.values())}/{len(checks)}" if checks else "", str(r["seconds"])])
+    show(["split", "ok", "documents", "chunks", "tokens", "embedded", "reused", "embed chunks/s", "embed tokens/s",
+          "checks", "seconds"], table, "materialized", stderr=True)
 
 
 def cmd_summary(args) -> int:
@@ -144,12 +128,9 @@ def cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    table = Table(title=f"corpus-proximity: {store.describe()}, model {settings.embed_model()}")
-    for col in ("split", "documents", "chunks", "embeddings", "embedded_at"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(*(str(r[c]) for c in ("split", "documents", "chunks", "embeddings", "embedded_at")))
-    out.print(table)
+    cols = ["split", "documents", "chunks", "embeddings", "embedded_at"]
+    show(cols, [[str(r[c]) for c in cols] for r in rows],
+         f"corpus-proximity: {store.describe()}, model {settings.embed_model()}")
     return 0
 
 
@@ -162,12 +143,9 @@ def cmd_splits(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    table = Table(title=f"{reg.file} (data dir {reg.data_dir})")
-    for col in ("split", "sources", "description"):
-        table.add_column(col, overflow="fold")
-    for name, s in reg.splits.items():
-        table.add_row(name, ", ".join(src.label() for src in s.sources), s.description)
-    out.print(table)
+    show(["split", "sources", "description"],
+         [[name, ", ".join(src.label() for src in s.sources), s.description] for name, s in reg.splits.items()],
+         f"{reg.file} (data dir {reg.data_dir})")
     return 0
 
 

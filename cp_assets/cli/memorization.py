@@ -9,19 +9,12 @@ in DAGSTER_HOME like the UI's).
 
 from __future__ import annotations
 
-import time
-
 from rich.console import Console
-from rich.table import Table
+
+from cp_assets.cli.tables import show, yes_no
 
 err = Console(stderr=True)
-
-
-def _table(title: str) -> Table:
-    table = Table(title=title)
-    for col in ("asset", "partition", "ok", "figures", "seconds"):
-        table.add_column(col, overflow="fold")
-    return table
+COLUMNS = ["asset", "partition", "ok", "figures", "seconds"]
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -34,20 +27,19 @@ def cmd_train(args) -> int:
 
     inst, experiment = instance(), load_experiment()
     runs = args.run or experiment.runs()
-    table, failed = _table("training"), False
+    table, failed = [], False
     for run in runs:
         for asset in ["tiny_models"] + ([] if args.no_sft else ["tiny_sft_models"]):
-            t0 = time.perf_counter()
-            ok, md = materialize(inst, [asset], run, args.log_level)
-            m = md.get(asset, {})
-            failed |= not ok
-            table.add_row(asset, run, "yes" if ok else "[red]NO[/red]",
+            res = materialize(inst, [asset], run, args.log_level)
+            m = res.metadata.get(asset, {})
+            failed |= not res.ok
+            table.append([asset, run, yes_no(res.ok),
                           f"{m.get('model_id')}: val loss {_fmt(m.get('final_val_loss'))}, "
-                          f"{_fmt(m.get('tokens_per_s'), 0)} tokens/s" if ok else "see the run's logs",
-                          f"{time.perf_counter() - t0:.1f}")
-            if not ok:
+                          f"{_fmt(m.get('tokens_per_s'), 0)} tokens/s" if res.ok else "see the run's logs",
+                          f"{res.seconds:.1f}"])
+            if not res.ok:
                 break  # no SFT without its base
-    err.print(table)
+    show(COLUMNS, table, "training", stderr=True)
     return 1 if failed else 0
 
 
@@ -55,6 +47,14 @@ def _trained_models() -> list[str]:
     from cp_assets.lib.evals.model_registry import load_models
 
     return [m for m, spec in load_models().models.items() if spec.backend == "tiny"]
+
+
+def _figures(asset: str, m: dict) -> str:
+    if asset == "verbatim_recall":
+        return f"exact {_fmt(m.get('exact_rate'))}, normalized {_fmt(m.get('normalized_rate'))}"
+    if asset == "membership":
+        return f"{m.get('passages')} passages ({m.get('labels')} labels)"
+    return f"exact {_fmt(m.get('exact_rate'))} of {m.get('prompts')}"
 
 
 def cmd_memorization(args) -> int:
@@ -72,7 +72,7 @@ def cmd_memorization(args) -> int:
     experiment = load_experiment()
     splits = args.split or sorted({experiment.base.split, experiment.sft.split})
     skip = set(args.skip or [])
-    table, failed = _table("memorization"), False
+    table, failed = [], False
     steps = []
     for m in models:
         if "recall" not in skip:
@@ -82,23 +82,16 @@ def cmd_memorization(args) -> int:
         if "extraction" not in skip:
             steps += [("extraction", f"{m} x {s}", dg.MultiPartitionKey({"model": m, "split": s})) for s in splits]
     for asset, label, key in steps:
-        t0 = time.perf_counter()
-        ok, md = materialize(inst, [asset], key, args.log_level)
-        failed |= not ok
-        m = md.get(asset, {})
-        figures = {"verbatim_recall": lambda: f"exact {_fmt(m.get('exact_rate'))}, normalized "
-                                              f"{_fmt(m.get('normalized_rate'))}",
-                   "membership": lambda: f"{m.get('passages')} passages ({m.get('labels')} labels)",
-                   "extraction": lambda: f"exact {_fmt(m.get('exact_rate'))} of {m.get('prompts')}"}[asset]
-        table.add_row(asset, label, "yes" if ok else "[red]NO[/red]", figures() if ok else "see the run's logs",
-                      f"{time.perf_counter() - t0:.1f}")
-    t0 = time.perf_counter()
-    ok, md = materialize(inst, ["memorization_report"], None, args.log_level)
-    failed |= not ok
-    table.add_row("memorization_report", "", "yes" if ok else "[red]NO[/red]",
-                  f"{md.get('memorization_report', {}).get('rows', 0)} comparisons", f"{time.perf_counter() - t0:.1f}")
-    err.print(table)
-    if ok:
+        res = materialize(inst, [asset], key, args.log_level)
+        failed |= not res.ok
+        table.append([asset, label, yes_no(res.ok), _figures(asset, res.metadata.get(asset, {})) if res.ok
+                      else "see the run's logs", f"{res.seconds:.1f}"])
+    res = materialize(inst, ["memorization_report"], None, args.log_level)
+    failed |= not res.ok
+    table.append(["memorization_report", "", yes_no(res.ok),
+                  f"{res.metadata.get('memorization_report', {}).get('rows', 0)} comparisons", f"{res.seconds:.1f}"])
+    show(COLUMNS, table, "memorization", stderr=True)
+    if res.ok:
         _print_comparisons()
     return 1 if failed else 0
 
@@ -112,13 +105,10 @@ def _print_comparisons() -> None:
         report_tables.ensure_readable(con, "memorization_comparisons")
         rows = con.execute("SELECT comparison, metric, coalesce(split, ''), mean_a, mean_b, diff, ci_low, ci_high, "
                            "matched, note FROM memorization_comparisons ORDER BY 1, 2, 3").fetchall()
-    table = Table(title="memorization_comparisons (b - a, 95% bootstrap interval over seeds and items)")
-    for col in ("comparison", "metric", "split", "a", "b", "b - a [95% CI]", "matched"):
-        table.add_column(col, overflow="fold")
-    for comp, metric, split, a, b, d, lo, hi, matched, note in rows:
-        interval = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if d is not None else note
-        table.add_row(comp, metric, split, _fmt(a), _fmt(b), interval, "" if matched is None else str(matched))
-    Console().print(table)
+    show(["comparison", "metric", "split", "a", "b", "b - a [95% CI]", "matched"],
+         [[comp, metric, split, _fmt(a), _fmt(b), f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if d is not None else note,
+           "" if matched is None else str(matched)] for comp, metric, split, a, b, d, lo, hi, matched, note in rows],
+         "memorization_comparisons (b - a, 95% bootstrap interval over seeds and items)")
 
 
 def add_parsers(sub) -> None:

@@ -10,12 +10,10 @@ import json
 import sys
 
 from rich.console import Console
-from rich.table import Table
 
-from cp_assets.lib.core import settings
+from cp_assets.cli.tables import show, yes_no
 
 err = Console(stderr=True)
-out = Console()
 
 
 def cmd_rollout(args) -> int:
@@ -58,28 +56,20 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    table = Table(title=f"models ({reg.source})")
-    for col in ("id", "backend", "source", "description"):
-        table.add_column(col, overflow="fold")
-    for spec in reg.models.values():
-        source = spec.path or (spec.gguf and f"gguf: {spec.gguf.package}") or f"{spec.base_url} ({spec.served_name})"
-        table.add_row(spec.id, spec.backend, source, spec.description)
-    out.print(table)
+    show(["id", "backend", "source", "description"],
+         [[spec.id, spec.backend, spec.path or (spec.gguf and f"gguf: {spec.gguf.package}")
+           or f"{spec.base_url} ({spec.served_name})", spec.description] for spec in reg.models.values()],
+         f"models ({reg.source})")
     return 0
 
 
 def cmd_rollouts(args) -> int:
-    import time
-
     import dagster as dg
 
-    from cp_assets.definitions import eval_assets
-    from cp_assets.defs.evals.models_registry_sensor import sync_model_partitions
+    from cp_assets.cli.common import instance, materialize
     from cp_assets.lib.evals.eval_registry import load_evals
-    from cp_assets.resources import deployment_resources
 
-    instance = dg.DagsterInstance.get() if settings.dagster_home_set() else dg.DagsterInstance.ephemeral()
-    sync_model_partitions(instance)
+    inst = instance()
     eval_sets = args.eval or load_evals().names()
     models = list(args.model)
     if args.trained:
@@ -90,29 +80,19 @@ def cmd_rollouts(args) -> int:
         err.print("no models: name them with --model, or use --trained after `cprox train`")
         return 2
     config = {"limit": args.limit, "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
-    log = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-    table = Table(title="rollouts")
-    for col in ("eval set", "model", "ok", "rollouts", "generated", "skipped", "accuracy", "tokens/s", "seconds"):
-        table.add_column(col, justify="right")
-    failed = False
+    rows, failed = [], False
     for eval_set in eval_sets:
-        res = dg.materialize(eval_assets, selection=["eval_samples"], partition_key=eval_set, instance=instance,
-                             resources=deployment_resources(), run_config=log, raise_on_error=False)
-        failed |= not res.success
+        failed |= not materialize(inst, ["eval_samples"], eval_set, args.log_level).ok
         for model in models:
-            t0 = time.perf_counter()
             key = dg.MultiPartitionKey({"eval_set": eval_set, "model": model})
-            res = dg.materialize(eval_assets, selection=["rollouts"], partition_key=key, instance=instance,
-                                 resources=deployment_resources(), raise_on_error=False,
-                                 run_config=log | {"ops": {"rollouts": {"config": config}}})
-            md = {k: v.value for e in res.get_asset_materialization_events()
-                  for k, v in e.materialization.metadata.items()}
-            failed |= not res.success
-            table.add_row(eval_set, model, "yes" if res.success else "[red]NO[/red]", str(md.get("rollouts", "")),
-                          str(md.get("generated", "")), str(md.get("skipped_existing", "")),
-                          str(md.get("accuracy", "")), str(md.get("tokens_per_s", "")),
-                          f"{time.perf_counter() - t0:.1f}")
-    err.print(table)
+            res = materialize(inst, ["rollouts"], key, args.log_level, {"rollouts": {"config": config}})
+            md = res.metadata.get("rollouts", {})
+            failed |= not res.ok
+            rows.append([eval_set, model, yes_no(res.ok), str(md.get("rollouts", "")), str(md.get("generated", "")),
+                         str(md.get("skipped_existing", "")), str(md.get("accuracy", "")),
+                         str(md.get("tokens_per_s", "")), f"{res.seconds:.1f}"])
+    show(["eval set", "model", "ok", "rollouts", "generated", "skipped", "accuracy", "tokens/s", "seconds"], rows,
+         "rollouts", stderr=True)
     return 1 if failed else 0
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import duckdb
 from rich.console import Console
-from rich.table import Table
 
+from cp_assets.cli.tables import show, yes_no
 from cp_assets.lib.core import settings
 
 err = Console(stderr=True)
-out = Console()
 TABLE_LIMIT = 100
 
 
@@ -66,12 +65,8 @@ def cmd_sql(args) -> int:
         for r in rows:
             print(json.dumps({c: _json_value(v) for c, v in zip(columns, r)}, default=str, ensure_ascii=False))
     else:
-        table = Table(title=f"{path}", title_justify="left")
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            table.add_row(*("" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in r))
-        out.print(table)
+        show(columns, [["" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in r]
+                       for r in rows], str(path))
     if truncated:
         err.print(f"[dim]first {limit} rows shown; --limit N for more, --limit 0 for all[/dim]")
     return 0
@@ -91,8 +86,6 @@ def _stored(query: str) -> list[str]:
 
 
 def cmd_reports(args) -> int:
-    import time
-
     import dagster as dg
 
     from cp_assets.cli.common import add_models, instance, materialize
@@ -105,18 +98,14 @@ def cmd_reports(args) -> int:
     eval_sets = args.eval or _stored("SELECT DISTINCT eval_set FROM eval_samples ORDER BY 1")
     models = args.model or _stored("SELECT DISTINCT model_id FROM rollouts ORDER BY 1")
     add_models(inst, models)
-    table = Table(title="reports")
-    for col in ("partition", "assets", "ok", "figures", "seconds"):
-        table.add_column(col, overflow="fold")
-    failed = False
+    table, failed = [], False
 
     def run(selection: list[str], key, label: str, figures) -> None:
         nonlocal failed
-        t0 = time.perf_counter()
-        ok, md = materialize(inst, selection, key, args.log_level)
-        failed |= not ok
-        table.add_row(label, ", ".join(selection), "yes" if ok else "[red]NO[/red]", figures(md) if ok else "",
-                      f"{time.perf_counter() - t0:.1f}")
+        res = materialize(inst, selection, key, args.log_level)
+        failed |= not res.ok
+        table.append([label, ", ".join(selection), yes_no(res.ok), figures(res.metadata) if res.ok else "",
+                      f"{res.seconds:.1f}"])
 
     have_samples = set(_stored("SELECT DISTINCT eval_set FROM eval_samples"))
     for eval_set in eval_sets:
@@ -136,7 +125,7 @@ def cmd_reports(args) -> int:
                      if graph.get(k).group_name == "reports" and graph.get(k).partitions_def is None]
     run(sorted(unpartitioned), None, "all", lambda md: ", ".join(
         f"{a}: {m['rows']} rows" for a, m in md.items() if "rows" in m))
-    err.print(table)
+    show(["partition", "assets", "ok", "figures", "seconds"], table, "reports", stderr=True)
     return 1 if failed else 0
 
 

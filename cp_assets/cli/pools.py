@@ -1,0 +1,134 @@
+"""Who holds a Dagster concurrency-pool slot, and a watcher that says so while an in-process run waits for one.
+
+Dagster's in-process executor waits for a `gpu` slot silently (one "blocked" event, then one every 5 minutes) and
+polls without sleeping, so a wait behind another run looked like a hang. `PoolWatcher` runs beside `dg.materialize`
+and, every `interval` seconds that a step of the watched run is queued for a full pool, prints which runs hold the
+slots (run id, step, status, pid and host when known). A holder whose process is gone is reaped there and then
+(`reap_dead_runs`), so the wait ends instead of lasting forever.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Self
+
+import dagster as dg
+
+HOST_TAG, PID_TAG, INVOCATION_TAG = "cprox/host", "cprox/pid", "cprox/invocation"
+WAIT_MESSAGE_EVERY_S = 15.0
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_pids(inst: dg.DagsterInstance, run_id: str) -> set[int]:
+    """The pids that wrote the run's events (the in-process run worker)."""
+    return {r.dagster_event.pid for r in inst.all_logs(run_id) if r.dagster_event and r.dagster_event.pid}
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One claimed slot of a pool: the run and step holding it, the run's status, and where it runs."""
+
+    run_id: str
+    step_key: str
+    status: str
+    pid: int | None
+    host: str | None
+
+    def describe(self) -> str:
+        where = f"pid {self.pid}" if self.pid else "pid unknown"
+        return f"run {self.run_id} (step {self.step_key}, {self.status}, {where}{' on ' + self.host if self.host else ''})"
+
+
+def holders(inst: dg.DagsterInstance, pool: str) -> list[Holder]:
+    """The runs holding `pool`'s slots now; pid/host from the run's cprox tags, else from its event log."""
+    out = []
+    for slot in inst.event_log_storage.get_concurrency_info(pool).claimed_slots:
+        run = inst.get_run_by_id(slot.run_id)
+        tags = run.tags if run else {}
+        pid = int(tags[PID_TAG]) if tags.get(PID_TAG, "").isdigit() else min(run_pids(inst, slot.run_id), default=None)
+        out.append(Holder(slot.run_id, slot.step_key, run.status.value if run else "run not in this instance", pid,
+                          tags.get(HOST_TAG)))
+    return out
+
+
+def waiting_steps(inst: dg.DagsterInstance, pool: str, run_id: str) -> list[str]:
+    """Steps of `run_id` queued for `pool` and not holding a slot."""
+    info = inst.event_log_storage.get_concurrency_info(pool)
+    claimed = {(s.run_id, s.step_key) for s in info.claimed_slots}
+    return [p.step_key for p in info.pending_steps if p.run_id == run_id and (p.run_id, p.step_key) not in claimed]
+
+
+class PoolWatcher:
+    """A thread, as a context manager around an in-process run tagged `cprox/invocation=<invocation>`: while one of
+    the run's steps waits for a slot of `pools`, every `interval` s it reaps holders whose process is gone and
+    reports the live ones through `log` (default: stderr)."""
+
+    def __init__(self, inst: dg.DagsterInstance, invocation: str, pools: Iterable[str],
+                 interval: float = WAIT_MESSAGE_EVERY_S, log: Callable[[str], None] | None = None):
+        self.inst, self.invocation, self.pools, self.interval = inst, invocation, sorted(set(pools)), interval
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cprox-pool-watcher", daemon=True)
+        self._run_id: str | None = None
+
+    def __enter__(self) -> Self:
+        if self.pools and self.inst.event_log_storage.supports_global_concurrency_limits:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - a failed look never stops the run it watches
+                self.log(f"(could not read the pool slots: {type(exc).__name__}: {exc})")
+
+    def run_id(self) -> str | None:
+        if self._run_id is None:
+            runs = self.inst.get_runs(dg.RunsFilter(tags={INVOCATION_TAG: self.invocation}), limit=1)
+            self._run_id = runs[0].run_id if runs else None
+        return self._run_id
+
+    def check(self) -> list[str]:
+        """One look: the messages logged (none when the run waits for no slot)."""
+        from cp_assets.cli.common import reap_dead_runs
+
+        run_id, messages = self.run_id(), []
+        if run_id is None:
+            return messages
+        for pool in self.pools:
+            steps = waiting_steps(self.inst, pool, run_id)
+            if not steps:
+                continue
+            for dead in reap_dead_runs(self.inst):
+                messages.append(f"marked run {dead} failed: its process is gone (killed?); its pool slots are free "
+                                "again")
+            held = [h for h in holders(self.inst, pool) if h.run_id != run_id]
+            who = "; ".join(h.describe() for h in held) or "no run (a slot frees up)"
+            messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
+        for msg in messages:
+            self.log(msg)
+        return messages
