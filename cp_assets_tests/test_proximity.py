@@ -1,4 +1,4 @@
-"""Embedding proximity reports: sentence splitting, distance conversions, percentiles, annotation; then the
+"""Embedding proximity reports: sentence splitting, distance conversions, percentiles, nearest-document marks; the
 `eval_proximity` and `rollout_proximity` assets on the test splits (real MiniLM, embedded Postgres, DuckDB, SmolLM2)."""
 
 import gzip
@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from cp_assets.lib.reports import proximity
+from cp_assets.lib.reports import answer_proximity, proximity
 
 from cp_assets.lib.core import settings
 from cp_assets_tests.conftest import metadata
@@ -63,12 +63,12 @@ def test_nearest_other_doc_skips_the_chunks_own_document():
     assert np.isinf(proximity.nearest_other_doc(mat[:2], docs[:2], np.array([0]))[0])
 
 
-def test_annotate_follows_each_sentence_and_keeps_the_text():
+def test_mark_nearest_sentences_follows_each_sentence_and_keeps_the_text():
     completion = "Natalia sold 48 clips in April. In May she sold half as many.\n#### 72"
     rows = [{"unit": "answer", "char_start": 0, "char_end": len(completion)}] + [
         {"unit": "sentence", "idx": i, "char_start": a, "char_end": b, "nn_doc_id": f"gsm8k:{i}", "cosine": 0.1 * i,
          "percentile": 3.0} for i, (a, b, _) in enumerate(proximity.split_sentences(completion))]
-    out = proximity.annotate(completion, rows)
+    out = answer_proximity.mark_nearest_sentences(completion, rows)
     assert out == ("Natalia sold 48 clips in April. [-> gsm8k:0, cos 0.000, p 3] In May she sold half as many. "
                    "[-> gsm8k:1, cos 0.100, p 3]\n#### 72")
     assert re.sub(r" \[-> [^\]]*\]", "", out) == completion

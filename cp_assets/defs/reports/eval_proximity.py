@@ -2,7 +2,7 @@
 
 For every question (`eval_samples.prompt`): its top-k chunks of the split (table `eval_neighbors`), the nearest one's
 cosine / l2 / inner-product distance and its percentile in the split's reference distribution (table
-`eval_proximity`); see `cp_assets/lib/reports/proximity.py`. Question embeddings and the reference are cached in the results
+`eval_proximity`); see `cp_assets.lib.reports.proximity`. Question embeddings and the reference are cached in the results
 DuckDB, so the 2nd and 3rd split of an eval set encode nothing and an unchanged split reuses its reference.
 """
 
@@ -10,11 +10,11 @@ DuckDB, so the 2nd and 3rd split of an eval set encode nothing and an unchanged 
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import eval_split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.evals.eval_samples import eval_samples
-from cp_assets.lib.core import plots, settings
 from cp_assets.lib.reports import proximity
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -46,21 +46,10 @@ class EvalProximityConfig(dg.Config):
 def eval_proximity(context: dg.AssetExecutionContext, config: EvalProximityConfig, encoder: SentenceEncoder,
                    pg: PgVectorStore, results: ResultsStore) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
-    eval_set, split, db = keys["eval_set"], keys["split"], results.db()
-    samples = db.samples(eval_set, limit=config.limit)
-    if not samples:
-        raise ValueError(f"eval set {eval_set!r} has no samples in {db.path}: materialize `eval_samples` first")
-    figures, items = proximity.question_proximity(
-        pg.store(), db, encoder.model, eval_set, split, samples, k=config.k, reference_size=config.reference_size,
-        reference_seed=config.reference_seed, exact=config.exact, ef_search=config.ef_search, log=context.log.info)
-    png = plots.histogram([r["percentile"] for r in items if r["percentile"] is not None],
-                          settings.home() / "plots" / f"eval_proximity_{eval_set}_{split}.png",
-                          f"{eval_set} questions vs split {split}", "percentile of nearest-chunk distance", bins=20)
-    questions = {s["sample_id"]: s["prompt"] for s in samples}
-    return dg.MaterializeResult(metadata=figures | {
-        "percentile_histogram": dg.MetadataValue.md(plots.markdown_image(png, "percentiles")),
-        "closest_items": dg.MetadataValue.md(proximity.closest_table(items, questions)),
-    })
+    return result(proximity.eval_proximity_report(
+        pg.store(), results.db(), encoder.model, keys["eval_set"], keys["split"], k=config.k,
+        reference_size=config.reference_size, reference_seed=config.reference_seed, exact=config.exact,
+        ef_search=config.ef_search, limit=config.limit, log=context.log.info))
 
 
 @dg.asset_check(asset=eval_proximity, partitions_def=eval_split_partitions,

@@ -4,19 +4,19 @@ split.
 Every rollout of the model (all eval sets, every sampling-parameter hash) is embedded whole (unit `answer`) and
 sentence by sentence (unit `sentence`, with character offsets into the completion), and matched to its nearest chunk
 of the split, with the percentile in the split's reference distribution (shared with `eval_proximity`). Table
-`rollout_proximity` in the results DuckDB; `proximity.annotate` renders an answer span by span.
+`rollout_proximity` in the results DuckDB (`cp_assets.lib.reports.answer_proximity`).
 """
 
 
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.evals.rollouts import rollouts
-from cp_assets.lib.core import plots, settings
-from cp_assets.lib.reports import proximity
+from cp_assets.lib.reports import answer_proximity, proximity
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
@@ -47,24 +47,10 @@ class RolloutProximityConfig(dg.Config):
 def rollout_proximity(context: dg.AssetExecutionContext, config: RolloutProximityConfig, encoder: SentenceEncoder,
                       pg: PgVectorStore, results: ResultsStore) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
-    model_id, split, db = keys["model"], keys["split"], results.db()
-    stored = db.rollouts(model_id=model_id)
-    if not stored:
-        raise ValueError(f"model {model_id!r} has no rollouts in {db.path}: materialize `rollouts` first")
-    figures, rows = proximity.answer_proximity(
-        pg.store(), db, encoder.model, model_id, split, stored, min_words=config.min_words,
+    return result(answer_proximity.rollout_proximity_report(
+        pg.store(), results.db(), encoder.model, keys["model"], keys["split"], min_words=config.min_words,
         reference_size=config.reference_size, reference_seed=config.reference_seed, exact=config.exact,
-        ef_search=config.ef_search, log=context.log.info)
-    groups = {k: v for k, v in proximity.answer_cosine_by_correctness(stored, rows).items() if v}
-    png = plots.bars(list(groups), [proximity.quantiles(v)["p50"] for v in groups.values()],
-                     settings.home() / "plots" / f"rollout_proximity_{model_id}_{split}.png",
-                     f"{model_id} answers vs split {split}", "median answer cosine distance",
-                     [len(v) for v in groups.values()])
-    figures["answers_by_correctness"] = {k: len(v) for k, v in groups.items()}
-    return dg.MaterializeResult(metadata=figures | {
-        "answer_distance_by_correctness": dg.MetadataValue.md(plots.markdown_image(png, "answer distance")),
-        "annotated_answers": dg.MetadataValue.md(proximity.annotated_examples(stored, rows, config.examples)),
-    })
+        ef_search=config.ef_search, examples=config.examples, log=context.log.info))
 
 
 @dg.asset_check(asset=rollout_proximity, partitions_def=model_split_partitions,

@@ -1,5 +1,7 @@
-"""Embedding proximity of eval questions and model answers to a corpus split (the `eval_proximity` and
-`rollout_proximity` reports).
+"""Embedding proximity of eval questions and model answers to a corpus split: the machinery both reports share
+(distances, the reference distribution, cached encoding, the search, the row checks, the sentence splitter) and the
+`eval_proximity` report (`question_proximity`, `eval_proximity_report`); the answers' side, `rollout_proximity`,
+is `cp_assets.lib.reports.answer_proximity`.
 
 An item (a question, an answer, one sentence of an answer) is encoded with the split's embedding model and searched
 in the split with the batched memory engine (`search.memory_search`, FAISS over the split's pgvector rows: flat =
@@ -36,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import Markdown, image, table
 from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.corpus.pgvector_store import Hit, PgStore
 from cp_assets.lib.corpus.search import memory_search
@@ -180,12 +183,10 @@ def nearest(store: PgStore, model: str, split: str, vecs: np.ndarray, *, k: int,
                          ef_search=ef_search, cache_dir=cache_dir or settings.home() / "cache" / "indexes")
 
 
-def _write(db, where: dict[str, str], tables: dict[str, list[dict]]) -> dict[str, int]:
+def write(db, where: dict[str, str], tables: dict[str, list[dict]]) -> dict[str, int]:
     """Replace the partition's rows of each table (table -> rows as dicts) in one transaction."""
-    cols = {t: [c.split()[0] for c in report_tables.DDL[t].split(",") if c.strip()] for t in tables}
     with db.connect() as con:
-        return report_tables.replace_tables(con, where, {
-            t: (cols[t], [tuple(r[c] for c in cols[t]) for r in rows]) for t, rows in tables.items()})
+        return report_tables.replace_named(con, where, tables)
 
 
 # -- eval questions -----------------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def question_proximity(store: PgStore, db, model: str, eval_set: str, split: str
     items, neighbors = question_rows(eval_set, split, model, [s["sample_id"] for s in samples], hits, ref)
     t3 = time.perf_counter()
     where = {"eval_set": eval_set, "split": split, "embed_model": model}
-    _write(db, where, {"eval_proximity": items, "eval_neighbors": neighbors})
+    write(db, where, {"eval_proximity": items, "eval_neighbors": neighbors})
     secs = time.perf_counter() - t0
     log(f"{eval_set} x {split}: {len(items)} questions ({encoded} encoded), reference "
         f"{'reused' if ref.reused else 'built'} ({len(ref.cosine)}), {secs:.1f}s")
@@ -240,21 +241,46 @@ def question_proximity(store: PgStore, db, model: str, eval_set: str, split: str
              "percentile": quantiles([r["percentile"] for r in items])} | ref.figures(), items)
 
 
-def closest_table(items: Sequence[dict], questions: dict[str, str], n: int = 10, width: int = 80) -> str:
+CLOSEST_COLUMNS = {"sample": "sample", "question": "question", "nearest": "nearest chunk", "cosine": "cosine",
+                   "percentile": "percentile"}
+
+
+def shorten(text: str | None, width: int = 80) -> str:
+    """Whitespace collapsed, cut at `width` characters with an ellipsis."""
+    t = " ".join((text or "").split())
+    return t[:width] + "…" if len(t) > width else t
+
+
+def closest_table(items: Sequence[dict], questions: dict[str, str], n: int = 10, width: int = 80) -> Markdown:
     """Markdown table of the `n` items nearest to the split."""
-    def cell(text: str | None) -> str:
-        t = " ".join((text or "").split())
-        return (t[:width] + "…" if len(t) > width else t).replace("|", "\\|")
-
     top = sorted((r for r in items if r["min_cosine"] is not None), key=lambda r: r["min_cosine"])[:n]
-    lines = ["| sample | question | nearest chunk | cosine | percentile |", "|---|---|---|---|---|"]
-    lines += [f"| `{r['sample_id']}` | {cell(questions.get(r['sample_id']))} | `{r['nn_chunk_id']}`: "
-              f"{cell(r['nn_text'])} | {r['min_cosine']:.4f} | {r['percentile'] if r['percentile'] is None else round(r['percentile'], 1)} |"
-              for r in top]
-    return "\n".join(lines)
+    rows = [{"sample": f"`{r['sample_id']}`", "question": shorten(questions.get(r["sample_id"]), width),
+             "nearest": f"`{r['nn_chunk_id']}`: {shorten(r['nn_text'], width)}", "cosine": f"{r['min_cosine']:.4f}",
+             "percentile": None if r["percentile"] is None else round(r["percentile"], 1)} for r in top]
+    return table(rows, CLOSEST_COLUMNS, width=4 * width)
 
 
-# -- rollouts -----------------------------------------------------------------------------------------------------
+def eval_proximity_report(store: PgStore, db, model: str, eval_set: str, split: str, *, k: int = 10,
+                          reference_size: int = REFERENCE_SIZE, reference_seed: int = REFERENCE_SEED,
+                          exact: bool = True, ef_search: int = 100, limit: int | None = None,
+                          log: Callable[[str], None] = print) -> dict:
+    """The `eval_proximity` asset's work: the eval set's (first `limit`) stored questions matched in the split
+    (`question_proximity`), and the metadata: figures, a histogram of percentiles, the closest questions."""
+    samples = db.samples(eval_set, limit=limit)
+    if not samples:
+        raise ValueError(f"eval set {eval_set!r} has no samples in {db.path}: materialize `eval_samples` first")
+    figures, items = question_proximity(store, db, model, eval_set, split, samples, k=k,
+                                        reference_size=reference_size, reference_seed=reference_seed, exact=exact,
+                                        ef_search=ef_search, log=log)
+    from cp_assets.lib.core import plots
+
+    png = plots.histogram([r["percentile"] for r in items if r["percentile"] is not None],
+                          settings.home() / "plots" / f"eval_proximity_{eval_set}_{split}.png",
+                          f"{eval_set} questions vs split {split}", "percentile of nearest-chunk distance", bins=20)
+    return figures | {"percentile_histogram": image(png, "percentiles"),
+                      "closest_items": closest_table(items, {s["sample_id"]: s["prompt"] for s in samples})}
+
+# -- sentences (rollout_proximity, cluster annotations) ---------------------------------------------------------------
 _PIECE = re.compile(r"[^\n]+?(?:[.!?]+[\"'”’)\]]*(?=\s)|(?=\n)|$)")
 
 
@@ -268,101 +294,6 @@ def split_sentences(text: str, min_words: int = 3) -> list[tuple[int, int, str]]
         end = m.start() + len(piece.rstrip())
         if end > start and len(text[start:end].split()) >= min_words:
             out.append((start, end, text[start:end]))
-    return out
-
-
-def rollout_units(completion: str, min_words: int = 3) -> list[tuple[str, int, int, int, str]]:
-    """(unit, idx, char_start, char_end, text): the whole answer (stripped), then each sentence."""
-    body = completion.strip()
-    if not body:
-        return []
-    start = completion.index(body)
-    return [("answer", 0, start, start + len(body), body)] + [
-        ("sentence", i, a, b, t) for i, (a, b, t) in enumerate(split_sentences(completion, min_words))]
-
-
-def answer_proximity(store: PgStore, db, model: str, model_id: str, split: str, rollouts: Sequence[Any], *,
-                     min_words: int = 3, reference_size: int = REFERENCE_SIZE, reference_seed: int = REFERENCE_SEED,
-                     exact: bool = True, ef_search: int = 100,
-                     log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
-    """Nearest chunk of every rollout's answer and of each of its sentences in one split; replaces the (model,
-    split) rows of `rollout_proximity`. `rollouts`: `Rollout` records (every eval set and params hash)."""
-    t0 = time.perf_counter()
-    ref = reference(store, db, model, split, size=reference_size, seed=reference_seed)
-    units = [(r, u) for r in rollouts for u in rollout_units(r.completion, min_words)]
-    t1 = time.perf_counter()
-    vecs, encoded, cached = encode_cached(db, model, [u[4] for _, u in units])
-    t2 = time.perf_counter()
-    hits = nearest(store, model, split, vecs, k=1, exact=exact, ef_search=ef_search)
-    cos = np.array([h[0].distance if h else np.nan for h in hits])
-    l2, ip = distances_from_cosine(cos)
-    pct = percentiles(cos, ref.cosine)
-    rows = []
-    for (r, (unit, idx, a, b, text)), h, c, e, i, p in zip(units, hits, cos, l2, ip, pct):
-        rows.append({"model_id": model_id, "split": split, "eval_set": r.eval_set, "sample_id": r.sample_id,
-                     "params_hash": r.params_hash, "unit": unit, "idx": idx, "char_start": a, "char_end": b,
-                     "text": text, "embed_model": model, "nn_chunk_id": h[0].chunk_id if h else None,
-                     "nn_doc_id": h[0].doc_id if h else None, "cosine": float(c) if h else None,
-                     "l2": float(e) if h else None, "inner_product": float(i) if h else None,
-                     "percentile": float(p) if h and np.isfinite(p) else None})
-    t3 = time.perf_counter()
-    _write(db, {"model_id": model_id, "split": split}, {"rollout_proximity": rows})
-    secs = time.perf_counter() - t0
-    answers = [x for x in rows if x["unit"] == "answer"]
-    sentences = [x for x in rows if x["unit"] == "sentence"]
-    close = [x for x in sentences if x["percentile"] is not None and x["percentile"] <= 5]
-    log(f"{model_id} x {split}: {len(rollouts)} rollouts, {len(rows)} units ({encoded} encoded), {secs:.1f}s")
-    return ({"rollouts": len(rollouts), "empty_completions": len(rollouts) - len(answers),
-             "eval_sets": sorted({str(r.eval_set) for r in rollouts}),
-             "params_hashes": len({r.params_hash for r in rollouts}), "answers": len(answers),
-             "sentences": len(sentences), "sentences_per_answer": round(len(sentences) / len(answers), 2)
-             if answers else None, "units_encoded": encoded, "units_cached": cached, "embed_model": model,
-             "encode_seconds": round(t2 - t1, 3), "search_seconds": round(t3 - t2, 3), "seconds": round(secs, 3),
-             "units_per_s": round(len(rows) / secs, 1) if secs else None,
-             "answer_cosine": quantiles([x["cosine"] for x in answers]),
-             "sentence_percentile": quantiles([x["percentile"] for x in sentences]),
-             "close_sentence_rate": round(len(close) / len(sentences), 4) if sentences else None} | ref.figures(),
-            rows)
-
-
-def correctness(value: bool | None) -> str:
-    return "ungraded" if value is None else "correct" if value else "incorrect"
-
-
-def annotate(completion: str, rows: Sequence[dict]) -> str:
-    """The answer with each sentence followed by `[-> doc_id, cos 0.231, p 4]` (its nearest chunk's document,
-    cosine distance and percentile); the text between sentences is kept as it is."""
-    out, pos = [], 0
-    for r in sorted((r for r in rows if r["unit"] == "sentence"), key=lambda r: r["char_start"]):
-        pct = "" if r.get("percentile") is None else f", p {r['percentile']:.0f}"
-        out += [completion[pos:r["char_end"]], f" [-> {r['nn_doc_id']}, cos {r['cosine']:.3f}{pct}]"]
-        pos = r["char_end"]
-    return "".join(out) + completion[pos:]
-
-
-def annotated_examples(rollouts: Sequence[Any], rows: Sequence[dict], n: int = 3) -> str:
-    """Markdown: the `n` answers nearest to the split (answer-level cosine), annotated sentence by sentence."""
-    by_key: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by_key.setdefault((r["sample_id"], r["params_hash"]), []).append(r)
-    answers = sorted((r for r in rows if r["unit"] == "answer" and r["cosine"] is not None), key=lambda r: r["cosine"])
-    completions = {(r.sample_id, r.params_hash): r for r in rollouts}
-    parts = []
-    for a in answers[:n]:
-        ro = completions[(a["sample_id"], a["params_hash"])]
-        parts.append(f"**`{a['sample_id']}`** (params `{a['params_hash']}`, {correctness(ro.correct)}; answer -> "
-                     f"`{a['nn_doc_id']}`, cos {a['cosine']:.3f})\n\n```text\n"
-                     f"{annotate(ro.completion, by_key[(a['sample_id'], a['params_hash'])]).replace('```', '`‵`')}"
-                     f"\n```")
-    return "\n\n".join(parts) or "(no answers)"
-
-
-def answer_cosine_by_correctness(rollouts: Sequence[Any], rows: Sequence[dict]) -> dict[str, list[float]]:
-    graded = {(r.sample_id, r.params_hash): correctness(r.correct) for r in rollouts}
-    out: dict[str, list[float]] = {"correct": [], "incorrect": [], "ungraded": []}
-    for r in rows:
-        if r["unit"] == "answer" and r["cosine"] is not None:
-            out[graded[(r["sample_id"], r["params_hash"])]].append(r["cosine"])
     return out
 
 

@@ -153,6 +153,18 @@ def replace_tables(con: duckdb.DuckDBPyConnection, where: dict[str, str],
     return {t: len(rows) for t, (_, rows) in tables.items()}
 
 
+def columns(table: str) -> list[str]:
+    """The column names of a report table, in schema order."""
+    return [c.split()[0] for c in DDL[table].split(",") if c.strip()]
+
+
+def replace_named(con: duckdb.DuckDBPyConnection, where: dict[str, str],
+                  tables: dict[str, list[dict]]) -> dict[str, int]:
+    """`replace_tables` of named rows (table -> dicts keyed by the table's columns), in one transaction."""
+    return replace_tables(con, where, {t: (columns(t), [tuple(r[c] for c in columns(t)) for r in rows])
+                                       for t, rows in tables.items()})
+
+
 def ensure_readable(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
     """On a read-only connection: create missing tables as empty temp views, so readers need no writer first."""
     for t in tables:

@@ -7,17 +7,29 @@ occur at that document position. A span is *maximal* when no other matched segme
 count is the number of segments equal to it, which is exact (every occurrence of a maximal span lies on a diagonal
 whose segment is exactly that span). The same segments give contamination evidence: which query tokens sit inside a
 match of >= L tokens, and which query k-grams (k >= n) occur in the split.
+
+`trace_rollouts` is the `rollout_traces` asset's work: every stored rollout of a model traced in one split, table
+`rollout_spans` replaced for the (model, split), and the asset metadata rendered.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, tokenize
+from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import image, table
+from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, open_index, tokenize
+from cp_assets.lib.reports import report_tables
+
+if TYPE_CHECKING:
+    from cp_assets.lib.corpus.pgvector_store import PgStore
+    from cp_assets.lib.reports.results_db import ResultsDB
 
 
 @dataclass(frozen=True)
@@ -207,21 +219,49 @@ def trace(index: NgramIndex, text: str, **kw) -> list[Span]:
     return trace_many(index, [text], **kw)[0]
 
 
-SPAN_COLUMNS = ["model_id", "split", "eval_set", "sample_id", "params_hash", "token_start", "token_end", "char_start",
-                "char_end", "text", "n_tokens", "count", "n_docs", "docs"]
+LONGEST_COLUMNS = {"sample_id": "sample", "n_tokens": "tokens", "count": "count", "n_docs": "docs", "text": "span"}
 
 
 def rollout_span_rows(split: str, rollouts: Sequence, index: NgramIndex, min_tokens: int, max_docs: int = 3,
-                      doc_text: DocText | None = None, batch: int = 256) -> list[tuple]:
-    """Rows of `rollout_spans`: the maximal verbatim spans of each rollout's completion in the split."""
-    import json
-
+                      doc_text: DocText | None = None, batch: int = 256) -> list[dict]:
+    """Rows of `rollout_spans` (keys: its columns): the maximal verbatim spans of each rollout's completion."""
     rows = []
     for i in range(0, len(rollouts), batch):
         part = rollouts[i:i + batch]
         for r, spans in zip(part, trace_many(index, [r.completion for r in part], min_tokens=min_tokens,
                                              max_docs=max_docs, doc_text=doc_text)):
-            rows += [(r.model_id, split, r.eval_set, r.sample_id, r.params_hash, s.token_start, s.token_end,
-                      s.char_start, s.char_end, s.text, s.n_tokens, s.count, s.n_docs,
-                      json.dumps([asdict(loc) for loc in s.locations])) for s in spans]
+            rows += [{"model_id": r.model_id, "split": split, "eval_set": r.eval_set, "sample_id": r.sample_id,
+                      "params_hash": r.params_hash, "token_start": s.token_start, "token_end": s.token_end,
+                      "char_start": s.char_start, "char_end": s.char_end, "text": s.text, "n_tokens": s.n_tokens,
+                      "count": s.count, "n_docs": s.n_docs,
+                      "docs": json.dumps([asdict(loc) for loc in s.locations])} for s in spans]
     return rows
+
+
+def trace_rollouts(store: PgStore, db: ResultsDB, model_id: str, split: str, *, min_tokens: int, max_docs: int,
+                   log: Callable[[str], None] = print) -> dict:
+    """The `rollout_traces` asset's work: trace every stored rollout of `model_id` in the split's n-gram index,
+    replace the (model, split) rows of `rollout_spans`, and return the asset metadata (counts, rates, the longest
+    spans as a table, a histogram of span lengths)."""
+    t0 = time.perf_counter()
+    done = db.rollouts(model_id=model_id)
+    rows = rollout_span_rows(split, done, open_index(split), min_tokens, max_docs,
+                             doc_text=lambda ids: store.document_texts(split, ids))
+    with db.connect() as con:
+        report_tables.replace_named(con, {"model_id": model_id, "split": split}, {"rollout_spans": rows})
+    secs = time.perf_counter() - t0
+    traced = {(r["sample_id"], r["params_hash"]) for r in rows}
+    log(f"{model_id} x {split}: {len(rows)} spans in {len(traced)}/{len(done)} rollouts, {secs:.1f}s")
+    longest = sorted(rows, key=lambda r: -r["n_tokens"])[:10]
+    meta = {"rollouts": len(done), "rollouts_with_spans": len(traced), "spans": len(rows),
+            "share_with_spans": round(len(traced) / len(done), 4) if done else None,
+            "seconds": round(secs, 2), "rollouts_per_s": round(len(done) / secs, 1) if secs else None,
+            "longest_spans": table(longest, LONGEST_COLUMNS, width=80)}
+    if rows:
+        from cp_assets.lib.core import plots
+
+        png = plots.histogram([r["n_tokens"] for r in rows],
+                              settings.home() / "plots" / f"rollout_spans_{model_id}_{split}.png",
+                              f"{model_id} in {split}: verbatim span lengths", "tokens")
+        meta["span_lengths"] = image(png, "span lengths")
+    return meta
