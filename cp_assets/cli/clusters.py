@@ -22,7 +22,7 @@ out = Console()
 def cmd_annotate(args) -> int:
     from cp_assets.lib.clusters import report as cluster_report
     from cp_assets.lib.clusters import store as cluster_store
-    from cp_assets.lib.clusters.annotations import annotate
+    from cp_assets.lib.clusters.annotations import place_sentences
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import encode, model_slug
     from cp_assets.lib.corpus.pgvector_store import PgStore
@@ -37,7 +37,7 @@ def cmd_annotate(args) -> int:
     names = cluster_report.load_names(ResultsDB(), args.tree, model)
     if not names:
         err.print(f"[yellow]tree {args.tree!r} has no names yet (materialize `cluster_names`): showing node ids")
-    [rows] = annotate(tree, {i: v["name"] for i, v in names.items()}, [text], lambda t: encode(model, t))
+    [rows] = place_sentences(tree, {i: v["name"] for i, v in names.items()}, [text], lambda t: encode(model, t))
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return 0

@@ -1,10 +1,9 @@
 """`cluster_tree`: the recursive cluster tree of one split's chunk embeddings (or of every split's: tree "all"),
 stored in Postgres (centroids as vectors) and exported to the results DuckDB; `cluster_names` names its nodes."""
 
-import time
-
 import dagster as dg
 
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import (
     ALL_SPLITS_TREE,
     embeddings_to_trees,
@@ -12,8 +11,7 @@ from cp_assets.defs.core.partitions import (
 )
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
-from cp_assets.lib.clusters import store as cluster_store
-from cp_assets.lib.clusters.tree import build_tree
+from cp_assets.lib.clusters.materialize import materialize_tree
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -44,31 +42,11 @@ class ClusterTreeConfig(dg.Config):
 )
 def cluster_tree(context: dg.AssetExecutionContext, config: ClusterTreeConfig, encoder: SentenceEncoder,
                  pg: PgVectorStore, results: ResultsStore) -> dg.MaterializeResult:
-    name, store, t0 = context.partition_key, pg.store(), time.perf_counter()
-    slug = model_slug(encoder.model)
-    vectors, ids, splits = cluster_store.load_vectors(store, slug, "all" if name == ALL_SPLITS_TREE else name)
-    context.log.info(f"tree {name}: {len(ids):,} chunks of {sorted(set(splits))}")
-    tree = build_tree(vectors, ids, splits, seed=config.seed, max_depth=config.max_depth, min_size=config.min_size,
-                      branching=(config.branching_min, config.branching_max), min_quality=config.min_quality,
-                      sample_size=config.sample_size, log=context.log.info)
-    for w in tree.warnings:
-        context.log.warning(w)
-    version = cluster_store.save_tree(store, name, slug, tree)
-    with results.db().connect() as con:
-        exported = cluster_store.export_to_duckdb(tree, con, tree=name, embed_model=encoder.model)
-    secs = time.perf_counter() - t0
-    summary = tree.summary()
-    top = sorted((n for n in tree.nodes.values() if n.depth == 1), key=lambda n: -n.size)
-    table = "| node | chunks | quality | per split |\n|---|---|---|---|\n" + "".join(
-        f"| {n.node_id} | {n.size:,} | {'' if n.quality is None else f'{n.quality:.3f}'} | {n.split_counts} |\n"
-        for n in top)
-    return dg.MaterializeResult(metadata={
-        **{k: v for k, v in summary.items() if k not in ("warnings", "stop_reasons") and v is not None},
-        "stop_reasons": dg.MetadataValue.json(summary["stop_reasons"]),
-        "warnings": "; ".join(tree.warnings) or "none", "version": version, "embed_model": encoder.model,
-        "seconds": round(secs, 2), "chunks_per_s": round(len(ids) / secs) if secs else None,
-        "duckdb_rows": dg.MetadataValue.json(exported), "top_level": dg.MetadataValue.md(table),
-    })
+    return result(materialize_tree(
+        pg.store(), results.db(), context.partition_key, encoder.model, log=context.log.info, warn=context.log.warning,
+        seed=config.seed, max_depth=config.max_depth, min_size=config.min_size,
+        branching=(config.branching_min, config.branching_max), min_quality=config.min_quality,
+        sample_size=config.sample_size))
 
 
 @dg.asset_check(asset=cluster_tree, partitions_def=tree_partitions, blocking=True,

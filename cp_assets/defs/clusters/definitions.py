@@ -3,9 +3,13 @@ questions per cluster and the rollouts placed in the tree; the coverage check an
 
 import dagster as dg
 
-from cp_assets.defs.clusters.annotations import annotations, cluster_report
+from cp_assets.defs.clusters.annotations import annotations
 from cp_assets.defs.clusters.cluster_names import cluster_names
-from cp_assets.defs.clusters.cluster_tree import check_cluster_tree_covers_every_chunk, cluster_tree
+from cp_assets.defs.clusters.cluster_report import cluster_report
+from cp_assets.defs.clusters.cluster_tree import (
+    check_cluster_tree_covers_every_chunk,
+    cluster_tree,
+)
 
 clusters_job = dg.define_asset_job(
     "clusters_job", selection=dg.AssetSelection.assets(cluster_tree, cluster_names, cluster_report),

@@ -60,8 +60,8 @@ def annotate_vectors(tree: Tree, vectors: np.ndarray) -> list[tuple[str, list[st
     return out
 
 
-def annotate(tree: Tree, names: dict[str, str], texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
-             min_words: int = 3) -> list[list[Annotation]]:
+def place_sentences(tree: Tree, names: dict[str, str], texts: Sequence[str],
+                    encode: Callable[[list[str]], np.ndarray], min_words: int = 3) -> list[list[Annotation]]:
     """Per text, per sentence: nearest leaf and named path. `encode` maps texts to unit vectors (the tree's model);
     `names`: node id -> name (a missing name shows the node id)."""
     split = [pieces(t, min_words) for t in texts]

@@ -123,14 +123,3 @@ def question_rows(tree_name: str, embed_model: str, tree: Tree, names: Mapping[s
     return [(tree_name, embed_model, s["eval_set"], s["sample_id"], leaf, top_id(tree, leaf),
              node_path(tree, plain, leaf), dists[-1])
             for s, (leaf, _, dists) in zip(samples, annotate_vectors(tree, vectors))]
-
-
-def counts_by(rows: Sequence[tuple], key: int, group: int) -> dict[str, dict[str, int]]:
-    """{row[key]: {row[group]: count}} e.g. top cluster -> eval set -> questions."""
-    out: dict[str, dict[str, int]] = {}
-    for r in rows:
-        d = out.setdefault(r[key], {})
-        d[r[group]] = d.get(r[group], 0) + 1
-    return out
-
-
