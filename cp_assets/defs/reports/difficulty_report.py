@@ -9,7 +9,7 @@ plots and tables to the materialization (`cp_assets.lib.reports.difficulty`).
 
 import dagster as dg
 
-from cp_assets.lib.core import settings
+from cp_assets.defs.core.metadata import result
 from cp_assets.lib.reports import difficulty
 from cp_assets.resources.results import ResultsStore
 
@@ -32,17 +32,6 @@ class DifficultyReportConfig(dg.Config):
 )
 def difficulty_report(context: dg.AssetExecutionContext, config: DifficultyReportConfig,
                       results: ResultsStore) -> dg.MaterializeResult:
-    db = results.db()
-    with db.connect(read_only=True) as con:
-        rep = difficulty.build_report(con, n_boot=config.n_boot, seed=config.seed, n_bins=config.n_bins,
-                                      embed_model=config.embed_model or settings.embed_model())
-    with db.connect() as con:
-        n = difficulty.write_correlations(con, rep.correlations)
-    for note in rep.notes:
-        context.log.warning(note)
-    md = difficulty.figures(rep, settings.home() / "plots" / "difficulty_report")
-    return dg.MaterializeResult(metadata={
-        "correlations_written": n, "embed_model": rep.embed_model or "",
-        "notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in rep.notes) or "every part ran"),
-        **{k: dg.MetadataValue.md(v) for k, v in md.items()},
-    })
+    return result(difficulty.difficulty_report(results.db(), n_boot=config.n_boot, seed=config.seed,
+                                               n_bins=config.n_bins, embed_model=config.embed_model,
+                                               warn=context.log.warning))

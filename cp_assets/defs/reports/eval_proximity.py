@@ -2,8 +2,8 @@
 
 For every question (`eval_samples.prompt`): its top-k chunks of the split (table `eval_neighbors`), the nearest one's
 cosine / l2 / inner-product distance and its percentile in the split's reference distribution (table
-`eval_proximity`); see `cp_assets.lib.reports.proximity`. Question embeddings and the reference are cached in the results
-DuckDB, so the 2nd and 3rd split of an eval set encode nothing and an unchanged split reuses its reference.
+`eval_proximity`); see `cp_assets.lib.reports.proximity`. Question embeddings and the reference are cached in the
+results DuckDB, so the 2nd and 3rd split of an eval set encode nothing and an unchanged split reuses its reference.
 """
 
 

@@ -8,12 +8,8 @@ been written. Each run replaces the model's table in the results DuckDB in one t
 
 import dagster as dg
 
-from cp_assets.lib.reports.sql_models import (
-    SqlModel,
-    discover,
-    markdown_table,
-    run_model,
-)
+from cp_assets.defs.core.metadata import result
+from cp_assets.lib.reports.sql_models import SqlModel, discover, run_model_report
 from cp_assets.resources.results import ResultsStore
 
 
@@ -28,14 +24,7 @@ def build_sql_model_asset(model: SqlModel) -> dg.AssetsDefinition:
         metadata={"sql_file": str(model.path)},
     )
     def _sql_model(context: dg.AssetExecutionContext, results: ResultsStore) -> dg.MaterializeResult:
-        run = run_model(results.db(), model)
-        context.log.info(f"{model.name}: {run.rows} rows")
-        return dg.MaterializeResult(metadata={
-            "rows": run.rows,
-            "columns": ", ".join(run.columns),
-            "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
-            "preview": dg.MetadataValue.md(markdown_table(run.columns, run.preview) if run.preview else "(no rows)"),
-        })
+        return result(run_model_report(results.db(), model, log=context.log.info))
 
     return _sql_model
 

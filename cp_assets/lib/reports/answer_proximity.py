@@ -109,11 +109,10 @@ def annotated_examples(rollouts: Sequence[Any], rows: Sequence[dict], n: int = 3
     completions = {(r.sample_id, r.params_hash): r for r in rollouts}
     parts = []
     for a in answers[:n]:
-        ro = completions[(a["sample_id"], a["params_hash"])]
-        parts.append(f"**`{a['sample_id']}`** (params `{a['params_hash']}`, {correctness(ro.correct)}; answer -> "
-                     f"`{a['nn_doc_id']}`, cos {a['cosine']:.3f})\n\n```text\n"
-                     f"{mark_nearest_sentences(ro.completion, by_key[(a['sample_id'], a['params_hash'])]).replace('```', '`‵`')}"
-                     f"\n```")
+        key = (a["sample_id"], a["params_hash"])
+        marked = mark_nearest_sentences(completions[key].completion, by_key[key]).replace("```", "`‵`")
+        parts.append(f"**`{a['sample_id']}`** (params `{a['params_hash']}`, {correctness(completions[key].correct)}; "
+                     f"answer -> `{a['nn_doc_id']}`, cos {a['cosine']:.3f})\n\n```text\n{marked}\n```")
     return Markdown("\n\n".join(parts) or "(no answers)")
 
 

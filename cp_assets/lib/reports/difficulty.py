@@ -10,7 +10,8 @@ From the results DuckDB, per corpus split and eval set, with bootstrap 95% inter
 - answer distance against correctness per model (`rollout_proximity`, unit 'answer': `answer_cosine_vs_correct`);
 - the contamination rate (share of items flagged) per eval set and split.
 A positive rho for `*_vs_level` / `*_vs_n_steps` supports "harder questions are further from the training data".
-Inputs that are missing or empty are skipped with a note. Rows go to table `proximity_correlations`.
+Inputs that are missing or empty are skipped with a note. Rows go to table `proximity_correlations`;
+`difficulty_report` is the asset's work (the analysis, the rows, the metadata).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 
+from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import Markdown, image
 from cp_assets.lib.core.stats import Correlation, accuracy_by_bin, spearman
 from cp_assets.lib.reports import report_tables
 
@@ -213,18 +216,19 @@ def hypothesis_rows(rep: Report) -> list[tuple]:
     return out
 
 
-def figures(rep: Report, out_dir: Path) -> dict[str, str]:
+def figures(rep: Report, out_dir: Path) -> dict[str, Markdown]:
     """Markdown (tables, inline PNGs) for the asset metadata: hypothesis, correlations, the four plots."""
     from cp_assets.lib.core import plots
     from cp_assets.lib.reports import plots as report_plots
     from cp_assets.lib.reports.sql_models import markdown_table
 
-    md: dict[str, str] = {}
+    md: dict[str, Markdown] = {}
     hyp = hypothesis_rows(rep)
     if hyp:
-        md["hypothesis"] = (f"**Hypothesis: {HYPOTHESIS}** (Spearman rho of nearest-neighbour cosine distance vs "
-                            "difficulty, 95% bootstrap CI; rho > 0 supports it)\n\n" + markdown_table(
-                                ["split", "eval set", "difficulty", "n", "rho [95% CI]", "p", "reading"], hyp))
+        md["hypothesis"] = Markdown(
+            f"**Hypothesis: {HYPOTHESIS}** (Spearman rho of nearest-neighbour cosine distance vs difficulty, 95% "
+            "bootstrap CI; rho > 0 supports it)\n\n"
+            + markdown_table(["split", "eval set", "difficulty", "n", "rho [95% CI]", "p", "reading"], hyp))
     if rep.correlations:
         md["correlations"] = markdown_table(CORR_COLUMNS, [r.row() for r in rep.correlations], digits=3)
     for kind, xlabel in (("level", "level"), ("n_steps", "solution steps")):
@@ -232,13 +236,13 @@ def figures(rep: Report, out_dir: Path) -> dict[str, str]:
         if panels:
             png = report_plots.box_strip(panels, out_dir / f"distance_by_{kind}.png",
                                          f"nearest-neighbour distance by {xlabel}", xlabel, "min cosine distance")
-            md[f"distance_by_{kind}_plot"] = plots.markdown_image(png, f"distance by {xlabel}")
+            md[f"distance_by_{kind}_plot"] = image(png, f"distance by {xlabel}")
     if rep.accuracy_bins:
         series = {f"{m} / {e} / {s}": ([b[0] for b in bins], [b[3] for b in bins])
                   for (s, e, m), bins in rep.accuracy_bins.items()}
         png = report_plots.lines(series, out_dir / "accuracy_by_distance.png", "accuracy by question distance "
                                  "quintile", "distance quintile (1 = closest)", "accuracy")
-        md["accuracy_by_distance_plot"] = plots.markdown_image(png, "accuracy by distance quintile")
+        md["accuracy_by_distance_plot"] = image(png, "accuracy by distance quintile")
         md["accuracy_by_distance"] = markdown_table(
             ["split", "eval set", "model", "quintile", "min distance", "max distance", "accuracy", "n"],
             [(s, e, m, *b) for (s, e, m), bins in rep.accuracy_bins.items() for b in bins], digits=3)
@@ -246,6 +250,23 @@ def figures(rep: Report, out_dir: Path) -> dict[str, str]:
         png = plots.bars([f"{e}/{s}" for e, s, _, _ in rep.contamination], [r for *_, r in rep.contamination],
                          out_dir / "contamination_rate.png", "contamination rate (share flagged)", "rate",
                          [n for _, _, n, _ in rep.contamination])
-        md["contamination_plot"] = plots.markdown_image(png, "contamination rate")
+        md["contamination_plot"] = image(png, "contamination rate")
         md["contamination"] = markdown_table(["eval set", "split", "n", "rate"], rep.contamination, digits=3)
     return md
+
+
+def difficulty_report(db, *, n_boot: int = 1000, seed: int = 0, n_bins: int = 5, embed_model: str | None = None,
+                      out_dir: Path | None = None, warn: Callable[[str], None] = print) -> dict:
+    """The `difficulty_report` asset's work: `build_report` over the results DuckDB (`embed_model` default:
+    CPROX_EMBED_MODEL when present), `proximity_correlations` replaced, each note passed to `warn`, and the metadata
+    (rows written, notes, tables and plots under `out_dir`, default CPROX_HOME/plots/difficulty_report)."""
+    with db.connect(read_only=True) as con:
+        rep = build_report(con, n_boot=n_boot, seed=seed, n_bins=n_bins,
+                           embed_model=embed_model or settings.embed_model())
+    with db.connect() as con:
+        n = write_correlations(con, rep.correlations)
+    for note in rep.notes:
+        warn(note)
+    return {"correlations_written": n, "embed_model": rep.embed_model or "",
+            "notes": Markdown("\n".join(f"- {x}" for x in rep.notes) or "every part ran"),
+            **figures(rep, out_dir or settings.home() / "plots" / "difficulty_report")}

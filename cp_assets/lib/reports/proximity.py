@@ -216,7 +216,8 @@ def question_rows(eval_set: str, split: str, model: str, sample_ids: Sequence[st
 
 def question_proximity(store: PgStore, db, model: str, eval_set: str, split: str, samples: Sequence[dict], *,
                        k: int = 10, reference_size: int = REFERENCE_SIZE, reference_seed: int = REFERENCE_SEED,
-                       exact: bool = True, ef_search: int = 100, log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+                       exact: bool = True, ef_search: int = 100,
+                       log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
     """Nearest chunks of every eval question (`samples`: rows of `eval_samples`, `prompt` = the question) in one
     split; replaces the (eval set, split, model) rows of `eval_proximity` and `eval_neighbors`.
     Returns figures for asset metadata and the `eval_proximity` rows."""

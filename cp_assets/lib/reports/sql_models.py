@@ -10,7 +10,8 @@ asset-owned table, or a dependency cycle is a `SqlModelError` naming the file.
 
 `run_model` replaces the model's table in one transaction (`CREATE OR REPLACE TABLE <name> AS <sql>`): a failing
 query leaves the previous table. Asset-owned tables a model reads are created empty (their fixed schema) when no
-asset has written them yet, so a report over missing inputs is an empty table, not an error.
+asset has written them yet, so a report over missing inputs is an empty table, not an error. `run_model_report` is
+the asset's work: the run and its metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import duckdb
 
@@ -181,7 +182,15 @@ def run_model(db: ResultsDB, model: SqlModel, preview_rows: int = 10) -> ModelRu
     return ModelRun(model.name, int(rows), columns, preview)
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> metadata.Markdown:
     """A markdown table (floats to `digits` significant digits, long text cut, pipes escaped)."""
     return metadata.table([dict(zip(columns, r)) for r in rows], list(columns), digits)
 
+
+def run_model_report(db: ResultsDB, model: SqlModel, log: Callable[[str], None] = print) -> dict:
+    """A SQL model's asset work: `run_model`, and the metadata (row count, columns, the query, the first rows)."""
+    run = run_model(db, model)
+    log(f"{model.name}: {run.rows} rows")
+    return {"rows": run.rows, "columns": ", ".join(run.columns),
+            "sql": metadata.Markdown(f"```sql\n{model.sql}\n```"),
+            "preview": markdown_table(run.columns, run.preview) if run.preview else metadata.Markdown("(no rows)")}
