@@ -5,22 +5,10 @@ from non-members. Labels are exact for models trained here (`tiny_models`), a pr
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import model_partitions
 from cp_assets.defs.core.policies import PG_RETRY
-from cp_assets.defs.memorization.tiny_models import split_documents
-from cp_assets.lib.core import plots, settings
-from cp_assets.lib.memorization import experiments as ex
-from cp_assets.lib.memorization import membership as mia
-from cp_assets.lib.memorization.runs import (
-    AUROC_COLUMNS,
-    MEMBERSHIP_COLUMNS,
-    auroc_markdown,
-    labelled_documents,
-    membership_rows,
-    passages,
-    scores_by_class,
-)
-from cp_assets.lib.reports import report_tables
+from cp_assets.lib.memorization.materialize import materialize_membership
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
@@ -47,21 +35,7 @@ class MembershipConfig(dg.Config):
 )
 def membership(context: dg.AssetExecutionContext, config: MembershipConfig, llm: LLMResource, pg: PgVectorStore,
                results: ResultsStore) -> dg.MaterializeResult:
-    model_id, db = context.partition_key, results.db()
-    with db.connect(read_only=True) as con:
-        split, labels, member_ids, other_ids = labelled_documents(llm.registry().get(model_id), con,
-                                                                  ex.load_experiment().base.split)
-    docs = [d for d in split_documents(pg, split) if d[0] in member_ids | other_ids]
-    members = passages([d for d in docs if d[0] in member_ids], config.n, config.words, config.seed)
-    nonmembers = passages([d for d in docs if d[0] in other_ids], config.n, config.words, config.seed)
-    rows, aurocs, figures = membership_rows(llm.backend(model_id), members, nonmembers, labels=labels,
-                                            max_tokens=config.max_tokens, log=context.log.info)
-    with db.connect() as con:
-        report_tables.replace_tables(con, {"model_id": model_id}, {
-            "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs)})
-    png = mia.roc_plot(scores_by_class(rows), settings.home() / "plots" / f"membership_{model_id}.png",
-                       f"{model_id}: membership ROC ({labels} labels, {split})")
-    return dg.MaterializeResult(metadata=figures | {
-        "split": split, "auroc": dg.MetadataValue.md(auroc_markdown(aurocs)),
-        "roc": dg.MetadataValue.md(plots.markdown_image(png, "ROC curves"))})
-
+    model_id = context.partition_key
+    return result(materialize_membership(
+        pg.store(), results.db(), llm.backend(model_id), llm.registry().get(model_id), model_id, n=config.n,
+        words=config.words, max_tokens=config.max_tokens, seed=config.seed, log=context.log.info))

@@ -6,16 +6,9 @@ import dagster as dg
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import run_partitions, runs_from_sft_split
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.memorization.tiny_models import (
-    TrainingConfig,
-    fail,
-    record_training,
-    split_documents,
-    tiny_models,
-    training_metadata,
-)
-from cp_assets.lib.memorization import experiments as ex
-from cp_assets.lib.memorization import training as tiny_training
+from cp_assets.defs.memorization.tiny_models import tiny_models
+from cp_assets.defs.memorization.training_step import TrainingConfig, training_result
+from cp_assets.lib.memorization.materialize import materialize_tiny_sft_model
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
@@ -33,16 +26,5 @@ from cp_assets.resources.results import ResultsStore
 )
 def tiny_sft_models(context: dg.AssetExecutionContext, config: TrainingConfig, pg: PgVectorStore,
                     results: ResultsStore) -> dg.MaterializeResult:
-    from cp_assets.lib.tinygpt.train import TrainingDiverged
-
-    run, experiment, db = context.partition_key, ex.load_experiment(), results.db()
-    split = experiment.sft.split
-    docs = split_documents(pg, split)
-    try:
-        out = tiny_training.train_sft(docs, experiment, run, lr_scale=config.lr_scale, log=context.log.info)
-    except TrainingDiverged as exc:
-        raise fail(exc, db, ex.sft_model_id(run)) from exc
-    ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base fine-tuned on {split}")
-    record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]))
-    return dg.MaterializeResult(metadata=training_metadata(context, out, "sft") | {
-        "sft_documents": out["n_documents"]})
+    return training_result(context, lambda: materialize_tiny_sft_model(
+        pg.store(), results.db(), context.partition_key, lr_scale=config.lr_scale, log=context.log.info))

@@ -5,18 +5,9 @@ words), with rates by category and 95% intervals. Table `verbatim_recall`; the c
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import model_partitions
-from cp_assets.lib.core import plots, settings
-from cp_assets.lib.evals.eval_registry import load_evals
-from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.memorization import recall as recall_scores
-from cp_assets.lib.memorization.runs import (
-    RECALL_COLUMNS,
-    recall_markdown,
-    recall_params,
-    recall_rows,
-)
-from cp_assets.lib.reports import report_tables
+from cp_assets.lib.memorization.materialize import materialize_verbatim_recall
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -40,21 +31,6 @@ class VerbatimRecallConfig(dg.Config):
 )
 def verbatim_recall(context: dg.AssetExecutionContext, config: VerbatimRecallConfig, llm: LLMResource,
                     results: ResultsStore) -> dg.MaterializeResult:
-    model_id, db = context.partition_key, results.db()
-    samples = load_evals().load_samples(config.eval_set, config.limit)
-    figures, stored = run_eval(llm.backend(model_id), config.eval_set, recall_params(config.max_tokens), db,
-                               limit=config.limit, log=context.log.info)
-    rows = recall_rows(model_id, samples, stored)
-    with db.connect() as con:
-        report_tables.replace_rows(con, "verbatim_recall", {"model_id": model_id}, RECALL_COLUMNS, rows)
-    summary = recall_scores.summarize([dict(zip(RECALL_COLUMNS, r)) for r in rows], by="category")
-    png = recall_scores.recall_plot(summary, settings.home() / "plots" / f"verbatim_recall_{model_id}.png",
-                                    f"{model_id}: verbatim recall by category")
-    overall = next((s for s in summary if s.get("category") in (None, "all", "overall")), summary[-1])
-    return dg.MaterializeResult(metadata={
-        "items": len(rows), "generated": figures["generated"],
-        "exact_rate": overall.get("exact_rate"), "normalized_rate": overall.get("normalized_rate"),
-        "mean_char_similarity": overall.get("char_similarity"),
-        "by_category": dg.MetadataValue.json(summary),
-        "recall_plot": dg.MetadataValue.md(plots.markdown_image(png, "recall by category")),
-        "longest_recalled": dg.MetadataValue.md(recall_markdown(rows))})
+    model_id = context.partition_key
+    return result(materialize_verbatim_recall(results.db(), llm.backend(model_id), model_id, eval_set=config.eval_set,
+                                              max_tokens=config.max_tokens, limit=config.limit, log=context.log.info))

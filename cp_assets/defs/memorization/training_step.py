@@ -1,0 +1,26 @@
+"""The Dagster side shared by the two training assets (`tiny_models`, `tiny_sft_models`): their run config, and the
+step wrapper that registers the trained model as a `models` partition and turns a diverged run into a failure
+without retries (its failure row is already recorded by lib; earlier checkpoints stay)."""
+
+from typing import Callable
+
+import dagster as dg
+
+from cp_assets.defs.core.metadata import result
+from cp_assets.defs.core.partitions import model_partitions
+
+
+class TrainingConfig(dg.Config):
+    lr_scale: float = 1.0  # multiplies every learning rate of the run (a sweep knob; training.yaml holds the rest)
+
+
+def training_result(context: dg.AssetExecutionContext, train: Callable[[], dict]) -> dg.MaterializeResult:
+    """Run `train` (a `cp_assets.lib.memorization.materialize` training function) and hand its metadata on."""
+    from cp_assets.lib.tinygpt.train import TrainingDiverged
+
+    try:
+        meta = train()
+    except TrainingDiverged as exc:
+        raise dg.Failure(description=str(exc), metadata={"model_id": exc.model_id}, allow_retries=False) from exc
+    context.instance.add_dynamic_partitions(model_partitions.name, [meta["model_id"]])
+    return result(meta)

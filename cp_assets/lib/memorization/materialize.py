@@ -1,0 +1,203 @@
+"""The work of each memorization-lab asset, one function per asset (no dagster): train a tiny model, score verbatim
+recall, extraction or membership of one model, or compare runs; each stores its rows in the results DuckDB and
+returns the asset's metadata rendered with `cp_assets.lib.core.metadata` (the asset body only passes it on).
+
+A diverging training run raises `TrainingDiverged` (cp_assets.lib.tinygpt.train) after its failure row is recorded,
+with the run's `model_id` set on the exception so the asset can fail without retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import FilePath, Json, Markdown, image
+from cp_assets.lib.evals.eval_registry import load_evals
+from cp_assets.lib.evals.rollouts import run_eval
+from cp_assets.lib.memorization import compare_runs, training
+from cp_assets.lib.memorization import experiments as ex
+from cp_assets.lib.memorization import extraction as ext
+from cp_assets.lib.memorization import membership as mia
+from cp_assets.lib.memorization import recall as recall_scores
+from cp_assets.lib.memorization import report as rep
+from cp_assets.lib.memorization.runs import (
+    AUROC_COLUMNS,
+    EXTRACTION_COLUMNS,
+    MEMBERSHIP_COLUMNS,
+    RECALL_COLUMNS,
+    auroc_markdown,
+    extraction_markdown,
+    extraction_rows,
+    labelled_documents,
+    membership_rows,
+    passages,
+    recall_markdown,
+    recall_params,
+    recall_rows,
+    scores_by_class,
+    trained_members,
+)
+from cp_assets.lib.reports import report_tables
+
+Log = Callable[[str], None]
+
+
+def _plot(name: str):
+    return settings.home() / "plots" / name
+
+
+def split_documents(store, split: str) -> list[tuple[str, str]]:
+    """(doc_id, text) of every document of a split; a clear error when `raw_corpus` has not been materialized."""
+    docs = [(d.doc_id, d.text) for d in store.iter_documents(split)]
+    if not docs:
+        raise ValueError(f"split {split!r} has no documents: materialize `raw_corpus` for it first")
+    return docs
+
+
+def record_training(db, model_id: str, rows: tuple[list[tuple], list[tuple]],
+                    doc_rows: tuple[str, list[tuple]] | None = None) -> None:
+    """Replace the model's run row and curve (and the split's member list) in one transaction per table group."""
+    runs_rows, curve_rows = rows
+    with db.connect() as con:
+        report_tables.replace_tables(con, {"model_id": model_id}, {
+            "training_runs": (training.RUN_COLUMNS, runs_rows),
+            "training_curves": (training.CURVE_COLUMNS, curve_rows)})
+        if doc_rows is not None:
+            report_tables.replace_rows(con, "training_documents", {"split": doc_rows[0]}, training.DOC_COLUMNS,
+                                       doc_rows[1])
+
+
+def _jsonable(cfg) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def training_metadata(out: dict, stage: str) -> dict:
+    """Metadata of a finished training run (`train_base` / `train_sft` output): figures, config and loss curve."""
+    from cp_assets.lib.tinygpt import train
+
+    result, model_id = out["result"], out["model_id"]
+    png = train.loss_curves_png({model_id: result}, _plot(f"loss_{model_id}.png"))
+    return {"model_id": model_id, "stage": stage, "checkpoint": FilePath(str(out["path"])),
+            "n_params": result.n_params, "tokens": result.tokens, "final_train_loss": result.final_train_loss,
+            "final_val_loss": result.final_val_loss, "tokens_per_s": result.tokens_per_s,
+            "seconds": result.seconds, "config": Json(_jsonable(out["config"])),
+            "loss_curve": image(png, f"loss of {model_id}")}
+
+
+def _train(db, model_id: str, fit: Callable[[], dict]) -> dict:
+    from cp_assets.lib.tinygpt.train import TrainingDiverged
+
+    try:
+        return fit()
+    except TrainingDiverged as exc:
+        exc.model_id = model_id
+        record_training(db, model_id, exc.rows)
+        raise
+
+
+def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) -> dict:
+    """`tiny_models`: train the run's base model on the base split's members, register it, record its rows."""
+    experiment = ex.load_experiment()
+    split = experiment.base.split
+    docs = split_documents(store, split)
+    evals = load_evals()
+    quotes = training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+    out = _train(db, ex.base_model_id(run),
+                 lambda: training.train_base(docs, quotes, experiment, run, lr_scale=lr_scale, log=log))
+    ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base on {split}")
+    record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]), (split, out["doc_rows"]))
+    chosen = out["docs"]
+    return training_metadata(out, "base") | {
+        "members": len(chosen.members), "heldout": len(chosen.heldout),
+        "recall_documents": len(chosen.recall_documents)}
+
+
+def materialize_tiny_sft_model(store, db, run: str, *, lr_scale: float, log: Log) -> dict:
+    """`tiny_sft_models`: fine-tune the run's base model on the SFT split, register it, record its rows."""
+    experiment = ex.load_experiment()
+    split = experiment.sft.split
+    docs = split_documents(store, split)
+    out = _train(db, ex.sft_model_id(run),
+                 lambda: training.train_sft(docs, experiment, run, lr_scale=lr_scale, log=log))
+    ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base fine-tuned on {split}")
+    record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]))
+    return training_metadata(out, "sft") | {"sft_documents": out["n_documents"]}
+
+
+def materialize_verbatim_recall(db, backend, model_id: str, *, eval_set: str, max_tokens: int, limit: int | None,
+                                log: Log) -> dict:
+    """`verbatim_recall`: greedy completions of the recall prefixes, scored; table `verbatim_recall`."""
+    samples = load_evals().load_samples(eval_set, limit)
+    figures, stored = run_eval(backend, eval_set, recall_params(max_tokens), db, limit=limit, log=log)
+    rows = recall_rows(model_id, samples, stored)
+    with db.connect() as con:
+        report_tables.replace_rows(con, "verbatim_recall", {"model_id": model_id}, RECALL_COLUMNS, rows)
+    summary = recall_scores.summarize([dict(zip(RECALL_COLUMNS, r)) for r in rows], by="category")
+    png = recall_scores.recall_plot(summary, _plot(f"verbatim_recall_{model_id}.png"),
+                                    f"{model_id}: verbatim recall by category")
+    overall = next((s for s in summary if s.get("category") in (None, "all", "overall")), summary[-1])
+    return {"items": len(rows), "generated": figures["generated"],
+            "exact_rate": overall.get("exact_rate"), "normalized_rate": overall.get("normalized_rate"),
+            "mean_char_similarity": overall.get("char_similarity"), "by_category": Json(summary),
+            "recall_plot": image(png, "recall by category"), "longest_recalled": Markdown(recall_markdown(rows))}
+
+
+def materialize_extraction(store, db, backend, spec, model_id: str, split: str, *, prefix_tokens: int,
+                           suffix_tokens: int, n: int, seed: int, members_only: bool, log: Log) -> dict:
+    """`extraction`: k-extractability of windows of the split (members only for models trained on it when
+    `members_only`); table `extraction`. `spec`: the model's registry entry."""
+    docs = split_documents(store, split)
+    info = trained_members(spec)
+    members = set(info["members"]) if info and info["split"] == split else None
+    if members is not None and members_only:
+        docs = [d for d in docs if d[0] in members]
+    rows, figures = extraction_rows(backend, split, docs, members, prefix_tokens=prefix_tokens,
+                                    suffix_tokens=suffix_tokens, n=n, seed=seed, log=log)
+    with db.connect() as con:
+        report_tables.replace_rows(con, "extraction", {"model_id": model_id, "split": split}, EXTRACTION_COLUMNS, rows)
+    named = [dict(zip(EXTRACTION_COLUMNS, r)) for r in rows]
+    summary = ext.summarize_extraction(named)
+    png = ext.distance_histogram(named, _plot(f"extraction_{model_id}_{split}.png"),
+                                 f"{model_id} on {split}: edit distance of {suffix_tokens}-token continuations")
+    return figures | {
+        "members_known": members is not None, "summary": Json(summary), "exact_rate": summary.get("exact_rate"),
+        "edit_distance_histogram": image(png, "edit distances"),
+        "closest_continuations": Markdown(extraction_markdown(named, suffix_tokens))}
+
+
+def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, words: int, max_tokens: int,
+                           seed: int, log: Log) -> dict:
+    """`membership`: MIA scores of member and non-member passages and their AUROCs; tables `membership_scores`,
+    `membership_auroc`. `spec`: the model's registry entry."""
+    with db.connect(read_only=True) as con:
+        split, labels, member_ids, other_ids = labelled_documents(spec, con, ex.load_experiment().base.split)
+    docs = [d for d in split_documents(store, split) if d[0] in member_ids | other_ids]
+    members = passages([d for d in docs if d[0] in member_ids], n, words, seed)
+    nonmembers = passages([d for d in docs if d[0] in other_ids], n, words, seed)
+    rows, aurocs, figures = membership_rows(backend, members, nonmembers, labels=labels, max_tokens=max_tokens,
+                                            log=log)
+    with db.connect() as con:
+        report_tables.replace_tables(con, {"model_id": model_id}, {
+            "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs)})
+    png = mia.roc_plot(scores_by_class(rows), _plot(f"membership_{model_id}.png"),
+                       f"{model_id}: membership ROC ({labels} labels, {split})")
+    return figures | {"split": split, "auroc": Markdown(auroc_markdown(aurocs)), "roc": image(png, "ROC curves")}
+
+
+def materialize_memorization_report(db, *, log: Log) -> dict:
+    """`memorization_report`: Muon vs AdamW and base vs SFT comparisons; table `memorization_comparisons`."""
+    with db.connect() as con:
+        opt, opt_meta, opt_comps = rep.optimizer_rows(con, ex.load_experiment().base.split, log=log)
+        sft, sft_meta, sft_comps = rep.sft_rows(con, log=log)
+        report_tables.replace_rows(con, "memorization_comparisons", {}, rep.COLUMNS, opt + sft)
+    meta: dict = {"optimizer": Json(opt_meta), "sft": Json(sft_meta), "rows": len(opt) + len(sft)}
+    for name, rows, comps, title in (("muon_vs_adamw", opt, opt_comps, "Muon vs AdamW (base models, all seeds)"),
+                                     ("sft_vs_base", sft, sft_comps, "base vs SFT")):
+        if not rows:
+            continue
+        meta[f"{name}_table"] = Markdown(rep.markdown(rows))
+        if comps:
+            png = compare_runs.comparison_plot(comps, _plot(f"{name}.png"), title)
+            meta[f"{name}_plot"] = image(png, title)
+    return meta
