@@ -173,7 +173,7 @@ def test_local_generation_is_thread_safe(smol):
     ([{}, {}, {}], None, {}),
 ])
 def test_accuracy_by_group(metas, field, expected):
-    from cp_assets.lib.evals.generation import accuracy_by
+    from cp_assets.lib.evals.rollouts import accuracy_by
 
     rs = [rollout(f"s:{i}", metadata=m, correct=c) for i, (m, c) in enumerate(zip(metas, [False, True, True]))]
     assert accuracy_by(rs + [rollout("s:x", metadata=metas[0], correct=None)]) == (field, expected)

@@ -1,13 +1,10 @@
 """`eval_samples`: one eval set's samples (GSM8K, MATH-500, MATH, verbatim recall) in the results DuckDB."""
 
-
-import collections
-
 import dagster as dg
 
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import eval_set_partitions
-from cp_assets.lib.core.versions import samples_version
-from cp_assets.lib.evals.eval_registry import sample_rows
+from cp_assets.lib.evals.eval_registry import store_samples
 from cp_assets.resources.results import ResultsStore
 
 
@@ -20,13 +17,5 @@ from cp_assets.resources.results import ResultsStore
                 "metadata (level, subject, steps, category), and the prompt sent to models; table `eval_samples`.",
 )
 def eval_samples(context: dg.AssetExecutionContext, results: ResultsStore) -> dg.MaterializeResult:
-    name, db = context.partition_key, results.db()
-    rows = sample_rows(name)
-    n = db.replace_samples(name, rows)
-    context.log.info(f"{name}: {n} samples into {db.path}")
-    by = collections.Counter(str(r["metadata"].get("level") or r["metadata"].get("category") or "all") for r in rows)
-    return dg.MaterializeResult(data_version=dg.DataVersion(samples_version(rows)), metadata={
-        "samples": n, "by_level_or_category": dict(sorted(by.items())), "results_db": str(db.path),
-        "first_id": rows[0]["sample_id"] if rows else None,
-        "preview": dg.MetadataValue.md("\n".join(f"- `{r['sample_id']}`: {r['prompt'][:120]!r}" for r in rows[:5])),
-    })
+    meta, version = store_samples(context.partition_key, results.db(), log=context.log.info)
+    return result(meta, data_version=dg.DataVersion(version))

@@ -1,19 +1,19 @@
 """`rollouts`: what each model says to each eval sample, partitioned by eval set x model, graded, resumable.
 
 Each finished rollout is written as it completes, keyed by (sample id, model, sampling-parameter hash): a killed run
-resumes where it stopped and a rerun with the same parameters generates nothing. Runs in the `gpu` pool.
+resumes where it stopped and a rerun with the same parameters generates nothing. Runs in the `gpu` pool. The work is
+`cp_assets.lib.evals.rollouts.eval_rollouts`.
 """
 
 
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import eval_model_partitions
 from cp_assets.defs.evals.eval_samples import eval_samples
-from cp_assets.lib.core import plots, settings
-from cp_assets.lib.core.versions import rollouts_version
-from cp_assets.lib.evals.generation import SamplingParams, accuracy_by
-from cp_assets.lib.evals.rollouts import run_eval
+from cp_assets.lib.evals.generation import SamplingParams
+from cp_assets.lib.evals.rollouts import eval_rollouts
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -42,18 +42,8 @@ class RolloutsConfig(dg.Config):
 def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLMResource,
              results: ResultsStore) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
-    eval_set, model_id = keys["eval_set"], keys["model"]
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
                             seed=config.seed)
-    backend = llm.backend(model_id)
-    figures, stored = run_eval(backend, eval_set, params, results.db(), limit=config.limit,
-                               system_prompt=config.system_prompt, log=context.log.info)
-    extra = {}
-    field, by = accuracy_by(stored)
-    if by:
-        png = plots.bars([str(k) for k in by], [a for a, _ in by.values()],
-                         settings.home() / "plots" / f"rollouts_{eval_set}_{model_id}.png",
-                         f"{model_id} on {eval_set}: accuracy by {field}", "accuracy", [n for _, n in by.values()])
-        extra[f"accuracy_by_{field}"] = dg.MetadataValue.md(plots.markdown_image(png, f"accuracy by {field}"))
-    return dg.MaterializeResult(data_version=dg.DataVersion(rollouts_version(stored)),
-                                metadata={k: v for k, v in (extra | figures).items() if v is not None})
+    meta, version = eval_rollouts(llm.backend(keys["model"]), keys["eval_set"], params, results.db(),
+                                  limit=config.limit, system_prompt=config.system_prompt, log=context.log.info)
+    return result(meta, data_version=dg.DataVersion(version))

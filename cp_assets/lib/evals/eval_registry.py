@@ -17,17 +17,21 @@ Where samples come from: `source: local` reads `path` (it must exist); `source: 
 `{problem}`, `{subject}`, `{level}`, `{prefix}`, `{title}`: see TEMPLATE_FIELDS); the answer is never available.
 Other braces are kept as written (`\\boxed{}`); write `{{` and `}}` for a literal brace around a word.
 The eval-set name prefixes sample ids (`gsm8k:17`). `CPROX_EVALS` points at another registry file.
+`store_samples` is the `eval_samples` asset's work: one set's samples into the results DuckDB.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import Markdown
+from cp_assets.lib.core.versions import samples_version
 from cp_assets.lib.corpus.registry import validated_yaml
 from cp_assets.lib.evals.generation import GenerationRequest
 from cp_assets.lib.evals.samples import AnySample, Sample, hf_samples, read_samples
@@ -201,3 +205,17 @@ def sample_rows(name: str, registry: EvalRegistry | None = None) -> list[dict[st
     return [{"sample_id": s.id, "row_idx": i, "prompt": s.prompt, "reference": s.reference,
              "request_prompt": to_request(s, definition).prompt, "metadata": s.metadata}
             for i, s in enumerate(registry.load_samples(name))]
+
+
+def store_samples(name: str, db, log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+    """The `eval_samples` asset's work: one eval set's samples replace its rows of `eval_samples` in the results
+    DuckDB `db`; returns the metadata (count per level or category, the first ids and prompts) and the content
+    version of what models will see."""
+    rows = sample_rows(name)
+    n = db.replace_samples(name, rows)
+    log(f"{name}: {n} samples into {db.path}")
+    by = Counter(str(r["metadata"].get("level") or r["metadata"].get("category") or "all") for r in rows)
+    return {"samples": n, "by_level_or_category": dict(sorted(by.items())), "results_db": str(db.path),
+            "first_id": rows[0]["sample_id"] if rows else None,
+            "preview": Markdown("\n".join(f"- `{r['sample_id']}`: {r['prompt'][:120]!r}" for r in rows[:5]))
+            }, samples_version(rows)

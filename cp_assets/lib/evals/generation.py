@@ -1,8 +1,10 @@
-"""The Rollout record: what one model said to one prompt, with everything needed to reproduce and score it.
+"""The generation types every backend and caller shares: `SamplingParams` (decoding settings; their hash keys a
+rollout with its sample id and model, so a rerun with the same parameters generates nothing), `GenerationRequest`,
+`Rollout` (what one model said to one prompt, with everything needed to reproduce and score it), the `Backend`
+protocol, `GenerationError` (what every backend raises) and `make_rollout` (the fields backends share).
 
-Also the generation request, the sampling parameters (whose hash keys a rollout with its sample id and model, so a
-rerun with the same parameters generates nothing) and the error every backend raises. pydantic models round-trip
-losslessly through JSON, DuckDB and Parquet (see `cp_assets/lib/reports/results_db.py`).
+No generation happens here: `cp_assets.lib.evals.rollouts` picks a backend and runs eval sets. pydantic models
+round-trip losslessly through JSON, DuckDB and Parquet (see `cp_assets/lib/reports/results_db.py`).
 """
 
 from __future__ import annotations
@@ -119,18 +121,3 @@ def make_rollout(backend: Backend, req: GenerationRequest, params: SamplingParam
                    prompt=req.prompt, system_prompt=req.system_prompt, completion=completion, params=params,
                    params_hash=params.key(req.system_prompt), finish_reason=finish_reason, latency_s=latency_s,
                    started_at=started_at, finished_at=now(), metadata=meta, **extra)
-
-
-def accuracy_by(rollouts: Sequence[Rollout], groups: Sequence[str] = ("level", "category", "n_steps")
-                ) -> tuple[str | None, dict[Any, tuple[float, int]]]:
-    """Accuracy of graded rollouts per value of the first metadata field present (difficulty level for MATH,
-    category for recall, solution steps for GSM8K): (field, {value: (accuracy, n)})."""
-    graded = [r for r in rollouts if r.correct is not None]
-    field = next((g for g in groups if any(g in r.metadata for r in graded)), None)
-    if field is None:
-        return None, {}
-    by: dict[Any, list[bool]] = {}
-    for r in graded:
-        by.setdefault(r.metadata.get(field), []).append(bool(r.correct))
-    return field, {k: (sum(v) / len(v), len(v)) for k, v in sorted(by.items(), key=lambda kv: (kv[0] is None,
-                                                                                             str(kv[0]).zfill(8)))}

@@ -141,6 +141,11 @@ class ModelRegistry(BaseModel):
     def ids(self) -> list[str]:
         return list(self.models)
 
+    def changes(self, current: list[str]) -> tuple[list[str], list[str]]:
+        """(ids to add, ids to drop) that turn the `current` list of model partitions into this registry's ids
+        (the registry's order kept)."""
+        return [m for m in self.models if m not in current], [m for m in current if m not in self.models]
+
 
 models_file = settings.models_file
 

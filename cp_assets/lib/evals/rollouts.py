@@ -1,9 +1,16 @@
-"""One `generate()` over every backend: a model id from models.yaml -> rollouts, streamed back as they complete."""
+"""Rollouts of an eval set: the backend of a model id (`backend_for`), `generate()` / `stream()` over any backend,
+and the resumable eval run behind asset `rollouts`: `generate_and_store` (what is missing, persisted as it completes),
+`run_eval` (one eval set x model: generated, graded, stored), `accuracy_by` (graded rollouts per difficulty) and
+`eval_rollouts` (the asset's work: `run_eval` with its metadata and data version).
+
+The types these pass around (`SamplingParams`, `GenerationRequest`, `Rollout`, the `Backend` protocol) are in
+`cp_assets.lib.evals.generation`; the backends themselves in `cp_assets.lib.evals.backends`.
+"""
 
 from __future__ import annotations
 
 import collections
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from cp_assets.lib.evals.generation import (
     Backend,
@@ -106,3 +113,38 @@ def run_eval(backend: Backend, eval_set: str, params: SamplingParams, db, *, lim
                 "params": params.model_dump(mode="json"),
                 "mean_latency_s": round(sum(r.latency_s for r in stored) / len(stored), 3) if stored else None}
     return figures, stored
+
+
+def accuracy_by(rollouts: Sequence[Rollout], groups: Sequence[str] = ("level", "category", "n_steps")
+                ) -> tuple[str | None, dict[Any, tuple[float, int]]]:
+    """Accuracy of graded rollouts per value of the first metadata field present (difficulty level for MATH,
+    category for recall, solution steps for GSM8K): (field, {value: (accuracy, n)})."""
+    graded = [r for r in rollouts if r.correct is not None]
+    field = next((g for g in groups if any(g in r.metadata for r in graded)), None)
+    if field is None:
+        return None, {}
+    by: dict[Any, list[bool]] = {}
+    for r in graded:
+        by.setdefault(r.metadata.get(field), []).append(bool(r.correct))
+    return field, {k: (sum(v) / len(v), len(v)) for k, v in sorted(by.items(), key=lambda kv: (kv[0] is None,
+                                                                                             str(kv[0]).zfill(8)))}
+
+
+def eval_rollouts(backend: Backend, eval_set: str, params: SamplingParams, db, *, limit: int | None = None,
+                  system_prompt: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, str]:
+    """The `rollouts` asset's work: `run_eval`, then the metadata (its figures and a bar plot of accuracy by level,
+    category or solution steps) and the content version of the stored rollouts."""
+    from cp_assets.lib.core import plots, settings
+    from cp_assets.lib.core.metadata import image
+    from cp_assets.lib.core.versions import rollouts_version
+
+    figures, stored = run_eval(backend, eval_set, params, db, limit=limit, system_prompt=system_prompt, log=log)
+    extra = {}
+    field, by = accuracy_by(stored)
+    if by:
+        png = plots.bars([str(k) for k in by], [a for a, _ in by.values()],
+                         settings.home() / "plots" / f"rollouts_{eval_set}_{backend.model_id}.png",
+                         f"{backend.model_id} on {eval_set}: accuracy by {field}", "accuracy",
+                         [n for _, n in by.values()])
+        extra[f"accuracy_by_{field}"] = image(png, f"accuracy by {field}")
+    return extra | figures, rollouts_version(stored)
