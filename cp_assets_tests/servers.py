@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +33,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from cp_assets_tests.sockets import stop_tree
+
+REPO = Path(__file__).resolve().parents[1]
 MODEL_ID = "smollm2-135m-instruct"
 LLAMA_CTX = 512  # small, so the context-overflow test needs only a short prompt
 KINDS = ("transformers", "llama_cpp")
@@ -299,31 +303,44 @@ class Webserver:
             time.sleep(1)
 
 
-@pytest.fixture(scope="module")
-def webserver(store, tmp_path_factory):
-    """`dagster-webserver` on a free loopback port with the repo's workspace.yaml and its own instance."""
-    repo = Path(__file__).resolve().parents[1]
-    home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text(UI_DAGSTER_YAML.format(home=home))
+def ui_home(home: Path, dagster_yaml: str = UI_DAGSTER_YAML) -> Path:
+    """`home` made a Dagster instance directory: `dagster_yaml` written there with base_dir/{home} filled in."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(dagster_yaml.replace("{home}", str(home)))
+    return home
+
+
+@contextmanager
+def running_webserver(argv: list[str], port: int, home: Path, timeout_s: float = 180):
+    """Run `argv` (a `dagster-webserver` or `dagster dev` command line serving on `port`) in the repo with
+    DAGSTER_HOME=`home` until it answers /server_info; yield a Webserver; stop it and every descendant after."""
     log = home / "webserver.log"
-    port = free_port()
-    exe = Path(sys.executable).with_name("dagster-webserver")
     with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen([str(exe), "-h", "127.0.0.1", "-p", str(port), "-w", str(repo / "workspace.yaml")],
-                                cwd=repo, env=os.environ | {"DAGSTER_HOME": str(home)}, stdout=out,
+        proc = subprocess.Popen(argv, cwd=REPO, env=os.environ | {"DAGSTER_HOME": str(home)}, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"dagster-webserver exited: {log.read_text()[-3000:]}")
+                pytest.fail(f"{argv[:2]} exited: {log.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"dagster-webserver did not answer within 180 s: {log.read_text()[-3000:]}")
+                    pytest.fail(f"{argv[:2]} did not answer within {timeout_s} s: {log.read_text()[-3000:]}")
                 time.sleep(0.5)
         yield Webserver(port, home, log, proc)
     finally:
-        stop_server(proc)
+        stop_tree(proc)
+
+
+@pytest.fixture(scope="module")
+def webserver(store, tmp_path_factory):
+    """`dagster-webserver` on a free loopback port with the repo's workspace.yaml and its own instance."""
+    home = ui_home(tmp_path_factory.mktemp("dagster_home"))
+    port = free_port()
+    exe = Path(sys.executable).with_name("dagster-webserver")
+    with running_webserver([str(exe), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
+                           port, home) as server:
+        yield server

@@ -110,9 +110,38 @@ def test_embedded_postgres_has_no_tcp_listener(store):
         assert conn.execute("SELECT inet_server_addr()").fetchone()[0] is None, "connected over a Unix socket"
 
 
-def test_the_ui_binds_loopback_only():
-    make_ui = re.search(r"^ui:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
-    assert "dagster dev -h 127.0.0.1" in make_ui  # compose ports: test_docker_config.test_compose_ports_on_loopback_only
+@pytest.mark.slow
+def test_the_ui_binds_loopback_only(store, tmp_path):
+    """`make ui`'s own command line (`dagster dev`: webserver, daemon, code server), run on a free port with the
+    repo's dagster.yaml: every TCP socket its process tree listens on is loopback. (Compose ports:
+    test_docker_config.test_compose_ports_on_loopback_only.)"""
+    import shlex
+    import sys
+
+    from cp_assets_tests.servers import free_port, running_webserver, ui_home
+    from cp_assets_tests.sockets import LOOPBACK, listening_tcp, make_recipe
+
+    [command] = make_recipe(REPO / "Makefile", "ui")
+    port = free_port()
+    argv = shlex.split(command.replace("$(VENV)", str(Path(sys.executable).parents[1])).replace("$(PORT)", str(port)))
+    assert "$(" not in " ".join(argv) and argv[1] == "dev", argv
+    home = ui_home(tmp_path / "dagster_home", (REPO / "dagster.yaml").read_text())
+    with running_webserver(argv, port, home) as ui:
+        assert [loc["loadStatus"] for loc in ui.wait_loaded()] == ["LOADED"]  # the code server is up too
+        listeners = listening_tcp(ui.proc.pid)
+    assert port in {s.port for s in listeners}, listeners  # the webserver's socket was seen: the check looked
+    assert [s for s in listeners if s.ip not in LOOPBACK] == [], f"{len(listeners)} listening: {listeners}"
+
+
+def test_embedded_postgres_has_no_tcp_socket(store):
+    """The running postmaster and its backends (as the OS sees them, not as Postgres reports) listen on no TCP port."""
+    from cp_assets.lib.corpus.embedded_pg import pgdata
+    from cp_assets_tests.sockets import listening_tcp, postmaster_pid, process_tree
+
+    store.count("chunks", "tiny")  # a live connection: at least one backend besides the postmaster
+    pid = postmaster_pid(pgdata(TEST_HOME))
+    assert len(process_tree(pid)) > 1, "the postmaster's children (checkpointer, backends) were not seen"
+    assert listening_tcp(pid) == []
 
 
 HOSTILE = ["'; DROP TABLE cprox_chunks; --", "x' OR '1'='1", "$$; DELETE FROM cprox_documents; $$", "\\'; --"]

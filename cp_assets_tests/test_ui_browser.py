@@ -3,7 +3,9 @@ partition of `chunks` materialized from the UI (Materialize -> partition `tiny` 
 shows Success; the webserver's instance records the materialization).
 
 Needs the `playwright` package (the `dev` extra) and Debian's Chromium at /usr/bin/chromium (`.ci/run` installs it);
-Playwright's own browser download is never used. Screenshots go to $CPROX_UI_SCREENSHOTS, else the test's tmp_path.
+Playwright's own browser download is never used. A full-page screenshot of every step goes to the test's tmp_path;
+with SCREENSHOT_DIR set (a test setting, e.g. `SCREENSHOT_DIR=docs/img`), the README's curated set is also saved
+there: viewport-sized PNGs of the lineage, the partitions, the run page with Success and the chunks' token histogram.
 """
 
 import importlib.util
@@ -23,6 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SPLIT = "tiny"
 UI_TIMEOUT_MS = 60_000  # 2 shared cores: the first page compiles a lot of JavaScript
 RUN_TIMEOUT_S = 180
+VIEWPORT = {"width": 1280, "height": 800}  # a curated PNG is one viewport: ~100-250 KB
+SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR")
 
 REPORT_EVENT = """mutation($params: ReportRunlessAssetEventsParams!) {
   reportRunlessAssetEvents(eventParams: $params) { __typename ... on PythonError { message } }
@@ -48,15 +52,19 @@ pytestmark = [
 
 @pytest.fixture
 def shots(tmp_path):
-    """Screenshot directory and a `shoot(page, name)` that saves there and returns the path."""
-    out = Path(os.environ.get("CPROX_UI_SCREENSHOTS") or tmp_path / "screenshots")
-    out.mkdir(parents=True, exist_ok=True)
+    """`shoot(page, name, curated=None)`: a full-page screenshot in tmp_path, and with SCREENSHOT_DIR set and a
+    `curated` name, the viewport as SCREENSHOT_DIR/<curated>.png too; returns the tmp_path one."""
+    out = tmp_path / "screenshots"
+    out.mkdir()
     taken: list[Path] = []
 
-    def shoot(page, name: str) -> Path:
+    def shoot(page, name: str, curated: str | None = None) -> Path:
         path = out / f"{len(taken) + 1:02d}_{name}.png"
         page.screenshot(path=str(path), full_page=True)
         taken.append(path)
+        if curated and SCREENSHOT_DIR:
+            Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"{curated}.png"))
         return path
 
     shoot.dir, shoot.taken = out, taken
@@ -80,7 +88,7 @@ def test_materialize_one_chunks_partition_from_the_ui(webserver, materialized, s
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})  # a fresh context and profile
+        page = browser.new_page(viewport=VIEWPORT)  # a fresh context and profile
         page.set_default_timeout(UI_TIMEOUT_MS)
         expect.set_options(timeout=UI_TIMEOUT_MS)
         try:
@@ -110,7 +118,7 @@ def _drive(page, webserver, shots):
     for name in ("raw_corpus", "chunks", "ngram_index", "embeddings"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     expect(page.get_by_text("3 partitions").first).to_be_visible()
-    shots(page, "corpus_lineage")
+    shots(page, "corpus_lineage", curated="ui_lineage")
 
     # 2. the `chunks` asset page: its description, then its partitions
     page.goto(f"{webserver.url}/assets/chunks")
@@ -163,6 +171,10 @@ def _drive(page, webserver, shots):
         raise AssertionError(f"{e}\nrun {run_id} per GraphQL: {_run(webserver, run_id)}") from e
     expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
     shots(page, "run_success")
+    if SCREENSHOT_DIR:  # the run page again, without the "Launched run" toast over it
+        page.goto(page.url)
+        expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+        shots(page, "run_success_reloaded", curated="ui_run_success")
     run = _run(webserver, run_id)
     assert run["status"] == "SUCCESS", run
     assert [a["path"] for a in run["assetSelection"]] == [["chunks"]], run
@@ -175,6 +187,16 @@ def _drive(page, webserver, shots):
     mats = webserver.graphql(MATERIALIZATIONS_QUERY, {"partition": SPLIT})["assetOrError"]["assetMaterializations"]
     assert {"runId": run_id, "partition": SPLIT} in mats, mats
     _assert_instance_materialization(webserver, run_id)
+
+    # 6. the partition's metadata in the Partitions tab, down to the token histogram (an inline PNG)
+    page.goto(f"{webserver.url}/assets/chunks?view=partitions&partition={SPLIT}")
+    expect(page.get_by_text("token_histogram", exact=True).first).to_be_visible()
+    shots(page, "chunks_partition_metadata", curated="ui_partitions")
+    page.get_by_text("[Show Markdown]", exact=True).first.click()  # opens the markdown in a dialog
+    plot = page.get_by_role("dialog").get_by_role("img", name="tokens per chunk")
+    expect(plot).to_be_visible()
+    assert plot.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG decoded, not a broken image
+    shots(page, "chunks_token_histogram", curated="ui_metadata_plot")
 
 
 def _run(webserver, run_id: str) -> dict:

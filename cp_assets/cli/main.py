@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cp_assets.cli import memorization as cli_memorization
     from cp_assets.cli import models as cli_models
     from cp_assets.cli import reports as cli_reports
+    from cp_assets.cli import tour as cli_tour
     from cp_assets.cli import trace as cli_trace
 
     cli_models.add_parsers(sub)
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_clusters.add_parsers(sub)
     cli_memorization.add_parsers(sub)
     cli_backfill.add_parsers(sub)
+    cli_tour.add_parsers(sub)
     return p
 
 

@@ -23,6 +23,7 @@ def _fmt(x, digits: int = 3) -> str:
 
 def cmd_train(args) -> int:
     from cp_assets.cli.common import instance, materialize
+    from cp_assets.cli.progress import training_bars
     from cp_assets.lib.memorization.experiments import load_experiment
 
     inst, experiment = instance(), load_experiment()
@@ -30,7 +31,8 @@ def cmd_train(args) -> int:
     table, failed = [], False
     for run in runs:
         for asset in ["tiny_models"] + ([] if args.no_sft else ["tiny_sft_models"]):
-            res = materialize(inst, [asset], run, args.log_level)
+            with training_bars():  # one bar per training run: steps, tokens/s, loss, ETA
+                res = materialize(inst, [asset], run, args.log_level)
             m = res.metadata.get(asset, {})
             failed |= not res.ok
             table.append([asset, run, yes_no(res.ok),
@@ -81,11 +83,17 @@ def cmd_memorization(args) -> int:
             steps.append(("membership", m, m))
         if "extraction" not in skip:
             steps += [("extraction", f"{m} x {s}", dg.MultiPartitionKey({"model": m, "split": s})) for s in splits]
-    for asset, label, key in steps:
+    from cp_assets.cli.progress import Bar
+
+    bar = Bar("memorization", len(steps), every=0)  # a line per model x step in a log file
+    for n, (asset, label, key) in enumerate(steps):
+        bar.update(n, f"{asset} {label}")
         res = materialize(inst, [asset], key, args.log_level)
         failed |= not res.ok
         table.append([asset, label, yes_no(res.ok), _figures(asset, res.metadata.get(asset, {})) if res.ok
                       else "see the run's logs", f"{res.seconds:.1f}"])
+    bar.update(len(steps), "done")
+    bar.close()
     res = materialize(inst, ["memorization_report"], None, args.log_level)
     failed |= not res.ok
     table.append(["memorization_report", "", yes_no(res.ok),

@@ -8,11 +8,11 @@ swapped in atomically at the end. Checks: one vector per chunk, the model's dime
 import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.chunks import chunks
-from cp_assets.lib.corpus.embeddings import embed_split, embedding_checks
-from cp_assets.lib.corpus.encoder import model_slug
+from cp_assets.lib.corpus.embeddings import embed_and_publish, embedding_checks
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 
@@ -30,13 +30,9 @@ from cp_assets.resources.pgvector_store import PgVectorStore
                 "split, HNSW cosine index per split. Resumable; published atomically.",
 )
 def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
-    store, split = pg.store(), context.partition_key
-    figures = embed_split(store, split, encoder.model, batch_size=encoder.batch_size,
-                          commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
-    # the published partition's version: unchanged when the split was already up to date
-    version = store.partition_version("embeddings", split, model_slug(encoder.model))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version) if version else None,
-                                metadata={k: v for k, v in figures.items() if v is not None})
+    meta, version = embed_and_publish(pg.store(), context.partition_key, encoder.model, batch_size=encoder.batch_size,
+                                      commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
+    return result(meta, data_version=dg.DataVersion(version) if version else None)
 
 
 def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,

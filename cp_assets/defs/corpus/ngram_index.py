@@ -3,10 +3,11 @@ incrementally from the split's documents; the basis of `contamination`, `rollout
 
 import dagster as dg
 
+from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.lib.corpus.ngram_index import DEFAULT_N, open_index
+from cp_assets.lib.corpus.ngram_index import DEFAULT_N, index_matches_corpus, index_split
 from cp_assets.resources.pgvector_store import PgVectorStore
 
 
@@ -28,29 +29,14 @@ class NgramIndexConfig(dg.Config):
                 "lookups. Answers n-gram contamination and maximal verbatim span tracing with exact counts.",
 )
 def ngram_index(context: dg.AssetExecutionContext, config: NgramIndexConfig, pg: PgVectorStore) -> dg.MaterializeResult:
-    split, store = context.partition_key, pg.store()
-    index = open_index(split, n=config.n)
-    docs = ((d.doc_id, d.text) for d in store.iter_documents(split))
-    stats = index.update(docs, batch_tokens=config.batch_tokens, rebuild=config.rebuild, log=context.log.info)
-    summary = index.stats()
-    if summary["n_docs"] == 0:
-        raise ValueError(f"split {split!r} has no documents: materialize `raw_corpus` for it first")
-    context.log.info(f"{split}: +{stats.added} / -{stats.removed} / ={stats.kept} documents, {stats.tokens_added:,} "
-                     f"tokens indexed in {stats.seconds:.1f}s ({stats.tokens_per_s:,.0f} tokens/s)")
-    return dg.MaterializeResult(data_version=dg.DataVersion(index.version()), metadata={
-        "documents": summary["n_docs"], "tokens": summary["n_tokens"], "postings": summary["n_postings"],
-        "added": stats.added, "removed": stats.removed, "kept": stats.kept, "tokens_added": stats.tokens_added,
-        "seconds": round(stats.seconds, 2), "tokens_per_s": round(stats.tokens_per_s),
-        "n": summary["n"], "tokenizer": summary["tokenizer"],
-        "file": dg.MetadataValue.path(summary["path"]),
-        "file_mb": round(index.path.stat().st_size / 2**20, 1),
-    })
+    meta, version = index_split(pg.store(), context.partition_key, n=config.n, batch_tokens=config.batch_tokens,
+                                rebuild=config.rebuild, log=context.log.info)
+    return result(meta, data_version=dg.DataVersion(version))
 
 
 @dg.asset_check(asset=ngram_index, partitions_def=split_partitions, blocking=True,
                 retry_policy=PG_RETRY,
                 description="The index holds exactly the split's documents (no batch lost or left over).")
 def check_ngram_index_matches_corpus(context: dg.AssetCheckExecutionContext, pg: PgVectorStore) -> dg.AssetCheckResult:
-    split = context.partition_key
-    indexed, documents = open_index(split).stats()["n_docs"], pg.store().count("raw_corpus", split)
-    return dg.AssetCheckResult(passed=indexed == documents, metadata={"indexed": indexed, "documents": documents})
+    passed, figures = index_matches_corpus(pg.store(), context.partition_key)
+    return dg.AssetCheckResult(passed=passed, metadata=figures)

@@ -1,14 +1,12 @@
 """`nightly_shard_backfill`: every night, re-read the streaming corpus splits whose shards changed.
 
-A streaming split reads a glob of shard files or a Hugging Face dataset (see `cp_assets.lib.corpus.shards`). At each tick
-the schedule fingerprints each such split's sources and compares with the `source_fingerprint` that the split's last
-`raw_corpus` materialization recorded; each split that differs (or was never read) gets one run of the corpus chain
+A streaming split reads a glob of shard files or a Hugging Face dataset (see `cp_assets.lib.corpus.shards`). At each
+tick the schedule fingerprints each such split's sources and compares with the `source_fingerprint` that the split's
+last `raw_corpus` materialization recorded; each split that differs (or was never read) gets one run of the corpus chain
 (raw_corpus -> chunks -> embeddings, ngram_index). The run key carries the fingerprint, so a tick never requests
 the same shards twice. The reports downstream follow through their automation conditions (`defs/core/automation.py`).
 The cron is CPROX_NIGHTLY_CRON (default 02:00 every day, UTC); the daemon runs it once it is turned on.
 """
-
-
 
 import dagster as dg
 

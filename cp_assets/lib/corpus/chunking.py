@@ -3,17 +3,22 @@
 Paragraphs (text separated by blank lines) are packed whole into chunks of at most `max_tokens` tokens; a paragraph
 longer than that is cut into windows of `max_tokens` that overlap by `overlap` tokens, each cut moved back to the
 end of a sentence when one lies in the window's last third. A chunk's text is exactly `doc.text[char_start:char_end]`
-and its id is `<doc_id>#<n>`, stable for the same document and settings.
+and its id is `<doc_id>#<n>`, stable for the same document and settings. `chunk_split` is the `chunks` asset's work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from cp_assets.lib.core.metadata import FilePath, image
 from cp_assets.lib.corpus.sources import Document
+
+if TYPE_CHECKING:
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
 PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n\s*\n|\s*$)", re.S)
 SENTENCE_END = (".", "!", "?", ";", ":", "\n")
@@ -101,3 +106,34 @@ def chunk_document(doc: Document, tokenizer, cfg: ChunkConfig) -> list[Chunk]:
 def chunk_documents(docs: Iterable[Document], tokenizer, cfg: ChunkConfig) -> Iterator[Chunk]:
     for doc in docs:
         yield from chunk_document(doc, tokenizer, cfg)
+
+
+def chunk_split(store: PgStore, split: str, tokenizer, tokenizer_name: str, *, max_tokens: int = 128,
+                overlap: int = 16, log: Callable[[str], None] = print) -> dict:
+    """The `chunks` asset's work: the split's documents (Postgres) chunked and its chunks replaced atomically;
+    returns the metadata (counts, settings, throughput, a histogram of tokens per chunk)."""
+    from cp_assets.lib.core import plots, settings
+
+    cfg = ChunkConfig(max_tokens, overlap)
+    lengths: list[int] = []
+
+    def counted(items: Iterable[Chunk]) -> Iterator[Chunk]:
+        for c in items:
+            lengths.append(c.n_tokens)
+            if len(lengths) % 10_000 == 0:
+                log(f"{split}: {len(lengths):,} chunks so far")
+            yield c
+
+    t0 = time.perf_counter()
+    n = store.replace_chunks(split, counted(chunk_documents(store.iter_documents(split), tokenizer, cfg)))
+    secs = time.perf_counter() - t0
+    if n == 0:
+        raise ValueError(f"split {split!r} produced no chunks: materialize `raw_corpus` for it first")
+    tokens = sum(lengths)
+    log(f"{split}: {n:,} chunks, {tokens:,} tokens in {secs:.1f}s")
+    png = plots.histogram(lengths, settings.home() / "plots" / f"chunk_tokens_{split}.png",
+                          f"tokens per chunk ({split})", "tokens")
+    return {"chunks": n, "tokens": tokens, "mean_tokens": round(tokens / n, 1), "max_tokens": cfg.max_tokens,
+            "overlap": cfg.overlap, "tokenizer": tokenizer_name, "seconds": round(secs, 2),
+            "tokens_per_s": round(tokens / secs, 1) if secs else None,
+            "token_histogram": image(png, "tokens per chunk"), "token_histogram_png": FilePath(png)}

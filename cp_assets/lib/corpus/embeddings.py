@@ -61,6 +61,15 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
     }
 
 
+def embed_and_publish(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
+                      device: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, str | None]:
+    """The `embeddings` asset's work: `embed_split`'s figures and the published partition's version (the data
+    version: unchanged when the split was already up to date; None when nothing is published)."""
+    figures = embed_split(store, split, model, batch_size=batch_size, commit_every=commit_every, device=device,
+                          log=log)
+    return figures, store.partition_version("embeddings", split, model_slug(model))
+
+
 def embedding_checks(store: PgStore, split: str, model: str) -> dict[str, tuple[bool, dict]]:
     """The published split's health: name -> (passed, figures), for the asset checks."""
     health = store.embedding_health(model_slug(model), split)

@@ -12,7 +12,7 @@ One DuckDB file per split (`CPROX_HOME/ngrams/<split>.duckdb`), so splits build 
 incremental: documents are keyed by id and content hash; new or changed ones are added in batches, each batch (its
 postings and its `docs` rows) committed in one transaction, removed ones deleted. A crash loses at most the batch in
 flight and a rerun continues. After an update the postings are rewritten sorted by hash, so a lookup reads only the
-row groups whose hash range can hold its keys.
+row groups whose hash range can hold its keys. `index_split` is the `ngram_index` asset's work.
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from cp_assets.lib.core import settings
+from cp_assets.lib.core.metadata import FilePath
+
+if TYPE_CHECKING:
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
 DEFAULT_TOKENIZER = "all-minilm-l6-v2"
 DEFAULT_N = 8
@@ -311,3 +315,28 @@ def open_index(split: str, home: Path | None = None, n: int | None = None, token
 def built_splits(home: Path | None = None) -> list[str]:
     root = (home or settings.home()) / "ngrams"
     return sorted(p.stem for p in root.glob("*.duckdb")) if root.exists() else []
+
+
+def index_split(store: PgStore, split: str, *, n: int = DEFAULT_N, batch_tokens: int = 2_000_000,
+                rebuild: bool = False, log: Callable[[str], None] = print) -> tuple[dict, str]:
+    """The `ngram_index` asset's work: the split's documents (from Postgres) into its index, incrementally; returns
+    the metadata (index size, what was added / removed / kept, throughput, the file) and the index's version."""
+    index = open_index(split, n=n)
+    docs = ((d.doc_id, d.text) for d in store.iter_documents(split))
+    stats = index.update(docs, batch_tokens=batch_tokens, rebuild=rebuild, log=log)
+    summary = index.stats()
+    if summary["n_docs"] == 0:
+        raise ValueError(f"split {split!r} has no documents: materialize `raw_corpus` for it first")
+    log(f"{split}: +{stats.added} / -{stats.removed} / ={stats.kept} documents, {stats.tokens_added:,} "
+        f"tokens indexed in {stats.seconds:.1f}s ({stats.tokens_per_s:,.0f} tokens/s)")
+    return {"documents": summary["n_docs"], "tokens": summary["n_tokens"], "postings": summary["n_postings"],
+            "added": stats.added, "removed": stats.removed, "kept": stats.kept, "tokens_added": stats.tokens_added,
+            "seconds": round(stats.seconds, 2), "tokens_per_s": round(stats.tokens_per_s),
+            "n": summary["n"], "tokenizer": summary["tokenizer"], "file": FilePath(summary["path"]),
+            "file_mb": round(index.path.stat().st_size / 2**20, 1)}, index.version()
+
+
+def index_matches_corpus(store: PgStore, split: str) -> tuple[bool, dict]:
+    """The split's index holds exactly its documents in Postgres (no batch lost or left over): (passed, figures)."""
+    indexed, documents = open_index(split).stats()["n_docs"], store.count("raw_corpus", split)
+    return indexed == documents, {"indexed": indexed, "documents": documents}

@@ -4,7 +4,8 @@ A *streaming* split has a source that grows: a glob of shard files (`path: crawl
 Face dataset. Its fingerprint hashes, for each source, the shard names, sizes and modification times (a file source
 is one shard), or the `hf:` arguments. An `hf:` source pinned to a `revision` changes only when the revision does;
 an unpinned one cannot be listed offline, so its fingerprint includes the day (`as_of`): it is re-read every night.
-`raw_corpus` records the fingerprint it read in its metadata; the schedule compares the two.
+`raw_corpus` records the fingerprint it read in its metadata (`read_corpus`, the asset's work); the schedule
+compares the two.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from cp_assets.lib.corpus.registry import Registry
+
+if TYPE_CHECKING:
+    from cp_assets.lib.corpus.pgvector_store import PgStore
 
 
 @dataclass(frozen=True)
@@ -64,3 +70,21 @@ def changed_splits(registry: Registry, recorded: dict[str, str | None],
         if recorded.get(name) != now.fingerprint:
             out.append(now)
     return out
+
+
+def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[str], None] = print) -> dict:
+    """The `raw_corpus` asset's work: the split's documents read from its sources into Postgres (replaced
+    atomically); returns the metadata, with the sources' fingerprint taken before reading (a shard landing mid-read
+    makes the next night read the split again)."""
+    from cp_assets.lib.corpus.sources import ReadStats, read_split
+
+    stats, t0 = ReadStats(), time.perf_counter()
+    sources = split_sources(registry, split)
+    n = store.replace_documents(split, read_split(registry, split, stats))
+    secs = time.perf_counter() - t0
+    log(f"{split}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
+    return {"documents": n, "characters": stats.chars, "skipped": sum(stats.skipped.values()),
+            "skipped_by_reason": dict(stats.skipped), "excluded": stats.excluded, "per_source": dict(stats.per_source),
+            "source_fingerprint": sources.fingerprint, "source_files": sources.shards, "source_bytes": sources.bytes,
+            "registry": str(registry.file), "data_dir": str(registry.data_dir), "seconds": round(secs, 2),
+            "docs_per_s": round(n / secs, 1) if secs else None}

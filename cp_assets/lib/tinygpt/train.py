@@ -46,6 +46,7 @@ from cp_assets.lib.tinygpt.model import (
     train_tokenizer,
     write_json,
 )
+from cp_assets.lib.tinygpt.progress import Progress, on_progress, report  # noqa: F401  (on_progress re-exported)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def train(train_texts: Sequence[str], val_texts: Sequence[str], size_or_cfg: str
     try:
         curve.append(_row(0, 0, None, evaluate(model, val, batch_size, autocast), opts, t_start))
         log(f"{tag} step 0/{total_steps} val {curve[0]['val_loss']:.4f}")
+        report(Progress(tag, 0, total_steps, 0, None, curve[0]["val_loss"], 0.0))
         for step in range(1, total_steps + 1):
             t0 = time.perf_counter()
             if len(order) < batch_size:  # a fresh permutation per epoch (leftover windows start the next batch)
@@ -305,6 +307,7 @@ def train(train_texts: Sequence[str], val_texts: Sequence[str], size_or_cfg: str
                 log(f"{tag} step {step}/{total_steps} tokens {step * per_step:,} loss {loss:.4f}"
                     + (f" val {val_loss:.4f}" if val_loss is not None else "")
                     + f" lr x{lrm:.3f} {step * per_step / train_s:,.0f} tok/s")
+            report(Progress(tag, step, total_steps, step * per_step, loss, val_loss, step * per_step / train_s))
             if step in ckpt_steps:
                 path = staging / f"step_{step:06d}"
                 model.save(path, tokenizer, extra={"val.json": {"step": step, "tokens": step * per_step,
