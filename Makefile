@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PORT ?= 3000
 
-.PHONY: install install-llama browser db db-stop demo test test-fast ui summary clean
+.PHONY: install install-llama browser db db-stop demo lab test test-fast ui summary clean
 
 install: $(VENV)/.installed
 
@@ -38,16 +38,35 @@ db: install
 db-stop:
 	$(VENV)/bin/cprox db stop
 
+# `make demo`: every capability on the demo slice (demo/*.yaml: ~1M characters, 40 questions per eval set, one
+# `test`-size tiny model per optimizer), ending with `cprox tour`. `make lab`: the full registries (corpora.yaml,
+# evals.yaml, training.yaml: 3 seeds, the `cpu` size). Same split and eval names, so a lab run reuses the demo's state.
+DEMO_ENV := CPROX_CORPORA=$(CURDIR)/demo/corpora.yaml CPROX_EVALS=$(CURDIR)/demo/evals.yaml \
+  CPROX_TRAINING=$(CURDIR)/demo/training.yaml
+CPROX := $(VENV)/bin/cprox
+SIZE ?= lab
+SIZE_ENV := $(if $(filter demo,$(SIZE)),$(DEMO_ENV),)
+
 demo: install db $(DAGSTER_HOME)/dagster.yaml
-	time $(VENV)/bin/cprox materialize
-	$(VENV)/bin/cprox summary
-	time $(VENV)/bin/cprox rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 96 --log-level WARNING
-	time $(VENV)/bin/cprox train
-	time $(VENV)/bin/cprox rollouts --trained --eval math500 --limit 32 --max-tokens 48 --log-level WARNING
-	time $(VENV)/bin/cprox reports
-	$(VENV)/bin/cprox sql "SELECT * FROM contamination_summary"
-	time $(VENV)/bin/cprox clusters --naming-model smollm2-135m-instruct --llm-max-depth 1 --log-level WARNING
-	time $(VENV)/bin/cprox memorization
+	time $(DEMO_ENV) $(CPROX) materialize
+	$(DEMO_ENV) $(CPROX) summary
+	time $(DEMO_ENV) $(CPROX) rollouts --model smollm2-135m-instruct --limit 6 --max-tokens 64 --log-level WARNING
+	time $(DEMO_ENV) $(CPROX) train
+	time $(DEMO_ENV) $(CPROX) rollouts --trained --eval math500 --limit 16 --max-tokens 32 --log-level WARNING
+	time $(DEMO_ENV) $(CPROX) reports --log-level WARNING
+	time $(DEMO_ENV) $(CPROX) clusters --naming-model smollm2-135m-instruct --llm-max-depth 1 --log-level WARNING
+	time $(DEMO_ENV) $(CPROX) memorization --log-level WARNING
+	$(DEMO_ENV) $(CPROX) tour
+
+lab: install db $(DAGSTER_HOME)/dagster.yaml
+	time $(CPROX) materialize
+	time $(CPROX) rollouts --model smollm2-135m-instruct --limit 32 --max-tokens 192 --log-level WARNING
+	time $(CPROX) train
+	time $(CPROX) rollouts --trained --limit 64 --max-tokens 64 --log-level WARNING
+	time $(CPROX) reports --log-level WARNING
+	time $(CPROX) clusters --naming-model smollm2-135m-instruct --llm-max-depth 2 --log-level WARNING
+	time $(CPROX) memorization --log-level WARNING
+	$(CPROX) tour
 
 summary:
 	$(VENV)/bin/cprox summary
@@ -64,8 +83,9 @@ test: install browser
 test-fast: install
 	$(VENV)/bin/pytest -q -rs -m "not slow"
 
+# `make ui SIZE=demo`: the UI over the demo slice's registries (default: the full ones, as `make lab`)
 ui: install db $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+	$(SIZE_ENV) $(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 clean:
 	-$(VENV)/bin/cprox db stop
