@@ -78,7 +78,7 @@ browser:
 	  echo "no /usr/bin/chromium: test_ui_browser will skip (apt-get install chromium)"
 
 test: install browser
-	$(VENV)/bin/pytest -q -rs
+	$(VENV)/bin/pytest -q -rs --durations=15
 
 test-fast: install
 	$(VENV)/bin/pytest -q -rs -m "not slow"

@@ -1,6 +1,7 @@
 """The corpus assets through Dagster: materialization, checks, idempotence, incremental re-embedding, isolation."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -96,12 +97,21 @@ def test_check_fails_when_a_vector_is_missing(materialized, store, resources):
     assert md["embedded"] == 1 and store.count("embeddings", "math", "all_minilm_l6_v2") == md["chunks"]
 
 
-def test_unknown_split_and_bad_database_fail_clearly(materialized, resources):
+def test_unknown_split_and_bad_database_fail_clearly(materialized, resources, capsys):
     from cp_assets.lib.corpus.registry import RegistryError, load_registry
 
     with pytest.raises(RegistryError, match="unknown split 'nope'"):
         load_registry().split("nope")
+    from cp_assets.cli.common import instance, materialize
+    from cp_assets.cli.main import main
+    from cp_assets.lib.core import settings
     from cp_assets.resources.pgvector_store import PgVectorStore
+
+    assert main(["materialize", "--split", "nope"]) == 1  # the CLI: the registry read and its splits, no traceback
+    said = "".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "unknownsplit'nope'" in said and str(settings.corpora_file()) in said and "Traceback" not in said, said
+    with pytest.raises(LookupError, match=rf"no partition 'nope'.*{re.escape(str(settings.corpora_file()))}"):
+        materialize(instance(), ["chunks"], "nope")  # every CLI command that materializes a partition
 
     bad = dict(resources, pg=PgVectorStore(database_url="postgresql://u:pw@127.0.0.1:1/x"))
     result = run(["raw_corpus"], "tiny", bad, raise_on_error=False)
@@ -119,7 +129,7 @@ def test_bad_input_fails_at_once_and_leaves_the_split(materialized, resources, s
 
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "fine"}\n{"text": \n'))
     (tmp_path / "corpora.yaml").write_text("splits:\n  tiny:\n    sources:\n      - {path: bad.jsonl.gz, text_field: text}\n")
-    before = store.count("documents", "tiny")
+    before = store.count("raw_corpus", "tiny")
     bad = dict(resources, registry=CorpusRegistry(corpora_file=str(tmp_path / "corpora.yaml"), data_dir=str(tmp_path)))
     result = run(["raw_corpus"], "tiny", bad, raise_on_error=False)
     assert not result.success
@@ -127,7 +137,36 @@ def test_bad_input_fails_at_once_and_leaves_the_split(materialized, resources, s
     assert "STEP_UP_FOR_RETRY" not in types and types.count("STEP_FAILURE") == 1
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert f"{tmp_path / 'bad.jsonl.gz'}:2" in str(failure.event_specific_data.error)
-    assert store.count("documents", "tiny") == before
+    assert before > 0 and store.count("raw_corpus", "tiny") == before
+
+
+def test_empty_source_file_fails_the_asset_and_warns_when_skipped(materialized, resources, store, tmp_path):
+    """An empty source file fails `raw_corpus` at once, naming the file (the split keeps its documents); under
+    `on_bad_record: skip` the read logs a warning and records it in the metadata."""
+    from cp_assets.lib.corpus.registry import load_registry
+    from cp_assets.lib.corpus.shards import read_corpus
+    from cp_assets.resources.corpus_registry import CorpusRegistry
+
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "one.jsonl").write_text('{"id": "a", "text": "the only document"}\n')
+    (tmp_path / "corpora.yaml").write_text("splits:\n  tiny:\n    sources:\n      - {path: empty.jsonl, text_field: text}\n")
+    before = store.count("raw_corpus", "tiny")
+    bad = dict(resources, registry=CorpusRegistry(corpora_file=str(tmp_path / "corpora.yaml"), data_dir=str(tmp_path)))
+    result = run(["raw_corpus"], "tiny", bad, raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"{tmp_path / 'empty.jsonl'}: empty file" in str(failure.event_specific_data.error)
+    assert before > 0 and store.count("raw_corpus", "tiny") == before
+    (tmp_path / "skip.yaml").write_text("splits:\n  empty_check:\n    sources:\n"
+                                        "      - {path: empty.jsonl, text_field: text, on_bad_record: skip}\n"
+                                        "      - {path: one.jsonl, text_field: text, id_field: id}\n")
+    warned = []
+    try:
+        md = read_corpus(load_registry(tmp_path / "skip.yaml", tmp_path), "empty_check", store, log=lambda _: None,
+                         warn=warned.append)
+    finally:
+        store.drop_split("empty_check")
+    assert md["documents"] == 1 and md["skipped_by_reason"] == {"empty_file": 1}
+    assert len(warned) == 1 and warned[0] == md["warnings"] and "empty.jsonl: empty file" in warned[0]
 
 
 @pytest.mark.slow

@@ -132,3 +132,11 @@ def test_cprox_annotate(trees, capsys):
     assert rows[0]["path_ids"][1] != rows[1]["path_ids"][1], "a sonnet line and a word problem part at the root"
     assert main(["annotate", text, "--tree", "nope"]) == 1
     assert "no cluster tree 'nope'" in capsys.readouterr().err
+
+
+def test_cprox_annotate_reads_the_database_of_cprox_database_url(trees, capsys, monkeypatch):
+    from cp_assets.cli.main import main
+
+    monkeypatch.setenv("CPROX_DATABASE_URL", "postgresql://cprox@127.0.0.1:1/none?connect_timeout=2")
+    assert main(["annotate", "Natalia sold 48 clips in April.", "--tree", "all"]) == 1
+    assert "127.0.0.1:1" in capsys.readouterr().err

@@ -86,6 +86,24 @@ def test_a_defs_file_is_named_after_its_asset():
     assert wrong == {}
 
 
+SQL_OR_MARKDOWN = ("SELECT ", "INSERT ", "DELETE FROM", "UPDATE ", "CREATE TABLE", "|---", "| ---")
+
+
+def test_defs_hold_no_sql_and_no_markdown_building():
+    """Asset bodies call lib: SQL lives in lib (or dbt_like_sql/), markdown tables are rendered by lib."""
+    found = {}
+    for path in (PKG / "defs").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and any(k in node.value for k in SQL_OR_MARKDOWN):
+                found.setdefault(path.relative_to(REPO).as_posix(), []).append(node.value[:60])
+    assert found == {}
+
+
 def test_loading_the_definitions_imports_no_torch():
     """GPU boundary: torch, vllm, sentence-transformers and transformers are imported only inside the steps that use
     them (encoder, generation backends, scoring, the tiny GPT), never by loading the code location or the CLI."""

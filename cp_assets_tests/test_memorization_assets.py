@@ -136,6 +136,13 @@ def test_memorization_report_and_sql(tested, resources, instance):
     assert sorted((r, s, nb, ns) for r, s, nb, ns, _ in pairs) == [(r, "tiny", 16, 16) for r in RUNS]
 
 
+def test_cprox_memorization_refreshes_the_sql_reports_over_the_lab():
+    """`cprox memorization` materializes these after the lab (the demo printed empty columns when it did not)."""
+    from cp_assets.cli.memorization import _lab_sql_reports
+
+    assert _lab_sql_reports() == ["base_vs_sft", "memorization_by_model", "optimizer_memorization"]
+
+
 def test_diverging_run_fails_cleanly_and_keeps_checkpoints(trained, resources, instance):
     from cp_assets.resources.results import ResultsStore
 

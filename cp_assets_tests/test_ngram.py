@@ -189,12 +189,31 @@ def test_gpt4_substring_probes_and_hits():
 
 @pytest.mark.parametrize("share, hits, dist, flagged, reason", [
     (0.9, 3, 0.05, True, "ngram,substring,embedding"), (0.0, 0, 0.15, True, "embedding"), (0.3, 0, None, False, None),
-    (0.0, 0, 0.5, False, None), (0.55, 0, None, True, "ngram"), (0.1, 1, None, True, "substring")])
+    (0.0, 0, 0.5, False, None), (0.55, 0, None, True, "ngram"), (0.1, 3, None, True, "substring"),
+    (0.1, 2, None, False, None), (0.0, 0, 0.16, False, None)])
 def test_flag_rule(share, hits, dist, flagged, reason):
     ev = NgramEvidence(20, share, share, 10, share)
     assert FlagRule().apply(ev, hits, dist) == (flagged, reason)
     common = NgramEvidence(20, share, 0.9, 10, 0.0)  # matches only in boilerplate found in many documents
     assert FlagRule().apply(common, 0, None)[1] != "ngram"
+
+
+def test_choose_rule_takes_the_best_f1_and_the_strictest_rule_on_a_plateau():
+    from cp_assets.lib.reports.contamination import choose_rule, score_rule
+
+    def row(share=0.0, hits=0, dist=0.6):
+        return {"rare_share": share, "substring_hits": hits, "nn_distance": dist}
+
+    # positives: two copies (share 0.9, all probes) and two paraphrases (cosine 0.12, 0.14); controls: a similar
+    # problem at 0.18, one with one probe found (a shared phrase), one with share 0.35
+    rows = [row(0.9, 3), row(0.95, 3), row(dist=0.12), row(dist=0.14), row(dist=0.18), row(hits=1), row(0.35)]
+    labels = [True, True, True, True, False, False, False]
+    best = choose_rule(rows, labels)
+    assert (best.precision, best.recall, best.tp, best.fp) == (1.0, 1.0, 4, 0)
+    # every share in [0.4, 0.8] and every cosine in [0.14, 0.175] is perfect: the strictest of them is taken
+    assert best.rule.min_share == 0.8 and best.rule.min_substring_hits == 3 and best.rule.max_nn_cosine == 0.15
+    loose = score_rule(FlagRule(0.3, 1, 0.2), rows, labels)
+    assert (loose.tp, loose.fp) == (4, 3) and loose.precision == 4 / 7
 
 
 def test_boilerplate_matches_do_not_count_toward_rare_share(tmp_path):

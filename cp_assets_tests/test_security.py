@@ -152,10 +152,77 @@ HOSTILE = ["'; DROP TABLE cprox_chunks; --", "x' OR '1'='1", "$$; DELETE FROM cp
 def test_hostile_search_text_is_only_data(store, materialized, text):
     from cp_assets.lib.corpus.search import search
 
-    before = (store.count("chunks", "tiny"), store.count("documents", "tiny"))
+    before = (store.count("chunks", "tiny"), store.count("raw_corpus", "tiny"))
+    assert min(before) > 0  # the split is there to lose
     [hits] = search(store, [text], split="tiny", k=3, engine="pgvector")
     assert len(hits) == 3
-    assert (store.count("chunks", "tiny"), store.count("documents", "tiny")) == before
+    assert (store.count("chunks", "tiny"), store.count("raw_corpus", "tiny")) == before
+
+
+def hostile_documents(split: str) -> list:
+    from cp_assets.lib.corpus.sources import Document
+
+    body = " ".join(f"the quiet harbour keeps its boats {i}" for i in range(12))
+    return [Document(doc_id=f"h{i}:{text}", split=split, source=text, locator=f"{text}#L{i}", byte_offset=i,
+                     text=f"{text} {body} {text}", meta={"note": text, text: i}) for i, text in enumerate(HOSTILE)]
+
+
+def test_hostile_corpus_text_round_trips_through_postgres_and_the_ngram_index(store, materialized, tmp_path):
+    """Documents whose ids, sources, text and metadata are SQL come back byte for byte from Postgres and from the
+    exact index (DuckDB), and traced spans name them; no other split is touched."""
+    from cp_assets.lib.corpus.ngram_index import NgramIndex
+    from cp_assets.lib.reports.trace import trace
+
+    split = "hostile_roundtrip"
+    docs = hostile_documents(split)
+    others = {s: (store.count("raw_corpus", s), store.count("chunks", s)) for s in ("tiny", "math")}
+    try:
+        assert store.replace_documents(split, docs) == len(docs)
+        back = sorted(store.iter_documents(split), key=lambda d: d.byte_offset)
+        assert [(d.doc_id, d.source, d.locator, d.text, d.meta) for d in back] == \
+            [(d.doc_id, d.source, d.locator, d.text, d.meta) for d in docs]
+        index = NgramIndex(tmp_path / f"{split}.duckdb")
+        index.update(((d.doc_id, d.text) for d in back), log=lambda _: None)
+        assert index.stats()["n_docs"] == len(docs)
+        for doc in docs:
+            spans = trace(index, doc.text, doc_text=lambda ids: store.document_texts(split, ids))
+            located = {loc.doc_id for span in spans for loc in span.locations}
+            assert doc.doc_id in located and all(loc.verified for span in spans for loc in span.locations)
+    finally:
+        store.drop_split(split)
+    assert store.count("raw_corpus", split) == 0
+    assert {s: (store.count("raw_corpus", s), store.count("chunks", s)) for s in ("tiny", "math")} == others
+
+
+def test_hostile_rollout_text_is_only_data_in_the_results_db(tmp_path):
+    """A completion (model output: untrusted) and its ids written through `write_rollouts` and a report table
+    come back unchanged, and the other partitions' rows survive."""
+    from datetime import datetime, timezone
+
+    from cp_assets.lib.evals.generation import Rollout, SamplingParams
+    from cp_assets.lib.reports import report_tables
+    from cp_assets.lib.reports.results_db import ResultsDB
+
+    db = ResultsDB(tmp_path / "results.duckdb")
+    now = datetime.now(timezone.utc)
+    rollouts = [Rollout(sample_id=f"s{i}:{t}", eval_set=t, model_id=f"m-{t}", backend="echo", prompt=t,
+                        completion=f"{t} and {t}", params=SamplingParams(), params_hash="p", finish_reason="stop",
+                        latency_s=0.0, started_at=now, finished_at=now, metadata={"k": t})
+                for i, t in enumerate(HOSTILE)]
+    assert db.write_rollouts(rollouts) == len(HOSTILE)
+    assert sorted((r.sample_id, r.completion, r.metadata["k"]) for r in db.rollouts()) == \
+        sorted((r.sample_id, r.completion, r.metadata["k"]) for r in rollouts)
+    row = dict.fromkeys(report_tables.columns("rollout_spans"), 0) | {"split": "s", "params_hash": "p", "docs": "[]"}
+    with db.connect() as con:
+        report_tables.replace_named(con, {"model_id": "keep"}, {"rollout_spans": [
+            row | {"model_id": "keep", "sample_id": "kept", "text": "kept", "eval_set": "e"}]})
+        for t in HOSTILE:
+            report_tables.replace_named(con, {"model_id": t}, {"rollout_spans": [
+                row | {"model_id": t, "sample_id": t, "text": t, "eval_set": t}]})
+        got = con.execute("SELECT model_id, sample_id, text FROM rollout_spans ORDER BY model_id").fetchall()
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    assert sorted(got) == sorted([("keep", "kept", "kept")] + [(t, t, t) for t in HOSTILE])
+    assert {"rollouts", "rollout_spans", "eval_samples"} <= tables
 
 
 def test_hostile_keys_are_refused_by_the_registries(tmp_path):

@@ -64,6 +64,25 @@ def test_binary_file_is_refused_even_when_skipping(tmp_path):
         read(tmp_path, {"path": path.name, "text_field": "text", "on_bad_record": "skip"})
 
 
+@pytest.mark.parametrize("name,body", [("empty.jsonl", b""), ("blank.jsonl.gz", gzip.compress(b"\n \n")),
+                                       ("empty.txt", b"  \n")])
+def test_empty_source_file_fails_or_warns(tmp_path, name, body):
+    """An empty file is an error by default (`on_bad_record: error`) and a warning with `skip`; never silence."""
+    (tmp_path / name).write_bytes(body)
+    write_jsonl(tmp_path / "good.jsonl", [GOOD])
+    empty = {"path": name} | ({} if name.endswith(".txt") else {"text_field": "text"})
+    with pytest.raises(BadRecord) as exc:
+        read(tmp_path, empty)
+    assert exc.value.reason == "empty_file" and str(exc.value).startswith(f"{tmp_path / name}: empty file")
+    reg = load_registry(make_registry(tmp_path, {"s": {"sources": [
+        empty | {"on_bad_record": "skip"}, {"path": "good.jsonl", "text_field": "text", "id_field": "id"}]}}), tmp_path)
+    stats = ReadStats()
+    assert [d.doc_id for d in read_split(reg, "s", stats)] == ["good:a"]
+    assert stats.skipped == {"empty_file": 1}
+    [warning] = stats.warnings
+    assert warning.startswith(f"{tmp_path / name}: empty file") and "split 's'" in warning
+
+
 def test_missing_file_and_truncated_gzip(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read(tmp_path, {"path": "nope.jsonl", "text_field": "text"})

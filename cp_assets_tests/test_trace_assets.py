@@ -99,6 +99,20 @@ def test_cprox_trace_json_and_table(materialized, store, capsys):
     assert "below the index's window" in capsys.readouterr().err
 
 
+def test_cprox_trace_reads_the_database_of_cprox_database_url(materialized, store, capsys, monkeypatch):
+    """The snippets come from the server CPROX_DATABASE_URL names: the test's server works, a dead one is an error."""
+    from cp_assets.cli.main import main
+
+    doc = math_docs(store, 1)[0]
+    monkeypatch.setenv("CPROX_DATABASE_URL", store.dsn())
+    assert main(["trace", doc.text[:200], "--split", "math", "--json"]) == 0
+    [span, *_] = json.loads(capsys.readouterr().out)["math"]
+    assert span["locations"][0]["doc_id"] == doc.doc_id and span["locations"][0]["snippet"]
+    monkeypatch.setenv("CPROX_DATABASE_URL", "postgresql://cprox@127.0.0.1:1/none?connect_timeout=2")
+    assert main(["trace", doc.text[:200], "--split", "math", "--json"]) == 1
+    assert "127.0.0.1:1" in capsys.readouterr().err
+
+
 def test_cprox_reports_materializes_the_reports(echo_rollouts, capsys):
     from cp_assets.cli.main import main
     from cp_assets.resources.results import ResultsStore

@@ -30,7 +30,7 @@ def cmd_annotate(args) -> int:
 
     text = args.text if args.text != "-" else sys.stdin.read()
     model = settings.embed_model()
-    tree = cluster_store.load_tree(PgStore(), args.tree, model_slug(model))
+    tree = cluster_store.load_tree(PgStore(url=settings.database_url()), args.tree, model_slug(model))
     if tree is None:
         raise LookupError(f"no cluster tree {args.tree!r} for {model}: materialize `cluster_tree` (and "
                           "`cluster_names`) first, e.g. `cprox clusters --tree " + args.tree + "`")

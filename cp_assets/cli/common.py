@@ -75,6 +75,7 @@ def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_le
     used = set().union(*(graph.get(dg.AssetKey.from_user_string(a)).pools or set() for a in selection))
     invocation = uuid.uuid4().hex
     assets = [a for a in definitions.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    _check_partition_key(graph, selection, key)
     t0 = time.perf_counter()
     with pools.PoolWatcher(inst, invocation, used, wait_message_every_s):
         res = dg.materialize(assets + list(definitions.asset_checks or []), selection=selection, partition_key=key,
@@ -87,3 +88,19 @@ def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_le
           for e in res.get_asset_materialization_events()}
     checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
     return Outcome(res.success, md, checks, round(time.perf_counter() - t0, 1))
+
+
+def _check_partition_key(graph, selection: list[str], key) -> None:
+    """A key that is no partition of the selection is a LookupError naming the registry files the partitions come
+    from (not Dagster's DagsterUnknownPartitionError traceback)."""
+    if key is None:
+        return
+    for name in selection:
+        partitions = graph.get(dg.AssetKey.from_user_string(name)).partitions_def
+        if partitions is None or isinstance(partitions, dg.DynamicPartitionsDefinition):
+            continue
+        if isinstance(partitions, dg.StaticPartitionsDefinition) and key not in partitions.get_partition_keys():
+            raise LookupError(
+                f"{name}: no partition {key!r}. Its partitions are {partitions.get_partition_keys()}, read from the "
+                f"registries {settings.corpora_file()} (splits), {settings.evals_file()} (eval sets) and "
+                f"{settings.training_file()} (runs); add {key!r} there or pick one of those")

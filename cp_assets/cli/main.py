@@ -84,7 +84,10 @@ def cmd_materialize(args) -> int:
     from cp_assets.definitions import corpus_assets
     from cp_assets.lib.corpus.registry import load_registry
 
-    splits = args.split or load_registry().names()
+    registry = load_registry()
+    for split in args.split or []:
+        registry.split(split)  # RegistryError: which registry file was read and which splits it defines
+    splits = args.split or registry.names()
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
     inst = instance()
     rows, failed = [], False

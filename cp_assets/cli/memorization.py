@@ -94,14 +94,30 @@ def cmd_memorization(args) -> int:
                       else "see the run's logs", f"{res.seconds:.1f}"])
     bar.update(len(steps), "done")
     bar.close()
-    res = materialize(inst, ["memorization_report"], None, args.log_level)
+    sql = _lab_sql_reports()  # the SQL reports over the lab's tables (optimizer_memorization, base_vs_sft, ...)
+    res = materialize(inst, ["memorization_report", *sql], None, args.log_level)
     failed |= not res.ok
     table.append(["memorization_report", "", yes_no(res.ok),
                   f"{res.metadata.get('memorization_report', {}).get('rows', 0)} comparisons", f"{res.seconds:.1f}"])
+    table.append([", ".join(sql), "", yes_no(res.ok), ", ".join(
+        f"{res.metadata.get(a, {}).get('rows', 0)} rows" for a in sql), ""])
     show(COLUMNS, table, "memorization", stderr=True)
     if res.ok:
         _print_comparisons()
     return 1 if failed else 0
+
+
+LAB_ASSETS = {"tiny_models", "tiny_sft_models", "verbatim_recall", "extraction", "membership", "memorization_report"}
+
+
+def _lab_sql_reports() -> list[str]:
+    """The unpartitioned report assets (SQL models) that read a table of the memorization lab."""
+    from cp_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    return sorted(k.to_user_string() for k in graph.get_all_asset_keys()
+                  if graph.get(k).group_name == "reports" and graph.get(k).partitions_def is None
+                  and {p.to_user_string() for p in graph.get(k).parent_keys} & LAB_ASSETS)
 
 
 def _print_comparisons() -> None:

@@ -28,10 +28,11 @@ COMMANDS = [
     Step('search "Janet\'s ducks lay 16 eggs per day" --split midtrain --k 3',
          "The three nearest chunks in pgvector (MiniLM embeddings, HNSW) to the first GSM8K test question: the "
          "midtrain split holds GSM8K train problems much like it."),
-    Step('sql "SELECT * FROM contamination_summary"',
-         "Per eval set and split: how many questions the n-gram and substring checks flag as contaminated, the "
-         "Llama-2 clean / dirty counts and the mean distance to the nearest chunk. Any report table can be "
-         "queried (read-only); `cprox sql \"SHOW TABLES\"` lists them."),
+    Step('sql "SELECT eval_set, split, n_items, n_flagged, n_dirty FROM contamination_summary"',
+         "Per eval set and split: how many questions the contamination checks flag (n-gram, substring or embedding "
+         "evidence) and how many are Llama-2 'dirty'. Any report table can be queried (read-only); `SELECT *` "
+         "prints one record per row when a table is wider than the terminal, `cprox sql \"SHOW TABLES\"` lists "
+         "them."),
     Step('annotate "Natalia sold 48 clips in April." --tree all',
          "Each sentence placed in the cluster tree over every split: the named path from the root to its nearest "
          "leaf, and how far it sits."),
@@ -103,7 +104,8 @@ def tour_text(counts: dict[str, int | None], results: Path, cprox: str = ".venv/
         lines += textwrap.wrap(command, width, initial_indent=f"{n}. ", subsequent_indent="     ",
                                break_on_hyphens=False, break_long_words=False)
         lines += para(step.shows, "   ")
-    lines += ["", "More: README.md and docs/ (one page per domain); `cprox -h` lists every command.", rule]
+    lines += [""] + para("More: README.md and docs/ (one page per domain); `cprox -h` lists every command.")
+    lines.append(rule)
     return "\n".join(lines)
 
 

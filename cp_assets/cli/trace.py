@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cp_assets.lib.core import settings
+
 err = Console(stderr=True)
 out = Console()
 
@@ -29,7 +31,7 @@ def cmd_trace(args) -> int:
     if missing:
         raise FileNotFoundError(f"no n-gram index for split(s) {missing}: materialize `ngram_index` for them "
                                 f"(built: {built_splits()})")
-    store = PgStore()
+    store = PgStore(url=settings.database_url())  # CPROX_DATABASE_URL, else the embedded server
     results = {}
     for split in splits:
         spans = trace(open_index(split), text, min_tokens=args.min_tokens, max_docs=args.max_docs,

@@ -12,6 +12,7 @@ from cp_assets.defs.core.partitions import (
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.lib.clusters.materialize import materialize_tree
+from cp_assets.lib.clusters.store import covers_every_chunk
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
@@ -54,14 +55,5 @@ def cluster_tree(context: dg.AssetExecutionContext, config: ClusterTreeConfig, e
                 description="Every embedded chunk of the tree's split(s) sits in exactly one leaf.")
 def check_cluster_tree_covers_every_chunk(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                           pg: PgVectorStore) -> dg.AssetCheckResult:
-    name, store = context.partition_key, pg.store()
-    slug = model_slug(encoder.model)
-    with store.session() as conn:
-        members, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (chunk_split, chunk_id)) FROM cprox_cluster_members "
-            "WHERE tree = %s AND embed_slug = %s", (name, slug)).fetchone()
-    splits = [p["split"] for p in store.partitions() if p["kind"] == "embeddings" and p["model_slug"] == slug
-              and (name == ALL_SPLITS_TREE or p["split"] == name)]
-    embedded = sum(store.count("embeddings", s, slug) for s in splits)
-    return dg.AssetCheckResult(passed=members == distinct == embedded,
-                               metadata={"members": members, "distinct": distinct, "embedded": embedded})
+    passed, figures = covers_every_chunk(pg.store(), context.partition_key, model_slug(encoder.model), ALL_SPLITS_TREE)
+    return dg.AssetCheckResult(passed=passed, metadata=figures)

@@ -21,4 +21,5 @@ from cp_assets.resources.pgvector_store import PgVectorStore
 )
 def raw_corpus(context: dg.AssetExecutionContext, registry: CorpusRegistry, pg: PgVectorStore) -> dg.MaterializeResult:
     with bad_input_is_final():
-        return result(read_corpus(registry.load(), context.partition_key, pg.store(), log=context.log.info))
+        return result(read_corpus(registry.load(), context.partition_key, pg.store(), log=context.log.info,
+                                  warn=context.log.warning))

@@ -186,3 +186,15 @@ def export_to_duckdb(tree_obj: Tree, con, *, tree: str, embed_model: str) -> dic
         "cluster_nodes": (["tree", "embed_model", "node_id", "parent_id", "depth", "size", "quality", "split_counts",
                            "member_hash", "stop_reason", "is_leaf"], nodes),
         "cluster_members": (["tree", "embed_model", "split", "chunk_id", "leaf_id"], members)})
+
+
+def covers_every_chunk(store: PgStore, tree_name: str, embed_slug: str, all_splits: str = "all") -> tuple[bool, dict]:
+    """The `cluster_tree` check: every embedded chunk of the tree's split(s) sits in exactly one leaf."""
+    with store.session() as conn:
+        members, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (chunk_split, chunk_id)) FROM cprox_cluster_members "
+            "WHERE tree = %s AND embed_slug = %s", (tree_name, embed_slug)).fetchone()
+    splits = [p["split"] for p in store.partitions() if p["kind"] == "embeddings" and p["model_slug"] == embed_slug
+              and (tree_name == all_splits or p["split"] == tree_name)]
+    embedded = sum(store.count("embeddings", s, embed_slug) for s in splits)
+    return members == distinct == embedded, {"members": members, "distinct": distinct, "embedded": embedded}

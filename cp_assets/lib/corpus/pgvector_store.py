@@ -243,7 +243,14 @@ class PgStore:
             return conn.execute("SELECT chunk_id, text_hash, text, n_tokens FROM cprox_chunks WHERE split = %s "
                                 "ORDER BY doc_id, idx", (split,)).fetchall()
 
+    COUNT_KINDS = ("raw_corpus", "chunks", "embeddings")
+
     def count(self, kind: str, split: str, model_slug: str = "") -> int:
+        """Rows of a split in one asset's table: `raw_corpus` (documents), `chunks`, or `embeddings` of a model slug."""
+        if kind not in self.COUNT_KINDS:
+            raise ValueError(f"unknown kind {kind!r}: one of {', '.join(self.COUNT_KINDS)}")
+        if kind == "embeddings" and not model_slug:
+            raise ValueError("count('embeddings', ...) needs the model slug of the vectors' table")
         table = {"raw_corpus": "cprox_documents", "chunks": "cprox_chunks"}.get(kind) or emb_table(model_slug)
         with self.session() as conn:
             if not self._exists(conn, table):

@@ -72,7 +72,8 @@ def changed_splits(registry: Registry, recorded: dict[str, str | None],
     return out
 
 
-def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[str], None] = print) -> dict:
+def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[str], None] = print,
+                warn: Callable[[str], None] | None = None) -> dict:
     """The `raw_corpus` asset's work: the split's documents read from its sources into Postgres (replaced
     atomically); returns the metadata, with the sources' fingerprint taken before reading (a shard landing mid-read
     makes the next night read the split again)."""
@@ -83,8 +84,11 @@ def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[s
     n = store.replace_documents(split, read_split(registry, split, stats))
     secs = time.perf_counter() - t0
     log(f"{split}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
+    for message in stats.warnings:
+        (warn or log)(message)
     return {"documents": n, "characters": stats.chars, "skipped": sum(stats.skipped.values()),
             "skipped_by_reason": dict(stats.skipped), "excluded": stats.excluded, "per_source": dict(stats.per_source),
+            "warnings": "\n".join(stats.warnings) or "none",
             "source_fingerprint": sources.fingerprint, "source_files": sources.shards, "source_bytes": sources.bytes,
             "registry": str(registry.file), "data_dir": str(registry.data_dir), "seconds": round(secs, 2),
             "docs_per_s": round(n / secs, 1) if secs else None}

@@ -46,6 +46,7 @@ class ReadStats:
     excluded: int = 0
     skipped: Counter = field(default_factory=Counter)
     per_source: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)  # e.g. an empty source file under `on_bad_record: skip`
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class ReadStats:
             "excluded": self.excluded,
             "skipped": dict(self.skipped),
             "per_source": dict(self.per_source),
+            "warnings": list(self.warnings),
         }
 
 
@@ -263,8 +265,36 @@ def _shard_items(src: Source, split: str, data_dir: Path, excluded: set[str],
             yield item
 
 
+def _is_empty(path: Path, block: int = 1 << 16) -> bool:
+    """Whether the (decompressed) file holds nothing but whitespace; reads only up to its first non-blank byte."""
+    with _open_binary(path) as fh:
+        try:
+            while chunk := fh.read(block):
+                if chunk.strip():
+                    return False
+        except (OSError, EOFError):
+            return False  # a damaged file: the reader names the byte where it breaks
+    return True
+
+
+def _check_not_empty(src: Source, split: str, data_dir: Path, stats: ReadStats) -> None:
+    """An empty source file is a BadRecord under `on_bad_record: error` (a file that landed half-written, or the
+    wrong path), a warning and a skip count under `skip`: never 0 documents in silence."""
+    paths = src.shard_paths(data_dir) if src.is_sharded() else [src.resolve_path(data_dir)]
+    for path in paths:
+        if not _is_empty(path):
+            continue
+        detail = f"empty file: source {src.label()!r} of split {split!r} has no records in it"
+        if src.on_bad_record == "error":
+            raise BadRecord(str(path), "empty_file", detail + " (`on_bad_record: skip` reads on past it)")
+        stats.skipped["empty_file"] += 1
+        stats.warnings.append(f"{path}: {detail}")
+
+
 def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats) -> Iterator[Document]:
     """Documents of one source, honouring limit, exclude and on_bad_record."""
+    if src.resolved_format() != "hf":
+        _check_not_empty(src, split, data_dir, stats)
     if src.resolved_format() == "hf":
         items = _record_docs(_hf_records(src), src, split, _excluded_values(src, data_dir), stats)
     elif src.is_sharded():

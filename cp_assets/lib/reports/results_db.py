@@ -219,7 +219,7 @@ class ResultsDB:
         where = " AND ".join(f"{k} = ?" for k in filters)
         with self.connect(read_only=True) as conn:
             conn.execute(f"COPY (SELECT {', '.join(ROLLOUT_COLUMNS)} FROM rollouts"
-                         + (f" WHERE {where}" if where else "") + f") TO '{path}' (FORMAT parquet, COMPRESSION zstd)",
+                         + (f" WHERE {where}" if where else "") + f") TO '{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)",
                          list(filters.values()))
         return path
 
