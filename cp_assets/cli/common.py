@@ -97,8 +97,6 @@ def _check_partition_key(graph, selection: list[str], key) -> None:
         return
     for name in selection:
         partitions = graph.get(dg.AssetKey.from_user_string(name)).partitions_def
-        if partitions is None or isinstance(partitions, dg.DynamicPartitionsDefinition):
-            continue
         if isinstance(partitions, dg.StaticPartitionsDefinition) and key not in partitions.get_partition_keys():
             raise LookupError(
                 f"{name}: no partition {key!r}. Its partitions are {partitions.get_partition_keys()}, read from the "

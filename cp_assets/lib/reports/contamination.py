@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -117,7 +119,7 @@ def substring_hits(probes: Sequence[Sequence[str]], corpus: Iterable[str]) -> li
 @dataclass(frozen=True)
 class FlagRule:
     """The flag's thresholds. The defaults are those `choose_rule` picks on the dev half of the planted GSM8K
-    benchmark (`benchmarks/contamination_thresholds.py`; the acceptance test scores the other half with them)."""
+    benchmark (`cp_assets_tests/test_contamination.py` checks it and scores the other half with them)."""
 
     min_share: float = 0.5              # rare_share at or above: n-gram evidence (most of the item)
     min_substring_hits: int = 3         # substring_hits at or above: substring evidence (all 3 probes)
@@ -140,7 +142,7 @@ class FlagRule:
                      f"(flag at >= {self.min_share:.0%}; longest match {row['longest_span']} tokens)",
             "substring": f"substring: {row['substring_hits']} of its 50-character probes occur in the split "
                          f"(flag at >= {self.min_substring_hits})",
-            "embedding": f"embedding: nearest chunk at cosine distance {row['nn_distance'] or 0:.3f} "
+            "embedding": f"embedding: nearest chunk at cosine distance {row['nn_distance']:.3f} "
                          f"(flag at <= {self.max_nn_cosine})"}
         return "; ".join(said[r] for r in self.reasons(row["rare_share"], row["substring_hits"], row["nn_distance"]))
 
@@ -176,15 +178,10 @@ def score_rule(rule: FlagRule, rows: Sequence[dict], positive: Sequence[bool]) -
 def choose_rule(rows: Sequence[dict], positive: Sequence[bool]) -> RuleScore:
     """The rule of the grid with the best F1 on labelled (dev) rows; ties go to the strictest rule (higher share
     and hits, lower cosine), so a plateau never widens the flag."""
-    best = None
-    for share in SHARE_GRID:
-        for hits in HITS_GRID:
-            for cos in COSINE_GRID:
-                sc = score_rule(FlagRule(share, hits, cos), rows, positive)
-                key = (round(sc.f1, 9), share, hits, -cos)
-                if best is None or key > best[0]:
-                    best = (key, sc)
-    return best[1]
+    scores = (score_rule(FlagRule(share, hits, cos), rows, positive)
+              for share in SHARE_GRID for hits in HITS_GRID for cos in COSINE_GRID)
+    return max(scores, key=lambda sc: (round(sc.f1, 9), sc.rule.min_share, sc.rule.min_substring_hits,
+                                       -sc.rule.max_nn_cosine))
 
 
 COLUMNS = ["eval_set", "sample_id", "split", "ngram_n", "n_tokens", "ngram_overlap", "contaminated_share",
@@ -217,9 +214,6 @@ def contamination_report(store, db, index: NgramIndex, embed_model: str, eval_se
     substrings over the split's documents, nearest chunk from `eval_proximity`), rows replaced in the results DB;
     returns the metadata: counts, buckets, evidence, a plot, the most contaminated items, and for every flagged item
     which evidence fired (`FlagRule.explain`)."""
-    import time
-    from pathlib import Path
-
     from cp_assets.lib.core import plots, settings
     from cp_assets.lib.core.metadata import image, table
     from cp_assets.lib.reports import report_tables
