@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 import uuid
 
 import dagster as dg
@@ -86,6 +87,16 @@ def materialize_in_thread(inst) -> tuple[threading.Thread, dict]:
     return thread, out
 
 
+def join(thread: threading.Thread, timeout: float = 60) -> None:
+    """Join the materialize thread; if it is still running, fail with every thread's stack (where it waits)."""
+    thread.join(timeout=timeout)
+    if thread.is_alive():
+        frames = sys._current_frames()
+        stacks = "\n".join(f"--- {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+                            for t in threading.enumerate() if t.ident in frames)
+        raise AssertionError(f"materialize still running {timeout} s after the slot was freed:\n{stacks}")
+
+
 def wait_for(capsys, text: str, timeout: float = 60) -> str:
     seen, deadline = "", time.monotonic() + timeout
     while text not in seen and time.monotonic() < deadline:
@@ -105,8 +116,8 @@ def test_a_wait_for_the_gpu_slot_names_the_run_that_holds_it(tmp_path, capsys):
     assert "step quick_gpu_step of run " in seen and "waits for a `gpu` pool slot" in seen
     assert thread.is_alive(), "blocked while the slot is held"
     inst.event_log_storage.free_concurrency_slots_for_run(holder)
-    thread.join(timeout=60)
-    assert not thread.is_alive() and out["res"].ok
+    join(thread)
+    assert out["res"].ok
     assert inst.get_run_by_id(holder).status == dg.DagsterRunStatus.STARTED  # a live holder is never reaped
 
 
@@ -118,7 +129,7 @@ def test_a_holder_killed_during_the_wait_is_reaped_and_the_wait_ends(tmp_path, c
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     seen = wait_for(capsys, "its process is gone")
-    thread.join(timeout=60)
-    assert not thread.is_alive() and out["res"].ok
+    join(thread)
+    assert out["res"].ok
     [dead] = [r for r in inst.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
     assert f"marked run {dead.run_id} failed" in seen

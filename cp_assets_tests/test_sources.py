@@ -64,8 +64,8 @@ def test_binary_file_is_refused_even_when_skipping(tmp_path):
         read(tmp_path, {"path": path.name, "text_field": "text", "on_bad_record": "skip"})
 
 
-@pytest.mark.parametrize("name,body", [("empty.jsonl", b""), ("blank.jsonl.gz", gzip.compress(b"\n \n")),
-                                       ("empty.txt", b"  \n")])
+@pytest.mark.parametrize("name,body", [("empty.jsonl", b""), ("blank.jsonl.gz", gzip.compress(b"\n \n", mtime=0)),
+                                       ("empty.txt", b"  \n")], ids=["empty.jsonl", "blank.jsonl.gz", "empty.txt"])
 def test_empty_source_file_fails_or_warns(tmp_path, name, body):
     """An empty file is an error by default (`on_bad_record: error`) and a warning with `skip`; never silence."""
     (tmp_path / name).write_bytes(body)

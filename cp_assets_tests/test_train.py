@@ -253,9 +253,10 @@ def test_backend_on_trained_model(base_runs, corpus):
 
 @pytest.mark.slow
 def test_default_cpu_size_trains_both_optimizers(tmp_path):
-    """The size the comparison runs ("cpu", its learning rates and schedule) at half its token budget (~30-45 s a run
-    on 2 cores; the full budget is benchmarks/train.py's): both optimizers reach a sensible val loss on FineWeb-Edu +
-    Austen + Shakespeare + inaugural addresses (measured: AdamW 4.58, Muon 4.65), within 0.15 nats of each other."""
+    """The size the comparison runs ("cpu", its learning rates and schedule) at a quarter of its token budget (64 steps,
+    ~25 s a run on 1 thread; the full budget is benchmarks/train.py's and `make lab`'s): both optimizers reach a sensible
+    val loss on FineWeb-Edu + Austen + Shakespeare + inaugural addresses (measured 2026-12-03: AdamW 4.909, Muon 4.904;
+    ln 2048 = 7.62 at the start), within 0.15 nats of each other."""
     docs = [r["text"] for r in read_jsonl("fineweb_edu_sample/fineweb_edu_sample10bt_150.jsonl.gz")]
     docs += [r["text"] for r in read_jsonl("public_domain_texts/shakespeare_8_plays.jsonl.gz")]
     docs += [r["text"] for r in read_jsonl("public_domain_texts/us_inaugural_addresses.jsonl.gz")]
@@ -263,9 +264,9 @@ def test_default_cpu_size_trains_both_optimizers(tmp_path):
         docs += [c for c in re.split(r"\n(?=Chapter \d+)", f.read()) if c.strip()]
     random.Random(0).shuffle(docs)
     tok = train_tokenizer(docs[15:], SIZES["cpu"].vocab_size)
-    half = SIZES["cpu"].total_tokens // 2
-    runs = {opt: train(docs[15:], docs[:15], "cpu", TrainConfig(optimizer=opt, total_tokens=half), tmp_path / opt,
+    quarter = SIZES["cpu"].total_tokens // 4
+    runs = {opt: train(docs[15:], docs[:15], "cpu", TrainConfig(optimizer=opt, total_tokens=quarter), tmp_path / opt,
                        tokenizer=tok, log=quiet) for opt in OPTIMIZERS}
     for r in runs.values():
-        assert r.final_val_loss < 4.75 and r.steps == 128 and len(r.checkpoints) == 7
+        assert r.final_val_loss < 5.05 and r.steps == 64 and len(r.checkpoints) == 7
     assert abs(runs["adamw"].final_val_loss - runs["muon"].final_val_loss) < 0.15
