@@ -1,0 +1,54 @@
+"""How fast this machine is right now: a 20-60 s probe to print next to any wall-clock figure (`make test`, `make demo`,
+`make lab`). On a shared 2-core VM the same code ran 2.4x slower in the afternoon than in the morning (2026-12-03:
+MiniLM 44.8 then 18.8 chunks/s), so a duration means little without the speed it was measured at.
+
+Prints the CPU model, cores, load average, and two rates: MiniLM (the project's encoder) on 512 GSM8K train
+conversations (batch 32, the embeddings asset's setting; ~160 tokens each, truncated at 256), and a float32 matmul
+(GFLOP/s, torch's threads).
+
+    .venv/bin/python benchmarks/machine.py [--texts 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+
+import _common  # noqa: F401 - sets HF_HUB_OFFLINE before the model loads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--texts", type=int, default=512)
+    args = ap.parse_args()
+
+    import torch
+
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus import encoder
+
+    with gzip.open(settings.data_dir() / "gsm8k" / "train.jsonl.gz", "rt") as fh:
+        rows = [json.loads(line) for _, line in zip(range(args.texts), fh)]
+    texts = [f"User: {r['question']}\nAssistant: {r['answer']}" for r in rows]
+    encoder.encode("all-MiniLM-L6-v2", texts[:32])  # load and warm up
+    t0 = time.perf_counter()
+    encoder.encode("all-MiniLM-L6-v2", texts, batch_size=32)
+    enc = len(texts) / (time.perf_counter() - t0)
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    t0, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    gflops = reps * 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9
+
+    for line in _common.machine_lines({"torch threads": str(torch.get_num_threads())}):
+        print(line)
+    print(f"MiniLM encode: {enc:.1f} chunks/s ({len(texts)} GSM8K conversations, batch 32)")
+    print(f"float32 matmul 1024^2: {gflops:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
