@@ -54,9 +54,9 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(DEMO_ENV) $(CPROX) train
 	time $(DEMO_ENV) $(CPROX) rollouts --trained --eval math500 --limit 16 --max-tokens 32 --log-level WARNING
 	time $(DEMO_ENV) $(CPROX) reports --log-level WARNING
-	# the split trees named by keywords, the tree over every split (the tour's) by SmolLM2 down to depth 1
+	# the split trees named by keywords, the tree over every split (the tour's) by SmolLM2 down to depth 2
 	time $(DEMO_ENV) $(CPROX) clusters --tree pretrain --tree midtrain --tree sft --naming-model "" --log-level WARNING
-	time $(DEMO_ENV) $(CPROX) clusters --tree all --naming-model smollm2-135m-instruct --llm-max-depth 1 \
+	time $(DEMO_ENV) $(CPROX) clusters --tree all --naming-model smollm2-135m-instruct --llm-max-depth 2 \
 	  --log-level WARNING
 	time $(DEMO_ENV) $(CPROX) memorization --log-level WARNING
 	$(DEMO_ENV) $(CPROX) tour
