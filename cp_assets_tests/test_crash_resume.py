@@ -47,7 +47,7 @@ def crash_env(store, tmp_path_factory):
               - path: gsm8k/train.jsonl.gz
                 name: gsm8k
                 template: "User: {question}\\nAssistant: {answer}"
-                limit: 300
+                limit: 150
     """))
     yield dict(os.environ, CPROX_CORPORA=str(registry), CPROX_HOME=str(TEST_HOME))
     store.drop_split(SPLIT)
