@@ -1,6 +1,7 @@
 """How fast this machine is right now: a 20-60 s probe to print next to any wall-clock figure (`make test`, `make demo`,
-`make lab`). On a shared 2-core VM the same code ran 2.4x slower in the afternoon than in the morning (2026-12-03:
-MiniLM 44.8 then 18.8 chunks/s), so a duration means little without the speed it was measured at.
+`make lab`). On a shared 2-core VM the same encode ran 2.4x slower in the afternoon than in the morning (2026-12-03,
+1,024 GSM8K conversations, batch 32: 44.8 chunks/s at 13:12, 18.8 at 14:30), so a duration means little without the
+speed it was measured at.
 
 Prints the CPU model, cores, load average, and two rates: MiniLM (the project's encoder) on 512 GSM8K train
 conversations (batch 32, the embeddings asset's setting; ~160 tokens each, truncated at 256), and a float32 matmul
@@ -16,7 +17,7 @@ import gzip
 import json
 import time
 
-import _common  # noqa: F401 - sets HF_HUB_OFFLINE before the model loads
+import _common  # first: sets HF_HUB_OFFLINE before the model loads
 
 
 def main() -> None:
