@@ -1,4 +1,4 @@
-"""`SentenceEncoder`: the embedding model (sentence-transformers), its batch size and device."""
+"""`SentenceEncoder`: the embedding model (sentence-transformers), its batch size, device and precision."""
 
 
 import dagster as dg
@@ -14,6 +14,7 @@ class SentenceEncoder(dg.ConfigurableResource):
     batch_size: int = 32
     commit_every: int = 512
     device: str | None = None
+    precision: str = "auto"  # auto | fp32 | bf16: see lib/corpus/encoder.resolve_precision
 
     def tokenizer(self):
         return encoder.load_tokenizer(self.model)

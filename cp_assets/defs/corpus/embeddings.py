@@ -31,7 +31,8 @@ from cp_assets.resources.pgvector_store import PgVectorStore
 )
 def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
     meta, version = embed_and_publish(pg.store(), context.partition_key, encoder.model, batch_size=encoder.batch_size,
-                                      commit_every=encoder.commit_every, device=encoder.device, log=context.log.info)
+                                      commit_every=encoder.commit_every, device=encoder.device,
+                                      precision=encoder.precision, log=context.log.info)
     return result(meta, data_version=dg.DataVersion(version) if version else None)
 
 

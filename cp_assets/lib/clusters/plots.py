@@ -10,13 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cp_assets.lib.core.stats import wilson  # noqa: E402
+from cp_assets.lib.core.plots import pyplot
+from cp_assets.lib.core.stats import wilson
 
 
 def _label(node: dict, width: int = 28) -> str:
@@ -60,6 +57,7 @@ def tree_png(nodes: Sequence[dict], path: Path, title: str, max_depth: int = 2) 
     for n in nodes:
         kids.setdefault(n["parent_id"], []).append(n)
     roots = kids.get(None, [])
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
     cmap = plt.get_cmap("tab20")
 
@@ -102,6 +100,7 @@ def rate_bars(labels: Sequence[str], k: Sequence[int], n: Sequence[int], path: P
     cis = [wilson(a, b) for a, b in zip(k, n)]
     lo = [r - c[0] if b else 0 for r, c, b in zip(rates, cis, n)]
     hi = [c[1] - r if b else 0 for r, c, b in zip(rates, cis, n)]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(labels)), 3.6), dpi=100)
     xs = np.arange(len(labels))
     ax.bar(xs, rates, yerr=[lo, hi], capsize=3, color="#c0504d")

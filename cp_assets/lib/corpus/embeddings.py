@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from cp_assets.lib.corpus.encoder import encode_batches, model_dim, model_slug
+from cp_assets.lib.corpus.encoder import encode_batches, model_dim, model_precision, model_slug
 from cp_assets.lib.corpus.pgvector_store import PgStore
 
 
 def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
-                device: str | None = None, log: Callable[[str], None] = print) -> dict:
+                device: str | None = None, precision: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Build and publish the split's embeddings; return figures for asset metadata."""
     slug = model_slug(model)
     rows = store.chunk_rows(split)
@@ -23,7 +23,8 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
     dim = model_dim(model)
     store.ensure_embedding_table(slug, model, dim)
     t0 = time.perf_counter()
-    figures = {"model": model, "table": f"emb_{slug}", "dim": dim, "chunks": len(rows)}
+    figures = {"model": model, "table": f"emb_{slug}", "dim": dim, "chunks": len(rows),
+               "precision": model_precision(model, device, precision)}
     with store.build_lock(slug, split):
         if store.live_matches_chunks(slug, split):
             store.drop_build(slug, split)
@@ -40,7 +41,8 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
         t_enc, t_store = 0.0, 0.0
         tick = time.perf_counter()
         for start, vecs in encode_batches(model, [r[2] for r in todo], batch_size=batch_size,
-                                          commit_every=commit_every, device=device, on_progress=progress):
+                                          commit_every=commit_every, device=device, precision=precision,
+                                          on_progress=progress):
             t1 = time.perf_counter()
             t_enc += t1 - tick
             batch = todo[start:start + len(vecs)]
@@ -62,11 +64,11 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
 
 
 def embed_and_publish(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
-                      device: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, str | None]:
+                      device: str | None = None, precision: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, str | None]:
     """The `embeddings` asset's work: `embed_split`'s figures and the published partition's version (the data
     version: unchanged when the split was already up to date; None when nothing is published)."""
     figures = embed_split(store, split, model, batch_size=batch_size, commit_every=commit_every, device=device,
-                          log=log)
+                          precision=precision, log=log)
     return figures, store.partition_version("embeddings", split, model_slug(model))
 
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 RunValues = Mapping[Hashable, Mapping[Hashable, float | None]]
 
@@ -85,6 +84,8 @@ class Comparison:
 
 def welch(run_means_a: np.ndarray, run_means_b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """(p-value, interval low, interval high) of mean(b) - mean(a) by Welch's t-test; NaN under 2 runs in a group."""
+    from scipy import stats as sps
+
     nan = float("nan")
     if len(run_means_a) < 2 or len(run_means_b) < 2:
         return nan, nan, nan
@@ -194,10 +195,9 @@ def matched_checkpoints(curves: Mapping[Hashable, Sequence[tuple[int, float]]],
 def comparison_plot(comparisons: Mapping[str, Comparison], path: Path, title: str) -> Path:
     """One panel per metric: the two group means with their 95% bootstrap intervals, each run's mean as a dot, and the
     difference with its bootstrap and Welch intervals in the panel title."""
-    import matplotlib
+    from cp_assets.lib.core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from cp_assets.lib.evals.scoring import TokenScores
 
@@ -116,6 +114,8 @@ def _finite(values: Sequence[float | None]) -> np.ndarray:
 
 def tpr_at_fpr(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float) -> float:
     """Highest TPR among ROC points (sklearn roc_curve) whose FPR is at most `max_fpr`."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(y_true, y_score, drop_intermediate=False)
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
@@ -123,6 +123,9 @@ def tpr_at_fpr(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float) -> float
 def auroc(member_scores: Sequence[float | None], nonmember_scores: Sequence[float | None], n_boot: int = 1000,
           seed: int = 0, confidence: float = 0.95) -> AUROC:
     """AUROC of the scores for telling members (positives) from non-members, with a stratified bootstrap interval."""
+    from scipy import stats as sps
+    from sklearn.metrics import roc_auc_score
+
     m, o = _finite(member_scores), _finite(nonmember_scores)
     n_missing = len(member_scores) + len(nonmember_scores) - len(m) - len(o)
     nan = float("nan")
@@ -180,10 +183,11 @@ def roc_plot(rows_by_score: Mapping[str, tuple[Sequence[float | None], Sequence[
              title: str) -> Path:
     """ROC curve of each score, given as name -> (member scores, non-member scores); the legend gives each AUROC.
     A score with an empty class (after dropping None / non-finite values) is listed as n/a."""
-    import matplotlib
+    from sklearn.metrics import roc_auc_score, roc_curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cp_assets.lib.core.plots import pyplot
+
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

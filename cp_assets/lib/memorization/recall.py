@@ -36,7 +36,6 @@ from typing import Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
-from scipy import stats as sps
 
 from cp_assets.lib.core.stats import wilson
 from cp_assets.lib.evals.grading import normalize_text, recall_match
@@ -113,6 +112,8 @@ def score_recall(continuation: str, completion: str, *, compare_words: int | Non
 def mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
             confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and its percentile bootstrap interval (scipy.stats.bootstrap); NaN interval under 2 values."""
+    from scipy import stats as sps
+
     x = np.asarray([v for v in values if v is not None], dtype=float)
     x = x[np.isfinite(x)]
     nan = float("nan")
@@ -160,10 +161,9 @@ def summarize(rows: Sequence[dict], by: str = "category", *, n_boot: int = 1000,
 
 def recall_plot(summary_rows: Sequence[dict], path: Path, title: str, by: str = "category") -> Path:
     """Exact and normalized recall rate per group side by side, with 95% Wilson whiskers; n in each group's label."""
-    import matplotlib
+    from cp_assets.lib.core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

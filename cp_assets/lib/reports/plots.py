@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cp_assets.lib.core.plots import plt  # the Agg backend is selected there
+from cp_assets.lib.core.plots import pyplot
 
 
 def box_strip(panels: dict[str, dict[object, Sequence[float]]], path: Path, title: str, xlabel: str,
@@ -16,6 +16,7 @@ def box_strip(panels: dict[str, dict[object, Sequence[float]]], path: Path, titl
     """One panel per key of `panels` (e.g. a split), a box per group (e.g. a level) with the points jittered over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n = max(len(panels), 1)
+    plt = pyplot()
     fig, axes = plt.subplots(1, n, figsize=(min(4.2 * n, 16), 3.4), dpi=100, squeeze=False, sharey=True)
     rng = np.random.default_rng(seed)
     for ax, (name, groups) in zip(axes[0], panels.items()):
@@ -39,6 +40,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path
           ylabel: str) -> Path:
     """One marked line per series (label -> (xs, ys)), e.g. accuracy per distance quintile per model and split."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     ticks: set = set()
     for label, (xs, ys) in series.items():

@@ -427,10 +427,9 @@ def _remove_stale_staging(out_dir: Path) -> None:
 def loss_curves_png(results: Mapping[str, TrainResult | Sequence[dict]], path: str | Path,
                     title: str = "tiny GPT: loss vs tokens") -> Path:
     """Train (thin) and val (thick, markers) loss against tokens, one colour per run."""
-    import matplotlib
+    from cp_assets.lib.core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = [plt.get_cmap("tab20" if len(results) > 10 else "tab10")(i) for i in range(20)]
