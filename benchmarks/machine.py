@@ -3,8 +3,9 @@
 1,024 GSM8K conversations, batch 32: 44.8 chunks/s at 13:12, 18.8 at 14:30), so a duration means little without the
 speed it was measured at.
 
-Prints the CPU model, cores, load average, and two rates: MiniLM (the project's encoder) on 512 GSM8K train
-conversations (batch 32, the embeddings asset's setting; ~160 tokens each, truncated at 256), and a float32 matmul
+Prints the CPU model, cores, load average, and three rates: MiniLM (the project's encoder) on 512 GSM8K train
+conversations (batch 32, the embeddings asset's setting; ~160 tokens each, truncated at 256) in fp32 and in bf16
+autocast (CPROX_EMBED_PRECISION; the fp32 rate is the one to compare with older figures), and a float32 matmul
 (GFLOP/s, torch's threads).
 
     .venv/bin/python benchmarks/machine.py [--texts 512]
@@ -33,10 +34,12 @@ def main() -> None:
     with gzip.open(settings.data_dir() / "gsm8k" / "train.jsonl.gz", "rt") as fh:
         rows = [json.loads(line) for _, line in zip(range(args.texts), fh)]
     texts = [f"User: {r['question']}\nAssistant: {r['answer']}" for r in rows]
-    encoder.encode("all-MiniLM-L6-v2", texts[:32])  # load and warm up
-    t0 = time.perf_counter()
-    encoder.encode("all-MiniLM-L6-v2", texts, batch_size=32)
-    enc = len(texts) / (time.perf_counter() - t0)
+    rates = {}
+    for precision in ("fp32", "bf16"):  # fp32: the rate every figure before 2026-12-03 17:00 was measured against
+        encoder.encode("all-MiniLM-L6-v2", texts[:32], precision=precision)  # load and warm up
+        t0 = time.perf_counter()
+        encoder.encode("all-MiniLM-L6-v2", texts, batch_size=32, precision=precision)
+        rates[precision] = len(texts) / (time.perf_counter() - t0)
 
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
@@ -47,7 +50,9 @@ def main() -> None:
 
     for line in _common.machine_lines({"torch threads": str(torch.get_num_threads())}):
         print(line)
-    print(f"MiniLM encode: {enc:.1f} chunks/s ({len(texts)} GSM8K conversations, batch 32)")
+    print(f"MiniLM encode: {rates['fp32']:.1f} chunks/s fp32, {rates['bf16']:.1f} bf16 autocast "
+          f"({len(texts)} GSM8K conversations, batch 32; the default precision here: "
+          f"{encoder.resolve_precision(None, 'cpu')})")
     print(f"float32 matmul 1024^2: {gflops:.1f} GFLOP/s")
 
 
