@@ -80,8 +80,10 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "no /usr/bin/chromium: test_ui_browser will skip (apt-get install chromium)"
 
+# 2 workers (pytest-xdist, whole files per worker; conftest gives each worker's torch its share of the cores)
+TEST_WORKERS ?= 2
 test: install browser
-	$(VENV)/bin/pytest -q -rs --durations=15
+	$(VENV)/bin/pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(VENV)/bin/pytest -q -rs -m "not slow"

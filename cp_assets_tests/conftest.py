@@ -64,9 +64,22 @@ os.environ.update(
     CPROX_MODEL_CACHE=str(Path(__file__).resolve().parents[1] / ".cprox" / "models"),
 )
 os.environ.pop("CPROX_DATABASE_URL", None)
+# Under pytest-xdist (`make test` runs 2 workers) each worker, and every process its tests start, gets its share of the
+# cores for torch's OpenMP threads: set before anything imports torch, so two workers do not oversubscribe 2 cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 (TEST_HOME / "dagster_home").mkdir(exist_ok=True)
 SPLITS = ("tiny", "math")  # materialized once for the session by `materialized`
 REGISTRY_SPLITS = SPLITS + ("contam",)  # contam: built and dropped by test_contamination
+# the longest files first, so `--dist loadfile` does not leave one of them for the end (durations from `make test`)
+LONGEST_FIRST = ("test_contamination.py", "test_train.py", "test_crash_resume.py", "test_backfill.py",
+                 "test_ui_browser.py", "test_cli_kill_rerun.py", "test_cache_faults.py", "test_assets.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
