@@ -80,10 +80,13 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "no /usr/bin/chromium: test_ui_browser will skip (apt-get install chromium)"
 
-# 2 workers (pytest-xdist, whole files per worker; conftest gives each worker's torch its share of the cores)
+# 2 workers (pytest-xdist, whole files per worker; conftest gives each worker's torch its share of the cores), then
+# test_dead_runs alone: in a worker after other files its materialize thread stalled in Dagster's compute-log teardown
+# (2026-12-03, twice in one run; alone under xdist it passes in 11 s; cause not found yet)
 TEST_WORKERS ?= 2
 test: install browser
-	$(VENV)/bin/pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile --ignore=cp_assets_tests/test_dead_runs.py
+	$(VENV)/bin/pytest -q -rs cp_assets_tests/test_dead_runs.py
 
 test-fast: install
 	$(VENV)/bin/pytest -q -rs -m "not slow"

@@ -82,7 +82,7 @@ def tour_text(counts: dict[str, int | None], results: Path, cprox: str = ".venv/
                              break_on_hyphens=False) or [""]
 
     rule = "-" * width
-    lines = [rule, "corpus-proximity: a tour", rule, "", "What the demo made (results DuckDB):"]
+    lines = [rule, "corpus-proximity: a tour", rule, "", "What has been made (results DuckDB):"]
     if counts:
         pad = max(len(label) for label, _ in MADE)
         for label, table in MADE:
