@@ -7,16 +7,19 @@
           - path: mine.jsonl.gz        # relative paths resolve against CPROX_DATA_DIR
             text_field: text
 
-A source is a local file (JSONL, JSONL.gz, plain text, text.gz), a glob of shard files that grows over time
-(`path: crawl/shard-*.jsonl.gz`: every match, in name order; the nightly shard backfill re-reads a split when a
-shard is added or changed), or a Hugging Face dataset streamed with `datasets` (`hf: {path: ..., name: ...,
-split: ...}`). Validation errors name the registry file and the field.
+A source is a local file (JSONL or text, plain, `.gz` or `.zst`; Parquet), a directory or glob of shard files that
+grows over time (`path: fineweb/sample/10BT/` or `path: crawl/shard-*.jsonl.gz`: every file, in name order; the
+nightly shard backfill re-reads a split when a shard is added or changed), or a Hugging Face dataset streamed with
+`datasets` (`hf: {path: ..., name: ..., split: ...}`). A file's format comes from its name (`.parquet`, `.jsonl`,
+`.json`, `.ndjson`, a bare `.zst`: JSONL; `.txt`: text) unless `format:` says. Validation errors name the registry
+file and the field.
 """
 
 from __future__ import annotations
 
 import glob
 import re
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cp_assets.lib.core import settings
+from cp_assets.lib.corpus.formats import format_of_name
 
 SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -57,7 +61,7 @@ class Source(BaseModel):
     name: str | None = None
     path: str | None = None
     hf: HFSource | None = None
-    format: Literal["jsonl", "text"] | None = None
+    format: Literal["jsonl", "text", "parquet"] | None = None
     text_field: str | None = None
     template: str | None = None
     id_field: str | None = None
@@ -75,51 +79,93 @@ class Source(BaseModel):
     def _check(self) -> "Source":
         if (self.path is None) == (self.hf is None):
             raise ValueError("a source needs exactly one of `path` (a local file) or `hf` (a Hugging Face dataset)")
-        if self.hf is not None or self.resolved_format() == "jsonl":
+        if self.hf is not None or self.resolved_format() in ("jsonl", "parquet"):
             if (self.text_field is None) == (self.template is None):
-                raise ValueError("a JSONL or hf source needs exactly one of `text_field` or `template`")
+                raise ValueError("a JSONL, Parquet or hf source needs exactly one of `text_field` or `template`")
+        elif self.text_field is not None and self.template is not None:
+            raise ValueError("give one of `text_field` or `template`, not both")
         if self.split_on is not None:
             re.compile(self.split_on)
         return self
 
-    def resolved_format(self) -> str:
+    def resolved_format(self) -> str | None:
+        """`hf`, the `format:` given, or what the path's name implies; None for a directory or a glob whose name
+        says nothing (each file's name decides, `file_format`)."""
         if self.hf is not None:
             return "hf"
         if self.format:
             return self.format
-        name = (self.path or "").removesuffix(".gz")
-        return "jsonl" if name.endswith((".jsonl", ".json", ".ndjson")) else "text"
+        return format_of_name(self.path or "")
+
+    def file_format(self, path: Path) -> str:
+        """The format one file of this source is read as: `format:`, else its name, else text (records need a
+        `text_field` or `template`, so a source that has one reads unknown names as JSONL)."""
+        if self.format:
+            return self.format
+        fmt = format_of_name(path.name)
+        if fmt is not None:
+            return fmt
+        return "jsonl" if (self.text_field or self.template) else "text"
+
+    def record_fields(self) -> tuple[list[str], list[str]]:
+        """(fields every record must have, fields read when present): the columns a Parquet reader projects."""
+        required = [self.text_field] if self.text_field else []
+        if self.template:
+            required += [f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(self.template) if f]
+        required += ([self.id_field] if self.id_field else []) + self.group_by
+        optional = self.meta_fields + list(self.where) + ([self.exclude.key] if self.exclude else [])
+        return list(dict.fromkeys(required)), [f for f in dict.fromkeys(optional) if f not in required]
 
     def label(self) -> str:
         if self.name:
             return self.name
         if self.hf is not None:
             return self.hf.path.split("/")[-1]
-        stem = Path(self.path or "").name.replace("*", "").strip("-_.") or Path(self.path or "").parent.name
-        for suffix in (".gz", ".jsonl", ".json", ".ndjson", ".txt", ".raw"):
+        path = Path(self.path or "")
+        stem = path.name
+        for suffix in (".gz", ".zst", ".zstd", ".jsonl", ".json", ".ndjson", ".parquet", ".txt", ".raw"):
             stem = stem.removesuffix(suffix)
-        return stem
+        if glob.has_magic(stem):  # a glob of shards is named after its directory: crawl/shard-*.parquet -> crawl
+            stem = path.parent.name
+        return stem.strip("-_.") or path.parent.name
 
     def resolve_path(self, data_dir: Path) -> Path:
         p = Path(self.path or "").expanduser()
         return p if p.is_absolute() else data_dir / p
 
-    def is_sharded(self) -> bool:
-        """A `path` with glob characters: a directory of shards that grows (a streaming source read from disk)."""
-        return self.path is not None and glob.has_magic(self.path)
+    def is_sharded(self, data_dir: Path | None = None) -> bool:
+        """A `path` with glob characters or naming a directory (`dir/`, or any directory once `data_dir` is
+        known): shards that grow over time (a streaming source read from disk)."""
+        if self.path is None:
+            return False
+        if glob.has_magic(self.path) or self.path.endswith("/"):
+            return True
+        return data_dir is not None and self.resolve_path(data_dir).is_dir()
 
     def is_streaming(self) -> bool:
         return self.hf is not None or self.is_sharded()
 
     def shard_paths(self, data_dir: Path) -> list[Path]:
-        """The files this source reads: the one `path`, or every file its glob matches, in name order."""
+        """The files this source reads: the one `path`; every file of a directory (recursively, hidden files and
+        names of no known format skipped unless `format:` is given); or every file a glob matches; in name order."""
         pattern = self.resolve_path(data_dir)
-        if not self.is_sharded():
+        if pattern.is_dir():
+            shards = sorted((p for p in pattern.rglob("*") if p.is_file() and not _hidden(p.relative_to(pattern))
+                             and (self.format or format_of_name(p.name))), key=lambda p: p.relative_to(pattern))
+            where = f"directory {pattern} has no data file (.parquet, .jsonl, .json, .txt, optionally .gz/.zst)"
+        elif self.is_sharded():
+            shards = sorted(Path(m) for m in glob.glob(str(pattern), recursive=True) if Path(m).is_file())
+            where = f"no shard file matches {pattern}"
+        else:
             return [pattern]
-        shards = sorted(Path(m) for m in glob.glob(str(pattern), recursive=True) if Path(m).is_file())
         if not shards:
-            raise RegistryError(f"source {self.label()!r}: no shard file matches {pattern}")
+            raise RegistryError(f"source {self.label()!r}: {where}")
         return shards
+
+
+def _hidden(relative: Path) -> bool:
+    """Dot files and Spark/Hadoop markers (`.crc`, `_SUCCESS`) are not shards."""
+    return any(part.startswith((".", "_")) for part in relative.parts)
 
 
 class Split(BaseModel):

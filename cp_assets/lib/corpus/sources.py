@@ -1,31 +1,26 @@
-"""Read documents out of registry sources: JSONL(.gz) and text(.gz) files, and Hugging Face streaming datasets.
+"""Read documents out of registry sources: JSONL and text files (plain, gzip or zstd), Parquet files, directories
+and globs of such shards, and Hugging Face streaming datasets.
 
 Every document gets a stable id `<source>:<key>` (the record's `id_field`, the `group_by` values, or its 0-based
-record/section number), a locator `file:line`, and the byte offset of its first line in the (decompressed) file.
-Bad input raises `BadRecord` naming file, line and field, or, with `on_bad_record: skip`, is counted by reason.
+record/section number), a locator (`file:line`, or `file:row_group=G:row=R` for Parquet), and the byte offset of its
+first line in the (decompressed) file (-1 for Parquet and hub rows). Bad input raises `BadRecord` naming file, line
+(or row group) and field, or, with `on_bad_record: skip`, is counted by reason; a file-wide problem (an empty file,
+a missing Parquet column) is also a warning. The formats themselves are read in `formats.py`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cp_assets.lib.corpus.formats import (FILE_REASONS, BadRecord, Record, decode, file_lines, format_of_name,
+                                          is_empty, jsonl_records, parquet_records)
 from cp_assets.lib.corpus.registry import Registry, Source
 
-BINARY_SNIFF_BYTES = 8192
-
-
-class BadRecord(ValueError):
-    """A record that cannot become a document; the message names file, line and field."""
-
-    def __init__(self, where: str, reason: str, detail: str):
-        super().__init__(f"{where}: {detail}")
-        self.reason = reason
+__all__ = ["BadRecord", "Document", "ReadStats", "read_source", "read_split"]
 
 
 @dataclass
@@ -59,41 +54,6 @@ class ReadStats:
         }
 
 
-def _open_binary(path: Path):
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: source file not found (relative paths resolve against CPROX_DATA_DIR)")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    try:
-        head = raw.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES] if hasattr(raw, "peek") else b""
-    except (OSError, EOFError) as exc:
-        raw.close()
-        raise BadRecord(str(path), "unreadable", f"cannot read the file ({exc}); is it a truncated .gz?") from exc
-    if b"\x00" in head:
-        raw.close()
-        raise BadRecord(str(path), "binary_file", f"looks like a binary file (NUL byte at offset {head.index(0)}), "
-                        "not JSONL or text")
-    return raw
-
-
-def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(1-based line number, byte offset, raw line without the newline) of a possibly gzipped file."""
-    offset = 0
-    with _open_binary(path) as fh:
-        try:
-            for lineno, raw in enumerate(fh, start=1):
-                yield lineno, offset, raw.rstrip(b"\n").rstrip(b"\r")
-                offset += len(raw)
-        except (OSError, EOFError) as exc:
-            raise BadRecord(f"{path}:{offset}", "unreadable", f"read failed after byte {offset}: {exc}") from exc
-
-
-def _decode(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRecord(where, "non_utf8", f"not valid UTF-8 at byte {exc.start} of the line") from exc
-
-
 def _text_of(rec: dict, src: Source, where: str) -> str:
     if src.template is not None:
         try:
@@ -103,6 +63,8 @@ def _text_of(rec: dict, src: Source, where: str) -> str:
     if src.text_field not in rec:
         raise BadRecord(where, "missing_field", f"field {src.text_field!r} is missing")
     value = rec[src.text_field]
+    if value is None:
+        raise BadRecord(where, "missing_field", f"field {src.text_field!r} is null")
     if not isinstance(value, str):
         raise BadRecord(where, "bad_field", f"field {src.text_field!r} is {type(value).__name__}, not a string")
     return value
@@ -115,28 +77,6 @@ def _check_text(text: str, src: Source, where: str) -> None:
     if len(text) > src.max_doc_chars:
         raise BadRecord(where, "too_large",
                         f"field {name!r} has {len(text):,} characters, over max_doc_chars={src.max_doc_chars:,}")
-
-
-Record = tuple[str, int, "dict | BadRecord"]
-
-
-def _jsonl_records(path: Path) -> Iterator[Record]:
-    """(where, byte offset, record or the BadRecord it is) for each non-blank line."""
-    for lineno, offset, raw in _lines(path):
-        where = f"{path}:{lineno}"
-        if not raw.strip():
-            continue
-        try:
-            line = _decode(raw, where)
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadRecord(where, "malformed_json", f"malformed JSON at column {exc.colno}: {exc.msg}") from exc
-            if not isinstance(rec, dict):
-                raise BadRecord(where, "malformed_json", f"expected a JSON object, got {type(rec).__name__}")
-        except BadRecord as bad:
-            rec = bad
-        yield where, offset, rec
 
 
 def _hf_records(src: Source) -> Iterator[Record]:
@@ -215,9 +155,9 @@ def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadR
         except BadRecord as bad:
             return bad
 
-    for lineno, offset, raw in _lines(path):
+    for lineno, offset, raw in file_lines(path):
         try:
-            line = _decode(raw, f"{path}:{lineno}")
+            line = decode(raw, f"{path}:{lineno}")
         except BadRecord as bad:
             yield bad
             continue
@@ -233,13 +173,22 @@ def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadR
         yield flush()
 
 
+def _file_records(path: Path, src: Source, fmt: str) -> Iterator[Record]:
+    if fmt == "parquet":
+        required, optional = src.record_fields()
+        return parquet_records(path, required, optional)
+    return jsonl_records(path)
+
+
 def _excluded_values(src: Source, data_dir: Path) -> set[str]:
     if src.exclude is None:
         return set()
     path = Path(src.exclude.path).expanduser()
     path = path if path.is_absolute() else data_dir / path
+    fmt = format_of_name(path.name) or "jsonl"
+    records = (parquet_records(path, [src.exclude.field], []) if fmt == "parquet" else jsonl_records(path))
     values = set()
-    for where, _, rec in _jsonl_records(path):
+    for where, _, rec in records:
         if isinstance(rec, BadRecord):
             raise rec
         values.add(str(rec.get(src.exclude.field, "")).strip())
@@ -248,41 +197,32 @@ def _excluded_values(src: Source, data_dir: Path) -> set[str]:
 
 def _file_items(path: Path, src: Source, split: str, excluded: set[str],
                 stats: ReadStats) -> Iterator["Document | BadRecord"]:
-    if src.resolved_format() == "text":
+    fmt = src.file_format(path)
+    if fmt == "text":
         return _text_docs(path, src, split)
-    return _record_docs(_jsonl_records(path), src, split, excluded, stats)
+    if src.text_field is None and src.template is None:
+        raise BadRecord(str(path), "missing_field", f"a {fmt} file needs `text_field` or `template` in source "
+                        f"{src.label()!r} (the file's format comes from its name; set `format:` to override)")
+    return _record_docs(_file_records(path, src, fmt), src, split, excluded, stats)
 
 
-def _shard_items(src: Source, split: str, data_dir: Path, excluded: set[str],
+def _shard_items(src: Source, split: str, paths: list[Path], excluded: set[str],
                  stats: ReadStats) -> Iterator["Document | BadRecord"]:
-    """Every shard of a glob source in name order. Positional keys (record or section numbers) restart in each
-    shard, so they are prefixed with the shard's file name: `<source>:<shard>/<n>`."""
+    """Every shard of a directory or glob source in name order. Positional keys (record or section numbers)
+    restart in each shard, so they are prefixed with the shard's file name: `<source>:<shard>/<n>`."""
     positional = not src.id_field and not src.group_by
-    for shard in src.shard_paths(data_dir):
+    for shard in paths:
         for item in _file_items(shard, src, split, excluded, stats):
             if positional and isinstance(item, Document):
                 item.doc_id = f"{src.label()}:{shard.name}/{item.doc_id.split(':', 1)[1]}"
             yield item
 
 
-def _is_empty(path: Path, block: int = 1 << 16) -> bool:
-    """Whether the (decompressed) file holds nothing but whitespace; reads only up to its first non-blank byte."""
-    with _open_binary(path) as fh:
-        try:
-            while chunk := fh.read(block):
-                if chunk.strip():
-                    return False
-        except (OSError, EOFError):
-            return False  # a damaged file: the reader names the byte where it breaks
-    return True
-
-
-def _check_not_empty(src: Source, split: str, data_dir: Path, stats: ReadStats) -> None:
+def _check_not_empty(src: Source, split: str, paths: list[Path], stats: ReadStats) -> None:
     """An empty source file is a BadRecord under `on_bad_record: error` (a file that landed half-written, or the
     wrong path), a warning and a skip count under `skip`: never 0 documents in silence."""
-    paths = src.shard_paths(data_dir) if src.is_sharded() else [src.resolve_path(data_dir)]
     for path in paths:
-        if not _is_empty(path):
+        if not is_empty(path, src.file_format(path)):
             continue
         detail = f"empty file: source {src.label()!r} of split {split!r} has no records in it"
         if src.on_bad_record == "error":
@@ -293,20 +233,22 @@ def _check_not_empty(src: Source, split: str, data_dir: Path, stats: ReadStats) 
 
 def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats) -> Iterator[Document]:
     """Documents of one source, honouring limit, exclude and on_bad_record."""
-    if src.resolved_format() != "hf":
-        _check_not_empty(src, split, data_dir, stats)
+    excluded = _excluded_values(src, data_dir)
     if src.resolved_format() == "hf":
-        items = _record_docs(_hf_records(src), src, split, _excluded_values(src, data_dir), stats)
-    elif src.is_sharded():
-        items = _shard_items(src, split, data_dir, _excluded_values(src, data_dir), stats)
+        items = _record_docs(_hf_records(src), src, split, excluded, stats)
     else:
-        items = _file_items(src.resolve_path(data_dir), src, split, _excluded_values(src, data_dir), stats)
+        paths = src.shard_paths(data_dir)
+        _check_not_empty(src, split, paths, stats)
+        items = (_shard_items(src, split, paths, excluded, stats) if src.is_sharded(data_dir)
+                 else _file_items(paths[0], src, split, excluded, stats))
     produced = 0
     for item in items:
         if isinstance(item, BadRecord):
             if src.on_bad_record == "error":
                 raise item
             stats.skipped[item.reason] += 1
+            if item.reason in FILE_REASONS:
+                stats.warnings.append(str(item))
             continue
         produced += 1
         stats.documents += 1
