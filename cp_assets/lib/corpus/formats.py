@@ -146,14 +146,30 @@ def parquet_rows(path: Path) -> int:
     return _parquet_file(path).metadata.num_rows
 
 
-def parquet_records(path: Path, required: list[str], optional: list[str],
+def parquet_row_counts(path: Path) -> list[int]:
+    """Rows of each row group of a Parquet file."""
+    md = _parquet_file(path).metadata
+    return [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+
+
+def parquet_row_group_bytes(path: Path) -> list[int]:
+    """The compressed size of each row group of a Parquet file (its footer's figures): how the shard planner slices
+    a large file."""
+    md = _parquet_file(path).metadata
+    return [sum(md.row_group(g).column(c).total_compressed_size for c in range(md.num_columns))
+            for g in range(md.num_row_groups)]
+
+
+def parquet_records(path: Path, required: list[str], optional: list[str], row_groups: range | None = None,
                     batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[Record]:
-    """Rows of a Parquet file as dicts of the `required` and (where present) `optional` columns, read row group by
-    row group in batches of `batch_rows`. The byte offset of a row is -1 (Parquet has none); `where` names the row
-    group and the row. A missing required column is one BadRecord (reason `missing_column`) for the whole file."""
+    """Rows of a Parquet file (or of the slice `row_groups` of it) as dicts of the `required` and (where present)
+    `optional` columns, read row group by row group in batches of `batch_rows`. The byte offset of a row is -1
+    (Parquet has none); `where` names the row group and the row (counted from the start of the file, also in a
+    slice). A missing required column is one BadRecord (reason `missing_column`) for the whole file."""
     import pyarrow as pa
 
     pf = _parquet_file(path)
+    groups = range(pf.num_row_groups) if row_groups is None else row_groups
     present = set(pf.schema_arrow.names)
     missing = [c for c in required if c not in present]
     if missing:
@@ -163,8 +179,8 @@ def parquet_records(path: Path, required: list[str], optional: list[str],
             f"the file has columns {sorted(present)}")
         return
     columns = list(dict.fromkeys([c for c in required + optional if c in present]))
-    row = 0
-    for group in range(pf.num_row_groups):
+    row = sum(pf.metadata.row_group(g).num_rows for g in range(groups.start))  # rows before the slice
+    for group in groups:
         try:
             for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
                 for rec in batch.to_pylist():

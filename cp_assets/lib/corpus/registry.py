@@ -168,10 +168,16 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith((".", "_")) for part in relative.parts)
 
 
+DEFAULT_SHARD_BYTES = 256 << 20
+
+
 class Split(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     sources: list[Source] = Field(min_length=1)
+    # the shard planner packs files (or row-group slices of a larger Parquet file) into shards of about this many
+    # bytes on disk: a small split is one shard, a directory of 2 GB Parquet files is one shard per ~256 MiB
+    shard_bytes: int = Field(default=DEFAULT_SHARD_BYTES, gt=0)
 
     @model_validator(mode="after")
     def _unique_labels(self) -> "Split":

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cp_assets.lib.corpus.formats import (FILE_REASONS, BadRecord, Record, decode, file_lines, format_of_name,
-                                          is_empty, jsonl_records, parquet_records)
+                                          is_empty, jsonl_records, parquet_records, parquet_row_counts)
 from cp_assets.lib.corpus.registry import Registry, Source
 
-__all__ = ["BadRecord", "Document", "ReadStats", "read_source", "read_split"]
+__all__ = ["BadRecord", "Document", "Piece", "ReadStats", "read_source", "read_split"]
+
+Piece = tuple[Path, "range | None"]  # a file, or the row groups [start, stop) of a Parquet file
 
 
 @dataclass
@@ -98,9 +100,10 @@ def _make_doc(group: list[tuple[str, int, dict]], key: str, src: Source, split: 
 
 
 def _record_docs(records: Iterable[Record], src: Source, split: str, excluded: set[str],
-                 stats: ReadStats) -> Iterator["Document | BadRecord"]:
-    """JSONL/hf records -> documents (or the BadRecord each bad one is), grouped by `group_by` when asked."""
-    index, group_key, group = 0, None, []
+                 stats: ReadStats, first_index: int = 0) -> Iterator["Document | BadRecord"]:
+    """JSONL/Parquet/hf records -> documents (or the BadRecord each bad one is), grouped by `group_by` when asked;
+    positional ids count from `first_index` (the first row of a Parquet slice)."""
+    index, group_key, group = first_index, None, []
 
     def flush():
         try:
@@ -173,10 +176,10 @@ def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadR
         yield flush()
 
 
-def _file_records(path: Path, src: Source, fmt: str) -> Iterator[Record]:
+def _file_records(path: Path, src: Source, fmt: str, row_groups: range | None) -> Iterator[Record]:
     if fmt == "parquet":
         required, optional = src.record_fields()
-        return parquet_records(path, required, optional)
+        return parquet_records(path, required, optional, row_groups)
     return jsonl_records(path)
 
 
@@ -195,24 +198,29 @@ def _excluded_values(src: Source, data_dir: Path) -> set[str]:
     return values
 
 
-def _file_items(path: Path, src: Source, split: str, excluded: set[str],
-                stats: ReadStats) -> Iterator["Document | BadRecord"]:
+def _file_items(path: Path, src: Source, split: str, excluded: set[str], stats: ReadStats,
+                row_groups: range | None = None) -> Iterator["Document | BadRecord"]:
+    """One file's documents, or those of the row groups `row_groups` of a Parquet file (their positional ids
+    count from the slice's first row, so a file read in slices gives the ids it gives read whole)."""
     fmt = src.file_format(path)
     if fmt == "text":
         return _text_docs(path, src, split)
     if src.text_field is None and src.template is None:
         raise BadRecord(str(path), "missing_field", f"a {fmt} file needs `text_field` or `template` in source "
                         f"{src.label()!r} (the file's format comes from its name; set `format:` to override)")
-    return _record_docs(_file_records(path, src, fmt), src, split, excluded, stats)
+    first = 0
+    if row_groups is not None and row_groups.start:
+        first = sum(parquet_row_counts(path)[: row_groups.start])
+    return _record_docs(_file_records(path, src, fmt, row_groups), src, split, excluded, stats, first)
 
 
-def _shard_items(src: Source, split: str, paths: list[Path], excluded: set[str],
+def _shard_items(src: Source, split: str, pieces: list[Piece], excluded: set[str],
                  stats: ReadStats) -> Iterator["Document | BadRecord"]:
-    """Every shard of a directory or glob source in name order. Positional keys (record or section numbers)
-    restart in each shard, so they are prefixed with the shard's file name: `<source>:<shard>/<n>`."""
+    """Every file (or Parquet slice) of a directory or glob source in name order. Positional keys (record or
+    section numbers) restart in each file, so they are prefixed with the file's name: `<source>:<file>/<n>`."""
     positional = not src.id_field and not src.group_by
-    for shard in paths:
-        for item in _file_items(shard, src, split, excluded, stats):
+    for shard, row_groups in pieces:
+        for item in _file_items(shard, src, split, excluded, stats, row_groups):
             if positional and isinstance(item, Document):
                 item.doc_id = f"{src.label()}:{shard.name}/{item.doc_id.split(':', 1)[1]}"
             yield item
@@ -231,16 +239,18 @@ def _check_not_empty(src: Source, split: str, paths: list[Path], stats: ReadStat
         stats.warnings.append(f"{path}: {detail}")
 
 
-def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats) -> Iterator[Document]:
-    """Documents of one source, honouring limit, exclude and on_bad_record."""
+def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats,
+                pieces: list[Piece] | None = None) -> Iterator[Document]:
+    """Documents of one source, honouring limit, exclude and on_bad_record: every file of it, or only `pieces`
+    (files, or row-group slices of Parquet files, as the shard planner cuts them)."""
     excluded = _excluded_values(src, data_dir)
     if src.resolved_format() == "hf":
         items = _record_docs(_hf_records(src), src, split, excluded, stats)
     else:
-        paths = src.shard_paths(data_dir)
-        _check_not_empty(src, split, paths, stats)
-        items = (_shard_items(src, split, paths, excluded, stats) if src.is_sharded(data_dir)
-                 else _file_items(paths[0], src, split, excluded, stats))
+        pieces = pieces if pieces is not None else [(p, None) for p in src.shard_paths(data_dir)]
+        _check_not_empty(src, split, sorted({p for p, rg in pieces if rg is None or rg.start == 0}), stats)
+        items = (_shard_items(src, split, pieces, excluded, stats) if src.is_sharded(data_dir)
+                 else _file_items(pieces[0][0], src, split, excluded, stats, pieces[0][1]))
     produced = 0
     for item in items:
         if isinstance(item, BadRecord):
