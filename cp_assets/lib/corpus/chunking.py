@@ -108,11 +108,14 @@ def chunk_documents(docs: Iterable[Document], tokenizer, cfg: ChunkConfig) -> It
         yield from chunk_document(doc, tokenizer, cfg)
 
 
-def chunk_split(store: PgStore, split: str, tokenizer, tokenizer_name: str, *, max_tokens: int = 128,
-                overlap: int = 16, log: Callable[[str], None] = print) -> dict:
-    """The `chunks` asset's work: the split's documents (Postgres) chunked and its chunks replaced atomically;
-    returns the metadata (counts, settings, throughput, a histogram of tokens per chunk)."""
+def chunk_split(store: PgStore, split: str, tokenizer, tokenizer_name: str, *, shard: str | None = None,
+                max_tokens: int = 128, overlap: int = 16, log: Callable[[str], None] = print) -> dict:
+    """The `chunks` asset's work: one shard's documents (Postgres; default the split's one shard) chunked and its
+    chunks replaced atomically; returns the metadata (counts, settings, throughput, a histogram of tokens per chunk)."""
     from cp_assets.lib.core import plots, settings
+    from cp_assets.lib.corpus.pgvector_store import SINGLE_SHARD
+
+    shard = shard or SINGLE_SHARD
 
     cfg = ChunkConfig(max_tokens, overlap)
     lengths: list[int] = []
@@ -125,14 +128,16 @@ def chunk_split(store: PgStore, split: str, tokenizer, tokenizer_name: str, *, m
             yield c
 
     t0 = time.perf_counter()
-    n = store.replace_chunks(split, counted(chunk_documents(store.iter_documents(split), tokenizer, cfg)))
+    n = store.replace_chunks(split, counted(chunk_documents(store.iter_documents(split, shard=shard), tokenizer, cfg)),
+                             shard)
     secs = time.perf_counter() - t0
     if n == 0:
-        raise ValueError(f"split {split!r} produced no chunks: materialize `raw_corpus` for it first")
+        raise ValueError(f"split {split!r} shard {shard} produced no chunks: materialize `raw_corpus` for it first")
     tokens = sum(lengths)
     log(f"{split}: {n:,} chunks, {tokens:,} tokens in {secs:.1f}s")
-    png = plots.histogram(lengths, settings.home() / "plots" / f"chunk_tokens_{split}.png",
-                          f"tokens per chunk ({split})", "tokens")
+    name = split if shard == SINGLE_SHARD else f"{split}_{shard}"
+    png = plots.histogram(lengths, settings.home() / "plots" / f"chunk_tokens_{name}.png",
+                          f"tokens per chunk ({name})", "tokens")
     return {"chunks": n, "tokens": tokens, "mean_tokens": round(tokens / n, 1), "max_tokens": cfg.max_tokens,
             "overlap": cfg.overlap, "tokenizer": tokenizer_name, "seconds": round(secs, 2),
             "tokens_per_s": round(tokens / secs, 1) if secs else None,

@@ -1,7 +1,8 @@
-"""Embed one split's chunks into pgvector, resumably: batches commit as they finish, a rerun embeds only the rest.
+"""Embed one shard of a split (a split not cut into shards is its one shard `00000`) into pgvector, resumably:
+batches commit as they finish, a rerun embeds only the rest.
 
-Chunks whose text is unchanged reuse their published vectors, so re-materializing an unchanged split embeds nothing,
-and a split whose published vectors already match its chunks is left as it is.
+Chunks whose text is unchanged reuse their published vectors, so re-materializing an unchanged shard embeds nothing,
+and a shard whose published vectors already match its chunks is left as it is.
 """
 
 from __future__ import annotations
@@ -10,33 +11,35 @@ import time
 from typing import Callable
 
 from cp_assets.lib.corpus.encoder import encode_batches, model_dim, model_precision, model_slug
-from cp_assets.lib.corpus.pgvector_store import PgStore
+from cp_assets.lib.corpus.pgvector_store import SINGLE_SHARD, PgStore
 
 
-def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
-                device: str | None = None, precision: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Build and publish the split's embeddings; return figures for asset metadata."""
+def embed_split(store: PgStore, split: str, model: str, *, shard: str = SINGLE_SHARD, batch_size: int = 32,
+                commit_every: int = 512, device: str | None = None, precision: str | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Build and publish one shard's embeddings; return figures for asset metadata."""
     slug = model_slug(model)
-    rows = store.chunk_rows(split)
+    rows = store.chunk_rows(split, shard)
+    name = split if shard == SINGLE_SHARD else f"{split}/{shard}"
     if not rows:
-        raise ValueError(f"split {split!r} has no chunks: materialize `chunks` for it first")
+        raise ValueError(f"split {split!r} shard {shard} has no chunks: materialize `chunks` for it first")
     dim = model_dim(model)
     store.ensure_embedding_table(slug, model, dim)
     t0 = time.perf_counter()
     figures = {"model": model, "table": f"emb_{slug}", "dim": dim, "chunks": len(rows),
                "precision": model_precision(model, device, precision)}
-    with store.build_lock(slug, split):
-        if store.live_matches_chunks(slug, split):
-            store.drop_build(slug, split)
-            log(f"{split}: the {len(rows)} published vectors already match the chunks; nothing to embed")
+    with store.build_lock(slug, split, shard):
+        if store.live_matches_chunks(slug, split, shard):
+            store.drop_build(slug, split, shard)
+            log(f"{name}: the {len(rows)} published vectors already match the chunks; nothing to embed")
             return figures | {"embedded": 0, "reused": len(rows), "status": "up_to_date",
                               "seconds": round(time.perf_counter() - t0, 2)}
-        done = store.prepare_build(slug, split, dim)
+        done = store.prepare_build(slug, split, dim, shard)
         todo = [r for r in rows if r[0] not in done]
-        log(f"{split}: {len(rows)} chunks, {len(done)} already embedded (resumed or unchanged), {len(todo)} to embed")
+        log(f"{name}: {len(rows)} chunks, {len(done)} already embedded (resumed or unchanged), {len(todo)} to embed")
 
         def progress(n: int, total: int, rate: float) -> None:
-            log(f"{split}: embedded {n}/{total} chunks ({rate:.1f} chunks/s)")
+            log(f"{name}: embedded {n}/{total} chunks ({rate:.1f} chunks/s)")
 
         t_enc, t_store = 0.0, 0.0
         tick = time.perf_counter()
@@ -46,11 +49,11 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
             t1 = time.perf_counter()
             t_enc += t1 - tick
             batch = todo[start:start + len(vecs)]
-            store.write_build(slug, split, [b[0] for b in batch], [b[1] for b in batch], vecs)
+            store.write_build(slug, split, [b[0] for b in batch], [b[1] for b in batch], vecs, shard)
             tick = time.perf_counter()
             t_store += tick - t1
         t1 = time.perf_counter()
-        version = store.publish_build(slug, split, expected=len(rows))
+        version = store.publish_build(slug, split, expected=len(rows), shard=shard)
         t_index = time.perf_counter() - t1
     total = time.perf_counter() - t0
     tokens = sum(r[3] for r in todo)
@@ -63,19 +66,21 @@ def embed_split(store: PgStore, split: str, model: str, *, batch_size: int = 32,
     }
 
 
-def embed_and_publish(store: PgStore, split: str, model: str, *, batch_size: int = 32, commit_every: int = 512,
-                      device: str | None = None, precision: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, str | None]:
-    """The `embeddings` asset's work: `embed_split`'s figures and the published partition's version (the data
-    version: unchanged when the split was already up to date; None when nothing is published)."""
-    figures = embed_split(store, split, model, batch_size=batch_size, commit_every=commit_every, device=device,
-                          precision=precision, log=log)
-    return figures, store.partition_version("embeddings", split, model_slug(model))
+def embed_and_publish(store: PgStore, split: str, model: str, *, shard: str = SINGLE_SHARD, batch_size: int = 32,
+                      commit_every: int = 512, device: str | None = None, precision: str | None = None,
+                      log: Callable[[str], None] = print) -> tuple[dict, str | None]:
+    """The `embeddings` asset's work: `embed_split`'s figures and the published shard's version (the data
+    version: unchanged when the shard was already up to date; None when nothing is published)."""
+    figures = embed_split(store, split, model, shard=shard, batch_size=batch_size, commit_every=commit_every,
+                          device=device, precision=precision, log=log)
+    return figures, store.partition_version("embeddings", split, model_slug(model), shard)
 
 
-def embedding_checks(store: PgStore, split: str, model: str) -> dict[str, tuple[bool, dict]]:
-    """The published split's health: name -> (passed, figures), for the asset checks."""
-    health = store.embedding_health(model_slug(model), split)
-    n_chunks, expected = store.count("chunks", split), model_dim(model)
+def embedding_checks(store: PgStore, split: str, model: str,
+                     shard: str | None = SINGLE_SHARD) -> dict[str, tuple[bool, dict]]:
+    """The published shard's (None: the split's) health: name -> (passed, figures), for the asset checks."""
+    health = store.embedding_health(model_slug(model), split, shard)
+    n_chunks, expected = store.count("chunks", split, shard=shard), model_dim(model)
     return {
         "count_matches_chunks": (health["rows"] == n_chunks > 0, {"chunks": n_chunks, "embeddings": health["rows"]}),
         "dim_matches_model": (health["dims"] == [expected], {"dims": str(health["dims"]), "model_dim": expected}),

@@ -1,16 +1,19 @@
-"""All SQL against Postgres + pgvector: schema, atomic per-split replacement, resumable embedding builds, search.
+"""All SQL against Postgres + pgvector: schema, atomic per-shard replacement, the partition registry, search.
 
 Tables
-  cprox_documents(split, doc_id, ...)      raw_corpus, replaced per split in one transaction
-  cprox_chunks(split, chunk_id, ...)       chunks, replaced per split in one transaction
-  emb_<model>                              embeddings, PARTITION BY LIST (split), one HNSW (cosine) index per split
-  emb_<model>__<split>__build              a split being embedded: committed batch by batch, so a killed run
-                                           resumes; published by a detach/rename/attach swap in one transaction
-  cprox_partitions(kind, model_slug, split, n_rows, version)   what each published partition holds
+  cprox_documents(split, shard, doc_id, ...)   raw_corpus, replaced per shard in one transaction
+  cprox_chunks(split, shard, chunk_id, ...)    chunks, replaced per shard in one transaction
+  emb_<model>...                               embeddings, a leaf per split and shard (`pgvector_vectors.py`)
+  cprox_partitions(kind, model_slug, split, shard, n_rows, version)   what each published shard holds
+
+A split that is not cut into shards is the one shard `00000`; every read of a split (`iter_documents`, `chunk_rows`,
+`count`, `search`, `load_matrix`) reads all of its published shards. Document ids and chunk ids stay unique within a
+split across shards (primary keys), so a document read by two shards is an error, not a duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import threading
@@ -28,7 +31,12 @@ from psycopg import sql
 
 from cp_assets.lib.corpus import embedded_pg
 from cp_assets.lib.corpus.chunking import Chunk
+from cp_assets.lib.corpus.pgvector_vectors import (SCHEMA_LOCK, SINGLE_SHARD, BuildConflict, VectorTables,
+                                                   build_table, emb_table, part_table, shard_table)
 from cp_assets.lib.corpus.sources import Document
+
+__all__ = ["BuildConflict", "DatabaseUnavailable", "Hit", "METRICS", "PgStore", "SCHEMA_LOCK", "SINGLE_SHARD",
+           "build_table", "emb_table", "part_table", "shard_table"]
 
 METRICS = {
     "cosine": "embedding <=> {q}",
@@ -36,8 +44,6 @@ METRICS = {
     "inner_product": "embedding <#> {q}",  # pgvector's negative inner product: smaller is closer
     "l1": "l1_distance(embedding, {q})",
 }
-SCHEMA_LOCK = 7_310_001  # advisory lock id serializing schema DDL across processes
-
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE IF NOT EXISTS cprox_documents (
@@ -55,15 +61,24 @@ CREATE TABLE IF NOT EXISTS cprox_partitions (
     kind text NOT NULL, model_slug text NOT NULL DEFAULT '', split text NOT NULL, n_rows bigint NOT NULL,
     version text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, model_slug, split));
+-- shards (a database from before them: every row is shard 00000)
+ALTER TABLE cprox_documents ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT '00000';
+ALTER TABLE cprox_chunks ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT '00000';
+ALTER TABLE cprox_partitions ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT '00000';
+CREATE INDEX IF NOT EXISTS cprox_documents_shard ON cprox_documents (split, shard);
+CREATE INDEX IF NOT EXISTS cprox_chunks_shard ON cprox_chunks (split, shard);
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = 'cprox_partitions'::regclass AND i.indisprimary AND a.attname = 'shard') THEN
+    ALTER TABLE cprox_partitions DROP CONSTRAINT cprox_partitions_pkey;
+    ALTER TABLE cprox_partitions ADD PRIMARY KEY (kind, model_slug, split, shard);
+  END IF;
+END $$;
 """
 
 
 class DatabaseUnavailable(RuntimeError):
     """Postgres cannot be reached; the message says which one (password hidden) and how to start the embedded one."""
-
-
-class BuildConflict(RuntimeError):
-    """Another process is building the same split's embeddings right now."""
 
 
 @dataclass
@@ -80,19 +95,7 @@ class Hit:
 READER_IDLE_PING_S = 1.0  # a reader idle longer is pinged before use (a restart may have closed it)
 
 
-def emb_table(slug: str) -> str:
-    return f"emb_{slug}"
-
-
-def part_table(slug: str, split: str) -> str:
-    return f"emb_{slug}__{split}"
-
-
-def build_table(slug: str, split: str) -> str:
-    return f"emb_{slug}__{split}__build"
-
-
-class PgStore:
+class PgStore(VectorTables):
     """One Postgres database. `url=None` means the embedded pgserver under `home` (started on first use)."""
 
     def __init__(self, url: str | None = None, home: Path | None = None):
@@ -197,37 +200,52 @@ class PgStore:
         self._schema_ready = True
 
     # -- documents and chunks --------------------------------------------------------------------------------------
-    def _replace(self, table: str, split: str, columns: Sequence[str], rows: Iterable[tuple], kind: str) -> int:
+    def _replace(self, table: str, split: str, shard: str, columns: Sequence[str], rows: Iterable[tuple],
+                 kind: str) -> int:
         n = 0
         with self.session() as conn, conn.transaction():
-            conn.execute(sql.SQL("DELETE FROM {} WHERE split = %s").format(sql.Identifier(table)), (split,))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE split = %s AND shard = %s").format(sql.Identifier(table)),
+                         (split, shard))
             copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)))
-            with conn.cursor().copy(copy_sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-                    n += 1
-            self._record_partition(conn, kind, "", split, n)
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, ("split", "shard", *columns))))
+            try:
+                with conn.cursor().copy(copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row((split, shard, *row))
+                        n += 1
+            except psycopg.errors.UniqueViolation as exc:
+                raise ValueError(f"split {split!r} shard {shard}: {exc.diag.message_detail or exc} is already in "
+                                 "another shard of the split (a source read twice, or shards planned differently "
+                                 "since it was written: re-materialize the split's shards)") from exc
+            self._record_partition(conn, kind, "", split, n, shard)
         return n
 
-    def replace_documents(self, split: str, docs: Iterable[Document]) -> int:
-        """Replace a split's documents atomically: the split shows its old rows until the new ones commit."""
-        cols = ("split", "doc_id", "source", "locator", "byte_offset", "n_chars", "meta", "text")
-        rows = ((split, d.doc_id, d.source, d.locator, d.byte_offset, len(d.text), json.dumps(d.meta, default=str),
-                 d.text) for d in docs)
-        return self._replace("cprox_documents", split, cols, rows, "raw_corpus")
+    def replace_documents(self, split: str, docs: Iterable[Document], shard: str = SINGLE_SHARD) -> int:
+        """Replace a shard's documents atomically: the shard shows its old rows until the new ones commit."""
+        cols = ("doc_id", "source", "locator", "byte_offset", "n_chars", "meta", "text")
+        rows = ((d.doc_id, d.source, d.locator, d.byte_offset, len(d.text), json.dumps(d.meta, default=str), d.text)
+                for d in docs)
+        return self._replace("cprox_documents", split, shard, cols, rows, "raw_corpus")
 
-    def replace_chunks(self, split: str, chunks: Iterable[Chunk]) -> int:
-        cols = ("split", "chunk_id", "doc_id", "idx", "char_start", "char_end", "n_tokens", "text_hash", "text")
-        rows = ((split, c.chunk_id, c.doc_id, c.idx, c.char_start, c.char_end, c.n_tokens, c.text_hash, c.text)
+    def replace_chunks(self, split: str, chunks: Iterable[Chunk], shard: str = SINGLE_SHARD) -> int:
+        cols = ("chunk_id", "doc_id", "idx", "char_start", "char_end", "n_tokens", "text_hash", "text")
+        rows = ((c.chunk_id, c.doc_id, c.idx, c.char_start, c.char_end, c.n_tokens, c.text_hash, c.text)
                 for c in chunks)
-        return self._replace("cprox_chunks", split, cols, rows, "chunks")
+        return self._replace("cprox_chunks", split, shard, cols, rows, "chunks")
 
-    def iter_documents(self, split: str, batch: int = 500) -> Iterator[Document]:
+    @staticmethod
+    def _where(split: str, shard: str | None) -> tuple[sql.Composable, tuple]:
+        if shard is None:
+            return sql.SQL("split = %s"), (split,)
+        return sql.SQL("split = %s AND shard = %s"), (split, shard)
+
+    def iter_documents(self, split: str, batch: int = 500, shard: str | None = None) -> Iterator[Document]:
+        """The documents of a split (every published shard) or of one shard, by id."""
+        where, args = self._where(split, shard)
         with self.session() as conn, conn.cursor(name=f"docs_{uuid.uuid4().hex[:8]}") as cur:
             cur.itersize = batch
-            cur.execute("SELECT doc_id, split, source, locator, byte_offset, text, meta FROM cprox_documents "
-                        "WHERE split = %s ORDER BY doc_id", (split,))
+            cur.execute(sql.SQL("SELECT doc_id, split, source, locator, byte_offset, text, meta FROM cprox_documents "
+                                "WHERE {} ORDER BY doc_id").format(where), args)
             for doc_id, split_, source, locator, offset, text, meta in cur:
                 yield Document(doc_id, split_, source, locator, offset, text, meta)
 
@@ -237,192 +255,89 @@ class PgStore:
             return dict(conn.execute("SELECT doc_id, text FROM cprox_documents WHERE split = %s AND doc_id = ANY(%s)",
                                      (split, list(doc_ids))).fetchall())
 
-    def chunk_rows(self, split: str) -> list[tuple[str, str, str, int]]:
-        """(chunk_id, text_hash, text, n_tokens) of a split, in document order."""
+    def chunk_rows(self, split: str, shard: str | None = None) -> list[tuple[str, str, str, int]]:
+        """(chunk_id, text_hash, text, n_tokens) of a split (every shard) or of one shard, in document order."""
+        where, args = self._where(split, shard)
         with self.session() as conn:
-            return conn.execute("SELECT chunk_id, text_hash, text, n_tokens FROM cprox_chunks WHERE split = %s "
-                                "ORDER BY doc_id, idx", (split,)).fetchall()
+            return conn.execute(sql.SQL("SELECT chunk_id, text_hash, text, n_tokens FROM cprox_chunks WHERE {} "
+                                        "ORDER BY doc_id, idx").format(where), args).fetchall()
 
     COUNT_KINDS = ("raw_corpus", "chunks", "embeddings")
 
-    def count(self, kind: str, split: str, model_slug: str = "") -> int:
-        """Rows of a split in one asset's table: `raw_corpus` (documents), `chunks`, or `embeddings` of a model slug."""
+    def count(self, kind: str, split: str, model_slug: str = "", shard: str | None = None) -> int:
+        """Rows of a split (or one shard) in one asset's table: `raw_corpus` (documents), `chunks`, or `embeddings`
+        of a model slug."""
         if kind not in self.COUNT_KINDS:
             raise ValueError(f"unknown kind {kind!r}: one of {', '.join(self.COUNT_KINDS)}")
         if kind == "embeddings" and not model_slug:
             raise ValueError("count('embeddings', ...) needs the model slug of the vectors' table")
         table = {"raw_corpus": "cprox_documents", "chunks": "cprox_chunks"}.get(kind) or emb_table(model_slug)
+        where, args = self._where(split, shard)
         with self.session() as conn:
             if not self._exists(conn, table):
                 return 0
-            return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE split = %s").format(sql.Identifier(table)),
-                                (split,)).fetchone()[0]
+            return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where),
+                                args).fetchone()[0]
 
-    def _record_partition(self, conn, kind: str, slug: str, split: str, n: int) -> str:
+    def _record_partition(self, conn, kind: str, slug: str, split: str, n: int, shard: str = SINGLE_SHARD) -> str:
         version = uuid.uuid4().hex
-        conn.execute("INSERT INTO cprox_partitions (kind, model_slug, split, n_rows, version) "
-                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, model_slug, split) DO UPDATE SET "
+        conn.execute("INSERT INTO cprox_partitions (kind, model_slug, split, shard, n_rows, version) "
+                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (kind, model_slug, split, shard) DO UPDATE SET "
                      "n_rows = EXCLUDED.n_rows, version = EXCLUDED.version, updated_at = now()",
-                     (kind, slug, split, n, version))
+                     (kind, slug, split, shard, n, version))
         return version
 
-    def partitions(self) -> list[dict]:
+    def shard_partitions(self) -> list[dict]:
+        """One row per published shard: kind, model_slug, split, shard, n_rows, version, updated_at."""
         with self.session() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-            return cur.execute("SELECT kind, model_slug, split, n_rows, version, updated_at FROM cprox_partitions "
-                               "ORDER BY kind, model_slug, split").fetchall()
+            return cur.execute("SELECT kind, model_slug, split, shard, n_rows, version, updated_at FROM "
+                               "cprox_partitions ORDER BY kind, model_slug, split, shard").fetchall()
 
-    def partition_version(self, kind: str, split: str, model_slug: str = "") -> str | None:
+    def partitions(self) -> list[dict]:
+        """One row per published split: its shards' rows summed, a version combining theirs, the shard count."""
+        out: dict[tuple, dict] = {}
+        for row in self.shard_partitions():
+            key = (row["kind"], row["model_slug"], row["split"])
+            agg = out.setdefault(key, {"kind": key[0], "model_slug": key[1], "split": key[2], "n_rows": 0,
+                                       "shards": 0, "updated_at": row["updated_at"], "_versions": []})
+            agg["n_rows"] += row["n_rows"]
+            agg["shards"] += 1
+            agg["updated_at"] = max(agg["updated_at"], row["updated_at"])
+            agg["_versions"].append(f"{row['shard']}={row['version']}")
+        for agg in out.values():
+            agg["version"] = _combined(agg.pop("_versions"))
+        return list(out.values())
+
+    def partition_version(self, kind: str, split: str, model_slug: str = "", shard: str | None = None) -> str | None:
+        """The version of one published shard, or of the split (every shard's, combined); None when unpublished."""
+        where, args = self._where(split, shard)
         with self.session() as conn:
-            row = conn.execute("SELECT version FROM cprox_partitions WHERE kind=%s AND model_slug=%s AND split=%s",
-                               (kind, model_slug, split)).fetchone()
-        return row[0] if row else None
+            rows = conn.execute(sql.SQL("SELECT shard, version FROM cprox_partitions WHERE kind = %s AND "
+                                        "model_slug = %s AND {} ORDER BY shard").format(where),
+                                (kind, model_slug, *args)).fetchall()
+        if not rows:
+            return None
+        return rows[0][1] if shard is not None else _combined([f"{h}={v}" for h, v in rows])
+
+    def drop_split(self, split: str) -> None:
+        """Remove a split everywhere (documents, chunks, every model's vectors and build tables), in one transaction."""
+        self._drop(split, None)
+
+    def drop_shard(self, split: str, shard: str) -> None:
+        """Remove one shard of a split everywhere (a shard the plan no longer has), in one transaction."""
+        self._drop(split, shard)
+
+    def _drop(self, split: str, shard: str | None) -> None:
+        where, args = self._where(split, shard)
+        with self.session() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            self._drop_vector_tables(conn, split, shard)
+            for table in ("cprox_chunks", "cprox_documents", "cprox_partitions"):
+                conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table), where), args)
 
     @staticmethod
     def _exists(conn, table: str) -> bool:
         return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
-
-    # -- embeddings -------------------------------------------------------------------------------------------------
-    def ensure_embedding_table(self, slug: str, model: str, dim: int) -> None:
-        """The per-model partitioned table; refuses a model whose dimension differs from the stored one."""
-        with self.session() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            row = conn.execute("SELECT model, dim FROM cprox_embedding_models WHERE slug = %s", (slug,)).fetchone()
-            if row and row[1] != dim:
-                raise ValueError(f"table {emb_table(slug)} holds {row[1]}-dim vectors of {row[0]!r}, but the model "
-                                 f"{model!r} gives {dim}: drop it with `cprox db reset-embeddings {slug}` first")
-            conn.execute("INSERT INTO cprox_embedding_models (slug, model, dim) VALUES (%s, %s, %s) "
-                         "ON CONFLICT (slug) DO NOTHING", (slug, model, dim))
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {t} (split text NOT NULL, chunk_id text NOT NULL, text_hash text NOT NULL,"
-                " embedding vector({d}) NOT NULL, PRIMARY KEY (split, chunk_id)) PARTITION BY LIST (split)"
-            ).format(t=sql.Identifier(emb_table(slug)), d=sql.Literal(dim)))
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)")
-                         .format(i=sql.Identifier(f"{emb_table(slug)}_hnsw"), t=sql.Identifier(emb_table(slug))))
-
-    @contextmanager
-    def build_lock(self, slug: str, split: str) -> Iterator[None]:
-        """Held while a split's embeddings are built, so two runs never write the same build table."""
-        with self.connect(autocommit=True) as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"emb:{slug}:{split}",)).fetchone()[0]
-            if not got:
-                raise BuildConflict(f"another run is embedding split {split!r} with model {slug!r} right now")
-            try:
-                yield
-            finally:
-                try:
-                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"emb:{slug}:{split}",))
-                except psycopg.OperationalError:
-                    pass  # the connection is gone, and with it its session's lock (do not mask the real error)
-
-    def live_matches_chunks(self, slug: str, split: str) -> bool:
-        """True when the published partition holds exactly the current chunks (same ids and text hashes)."""
-        with self.session() as conn:
-            if not self._exists(conn, part_table(slug, split)):
-                return False
-            q = sql.SQL("SELECT (SELECT count(*) FROM cprox_chunks WHERE split = %(s)s) = (SELECT count(*) FROM {p})"
-                        " AND (SELECT count(*) FROM {p} e JOIN cprox_chunks c ON c.split = %(s)s "
-                        "AND c.chunk_id = e.chunk_id AND c.text_hash = e.text_hash) = (SELECT count(*) FROM {p})"
-                        ).format(p=sql.Identifier(part_table(slug, split)))
-            return bool(conn.execute(q, {"s": split}).fetchone()[0])
-
-    def prepare_build(self, slug: str, split: str, dim: int) -> set[str]:
-        """Create or resume the build table; keep rows that still match the chunks, reuse matching published rows.
-
-        Returns the chunk ids already embedded (nothing to do for them)."""
-        b, p = sql.Identifier(build_table(slug, split)), sql.Identifier(part_table(slug, split))
-        with self.session() as conn, conn.transaction():
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {b} (split text NOT NULL CHECK (split = {s}), chunk_id text NOT NULL, "
-                "text_hash text NOT NULL, embedding vector({d}) NOT NULL, PRIMARY KEY (split, chunk_id))"
-            ).format(b=b, s=sql.Literal(split), d=sql.Literal(dim)))
-            conn.execute(sql.SQL("DELETE FROM {b} e WHERE NOT EXISTS (SELECT 1 FROM cprox_chunks c WHERE "
-                                 "c.split = e.split AND c.chunk_id = e.chunk_id AND c.text_hash = e.text_hash)")
-                         .format(b=b))
-            if self._exists(conn, part_table(slug, split)):
-                conn.execute(sql.SQL("INSERT INTO {b} SELECT e.split, e.chunk_id, e.text_hash, e.embedding FROM {p} e "
-                                     "JOIN cprox_chunks c ON c.split = e.split AND c.chunk_id = e.chunk_id AND "
-                                     "c.text_hash = e.text_hash ON CONFLICT DO NOTHING").format(b=b, p=p))
-            rows = conn.execute(sql.SQL("SELECT chunk_id FROM {b}").format(b=b)).fetchall()
-        return {r[0] for r in rows}
-
-    def write_build(self, slug: str, split: str, ids: Sequence[str], hashes: Sequence[str], vecs: np.ndarray) -> None:
-        """Commit one batch of vectors into the build table (binary COPY)."""
-        if not np.isfinite(vecs).all():
-            bad = [ids[i] for i in np.where(~np.isfinite(vecs).all(axis=1))[0][:5]]
-            raise ValueError(f"the encoder returned non-finite vectors for chunks {bad}")
-        copy_sql = sql.SQL("COPY {} (split, chunk_id, text_hash, embedding) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(build_table(slug, split)))
-        with self.session() as conn, conn.transaction(), conn.cursor().copy(copy_sql) as copy:
-            copy.set_types(["text", "text", "text", "vector"])
-            for cid, h, v in zip(ids, hashes, vecs):
-                copy.write_row((split, cid, h, v))
-
-    def publish_build(self, slug: str, split: str, expected: int, m: int = 16, ef_construction: int = 64) -> str:
-        """Index the build table and swap it in for the split's partition in one transaction."""
-        b, p, parent = build_table(slug, split), part_table(slug, split), emb_table(slug)
-        with self.session() as conn:
-            got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(b))).fetchone()[0]
-            if got != expected:
-                raise RuntimeError(f"build table {b} has {got} rows, expected {expected}: not published")
-            # the HNSW graph needs ~2.5 KB per 384-d row in memory; past maintenance_work_mem it spills (much slower)
-            conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(
-                sql.Literal(f"{min(8192, max(512, expected * 25 // 10240 + 1))}MB")))
-            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{b}_hnsw")))
-            conn.execute(sql.SQL("CREATE INDEX {i} ON {b} USING hnsw (embedding vector_cosine_ops) "
-                                 "WITH (m = {m}, ef_construction = {efc})").format(
-                i=sql.Identifier(f"{b}_hnsw"), b=sql.Identifier(b), m=sql.Literal(m), efc=sql.Literal(ef_construction)))
-            conn.commit()
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(b)))  # else small splits skip the index
-            conn.commit()
-            with conn.transaction():
-                if self._exists(conn, p):
-                    conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-                        sql.Identifier(parent), sql.Identifier(p)))
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(p)))
-                conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(b), sql.Identifier(p)))
-                conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                    sql.Identifier(f"{b}_hnsw"), sql.Identifier(f"{p}_hnsw")))
-                conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                    sql.Identifier(parent), sql.Identifier(p), sql.Literal(split)))
-                return self._record_partition(conn, "embeddings", slug, split, expected)
-
-    def drop_build(self, slug: str, split: str) -> None:
-        with self.session() as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(build_table(slug, split))))
-
-    def drop_embeddings(self, slug: str) -> None:
-        with self.session() as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(emb_table(slug))))
-            for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s",
-                                     (f"emb\\_{slug}\\_\\_%",)).fetchall():
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(t)))
-            conn.execute("DELETE FROM cprox_embedding_models WHERE slug = %s", (slug,))
-            conn.execute("DELETE FROM cprox_partitions WHERE kind = 'embeddings' AND model_slug = %s", (slug,))
-
-    def drop_split(self, split: str) -> None:
-        """Remove a split everywhere (documents, chunks, every model's vectors and build tables), in one transaction."""
-        with self.session() as conn, conn.transaction():
-            for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s",
-                                     (f"emb\\_%\\_\\_{split}%",)).fetchall():
-                if t.endswith((f"__{split}", f"__{split}__build")):
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(t)))
-            conn.execute("DELETE FROM cprox_chunks WHERE split = %s", (split,))
-            conn.execute("DELETE FROM cprox_documents WHERE split = %s", (split,))
-            conn.execute("DELETE FROM cprox_partitions WHERE split = %s", (split,))
-
-    def embedding_health(self, slug: str, split: str) -> dict:
-        """Row count, vector dimension, and rows with NULL or non-finite components, for asset checks."""
-        with self.session() as conn:
-            if not self._exists(conn, part_table(slug, split)):
-                return {"rows": 0, "dims": [], "bad": 0}
-            t = sql.Identifier(part_table(slug, split))
-            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()[0]
-            dims = [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT vector_dims(embedding) FROM {}").format(t))]
-            # NaN is not a valid pgvector input, but check anyway: NaN <> NaN, and inf overflows the norm.
-            bad = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL OR "
-                                       "vector_norm(embedding) = 'NaN'::float8 OR "
-                                       "vector_norm(embedding) = 'Infinity'::float8").format(t)).fetchone()[0]
-        return {"rows": rows, "dims": dims, "bad": bad}
 
     # -- search -----------------------------------------------------------------------------------------------------
     def search(self, slug: str, queries: np.ndarray, split: str | None = None, k: int = 5, metric: str = "cosine",
@@ -466,6 +381,7 @@ class PgStore:
                 vecs.append(vec.to_numpy() if hasattr(vec, "to_numpy") else vec)
         return ids, (np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32))
 
+
     def chunk_texts(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
         """(split, chunk_id) -> (doc_id, text)."""
         if not keys:
@@ -478,6 +394,14 @@ class PgStore:
 
     def embedded_splits(self, slug: str) -> list[str]:
         with self.session() as conn:
-            rows = conn.execute("SELECT split FROM cprox_partitions WHERE kind = 'embeddings' AND model_slug = %s "
-                                "ORDER BY split", (slug,)).fetchall()
+            rows = conn.execute("SELECT DISTINCT split FROM cprox_partitions WHERE kind = 'embeddings' AND "
+                                "model_slug = %s ORDER BY split", (slug,)).fetchall()
         return [r[0] for r in rows]
+
+
+def _combined(versions: list[str]) -> str:
+    """One version for a split from its shards' `shard=version` strings (sorted): a single shard keeps its own."""
+    versions = sorted(versions)
+    if len(versions) == 1:
+        return versions[0].split("=", 1)[1]
+    return hashlib.sha256("\n".join(versions).encode()).hexdigest()[:32]

@@ -207,22 +207,37 @@ def changed_splits(registry: Registry, recorded: dict[str, str | None],
 
 
 def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[str], None] = print,
-                warn: Callable[[str], None] | None = None) -> dict:
-    """The `raw_corpus` asset's work: the split's documents read from its sources into Postgres (replaced
-    atomically); returns the metadata, with the sources' fingerprint taken before reading (a shard landing mid-read
-    makes the next night read the split again)."""
+                warn: Callable[[str], None] | None = None, shard: str | None = None) -> dict:
+    """The `raw_corpus` asset's work: the split's documents (or one shard's, by key) read from its sources into
+    Postgres (replaced atomically); returns the metadata, with the sources' fingerprint taken before reading (a
+    shard landing mid-read makes the next night read the split again)."""
+    from cp_assets.lib.corpus.pgvector_store import SINGLE_SHARD
     from cp_assets.lib.corpus.sources import ReadStats, read_split
 
     stats, t0 = ReadStats(), time.perf_counter()
     sources = split_sources(registry, split)
-    n = store.replace_documents(split, read_split(registry, split, stats))
+    if shard is None:
+        key, docs, planned = SINGLE_SHARD, read_split(registry, split, stats), None
+    else:
+        plan = {s.key: s for s in plan_shards(registry, split)}
+        if shard not in plan:
+            raise KeyError(f"split {split!r} has no shard {shard}: its plan ({registry.file}, shard_bytes="
+                           f"{registry.split(split).shard_bytes:,}) has {len(plan)} shards")
+        key, planned = shard, plan[shard]
+        docs = read_shard(registry, planned, stats)
+    n = store.replace_documents(split, docs, key)
     secs = time.perf_counter() - t0
-    log(f"{split}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
+    where = split if shard is None else f"{split}/{shard}"
+    log(f"{where}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
     for message in stats.warnings:
         (warn or log)(message)
+    shard_figures = {} if planned is None else {"shard": shard, "shard_fingerprint": planned.fingerprint(),
+                                                "shard_pieces": "\n".join(p.name() for p in planned.pieces),
+                                                "shard_bytes": planned.bytes}
     return {"documents": n, "characters": stats.chars, "skipped": sum(stats.skipped.values()),
             "skipped_by_reason": dict(stats.skipped), "excluded": stats.excluded, "per_source": dict(stats.per_source),
             "warnings": "\n".join(stats.warnings) or "none",
             "source_fingerprint": sources.fingerprint, "source_files": sources.shards, "source_bytes": sources.bytes,
+            **shard_figures,
             "registry": str(registry.file), "data_dir": str(registry.data_dir), "seconds": round(secs, 2),
             "docs_per_s": round(n / secs, 1) if secs else None}

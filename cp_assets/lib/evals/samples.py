@@ -24,7 +24,7 @@ from typing import (
 
 from pydantic import BaseModel, ConfigDict
 
-from cp_assets.lib.corpus.sources import BadRecord, _jsonl_records
+from cp_assets.lib.corpus.formats import BadRecord, jsonl_records
 
 Kind = Literal["gsm8k", "math500", "math", "recall"]
 KINDS: tuple[str, ...] = ("gsm8k", "math500", "math", "recall")
@@ -298,7 +298,7 @@ def _build(records: Iterable[tuple[str, "dict | BadRecord"]], kind: str, eval_se
 def read_samples(path: Path | str, kind: str, eval_set: str | None = None, limit: int | None = None) -> list[AnySample]:
     """Samples of a local JSONL(.gz) file; row numbers count non-blank lines from 0. `eval_set` defaults to `kind`."""
     _sample_type(kind)
-    records = ((where, rec) for where, _, rec in _jsonl_records(Path(path)))
+    records = ((where, rec) for where, _, rec in jsonl_records(Path(path)))
     return list(_build(records, kind, eval_set, limit))
 
 
