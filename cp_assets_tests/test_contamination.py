@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from cp_assets.lib.core import settings
-from cp_assets.lib.corpus.ngram_index import index_path
+from cp_assets.lib.corpus.ngram_split import drop_split_index
 from cp_assets.lib.reports.contamination import FlagRule, choose_rule, score_rule
 from cp_assets_tests.conftest import TEST_HOME, metadata
 from cp_assets_tests.contam_corpus import half, near_duplicates, planted_rows, write_corpus
@@ -35,7 +35,7 @@ def planted(store, resources):
     assert result.success
     yield kinds, near, result
     store.drop_split(SPLIT)  # other tests search every embedded split
-    index_path(SPLIT).unlink(missing_ok=True)
+    drop_split_index(SPLIT)
 
 
 def rows(results_db) -> dict[str, dict]:

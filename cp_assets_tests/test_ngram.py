@@ -233,3 +233,36 @@ def test_boilerplate_matches_do_not_count_toward_rare_share(tmp_path):
 def test_tokenize_offsets_map_back_to_text():
     [tk] = tokenize("all-minilm-l6-v2", ["Héllo, World! 42"])
     assert [("Héllo, World! 42")[a:b] for a, b in tk.offsets] == ["Héllo", ",", "World", "!", "42"]
+
+
+def test_a_split_index_over_shards_answers_as_one_index(tmp_path):
+    """Three shard files read as one (`SplitIndex`): the same maximal spans, counts, documents and contamination
+    evidence as a single index over all documents; the file from before shards is read, then adopted."""
+    from cp_assets.lib.corpus.ngram_index import index_path
+    from cp_assets.lib.corpus.ngram_split import SplitIndex, built_splits, open_index, shard_files
+
+    docs = corpus(n_docs=30, seed=5)
+    whole = NgramIndex(tmp_path / "whole.duckdb", n=4)
+    whole.update(docs, log=lambda m: None)
+    for k, part in enumerate((docs[:7], docs[7:20], docs[20:])):
+        NgramIndex(index_path("s", tmp_path, f"{k:05d}"), n=4).update(part, log=lambda m: None)
+    split = open_index("s", tmp_path)
+    assert isinstance(split, SplitIndex) and split.stats()["n_docs"] == 30 and built_splits(tmp_path) == ["s"]
+    rng = random.Random(7)
+    words = [d.split() for _, d in docs]
+    for _ in range(5):
+        w = rng.choice(words)
+        i = rng.randrange(len(w) - 12)
+        query = " ".join(["green house"] + w[i:i + 12] + ["tree car"] + rng.choice(words)[:6])
+
+        def spans(index):
+            return [(s.token_start, s.token_end, s.count, s.n_docs,
+                     sorted(loc.doc_id for loc in s.locations) if s.n_docs <= 5 else None)
+                    for s in trace(index, query, min_tokens=5, max_docs=5)]
+
+        assert spans(split) == spans(whole) and spans(whole)
+    texts = [" ".join(w[:20]) for w in words[:4]] + ["green house tree car " * 5]
+    assert ngram_evidence(split, texts, n=6, min_span=5) == ngram_evidence(whole, texts, n=6, min_span=5)
+    # a split with only the file from before shards reads it as its one shard
+    NgramIndex(index_path("old", tmp_path), n=4).update(docs[:3], log=lambda m: None)
+    assert list(shard_files("old", tmp_path)) == ["00000"] and open_index("old", tmp_path).stats()["n_docs"] == 3

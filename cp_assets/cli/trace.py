@@ -18,7 +18,7 @@ out = Console()
 
 
 def cmd_trace(args) -> int:
-    from cp_assets.lib.corpus.ngram_index import built_splits, index_path, open_index
+    from cp_assets.lib.corpus.ngram_split import built_splits, has_index, open_index
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.reports.trace import trace
 
@@ -27,7 +27,7 @@ def cmd_trace(args) -> int:
     if not splits:
         raise FileNotFoundError("no split has an n-gram index yet: materialize the `ngram_index` asset "
                                 "(`cprox materialize --asset ngram_index`)")
-    missing = [s for s in splits if not index_path(s).exists()]
+    missing = [s for s in splits if not has_index(s)]
     if missing:
         raise FileNotFoundError(f"no n-gram index for split(s) {missing}: materialize `ngram_index` for them "
                                 f"(built: {built_splits()})")

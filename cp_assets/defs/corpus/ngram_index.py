@@ -1,4 +1,4 @@
-"""`ngram_index`: the exact token n-gram index of one split (DuckDB, `CPROX_HOME/ngrams/<split>.duckdb`), updated
+"""`ngram_index`: the exact token n-gram index of one split (DuckDB, `CPROX_HOME/ngrams/<split>/00000.duckdb`), updated
 incrementally from the split's documents; the basis of `contamination`, `rollout_traces` and `cprox trace`."""
 
 import dagster as dg
@@ -7,7 +7,8 @@ from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import split_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.lib.corpus.ngram_index import DEFAULT_N, index_matches_corpus, index_split
+from cp_assets.lib.corpus.ngram_index import DEFAULT_N
+from cp_assets.lib.corpus.ngram_split import index_matches_corpus, index_split
 from cp_assets.resources.pgvector_store import PgVectorStore
 
 

@@ -8,11 +8,11 @@ the same diagonal (same document, corpus position - query position), so one inde
 and 13-gram contamination, and maximal verbatim spans with exact occurrence counts (`cp_assets/lib/reports/trace.py`).
 Hash collisions are the only inexactness: about 1e-9 for a 512-token query against 1e8 postings.
 
-One DuckDB file per split (`CPROX_HOME/ngrams/<split>.duckdb`), so splits build in parallel. Updates are
-incremental: documents are keyed by id and content hash; new or changed ones are added in batches, each batch (its
+One DuckDB file per split and shard (`CPROX_HOME/ngrams/<split>/<shard>.duckdb`), so shards build in parallel;
+`ngram_split.py` reads a split's shard files as one index. Updates are incremental: documents are keyed by id and content hash; new or changed ones are added in batches, each batch (its
 postings and its `docs` rows) committed in one transaction, removed ones deleted. A crash loses at most the batch in
 flight and a rerun continues. After an update the postings are rewritten sorted by hash, so a lookup reads only the
-row groups whose hash range can hold its keys. `index_split` is the `ngram_index` asset's work.
+row groups whose hash range can hold its keys.
 """
 
 from __future__ import annotations
@@ -24,17 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from cp_assets.lib.core import settings
-from cp_assets.lib.core.metadata import FilePath
-
-if TYPE_CHECKING:
-    from cp_assets.lib.corpus.pgvector_store import PgStore
 
 DEFAULT_TOKENIZER = "all-minilm-l6-v2"
 DEFAULT_N = 8
@@ -127,13 +123,19 @@ class UpdateStats:
         return self.tokens_added / self.seconds if self.seconds else 0.0
 
 
-def index_path(split: str, home: Path | None = None) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
-    return (home or settings.home()) / "ngrams" / f"{safe}.duckdb"
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def index_path(split: str, home: Path | None = None, shard: str | None = None) -> Path:
+    """`ngrams/<split>/<shard>.duckdb`; without a shard, the one file a split had before shards
+    (`ngrams/<split>.duckdb`, moved into the split's folder as shard 00000 by its next update)."""
+    root = (home or settings.home()) / "ngrams"
+    return root / f"{safe_name(split)}.duckdb" if shard is None else root / safe_name(split) / f"{safe_name(shard)}.duckdb"
 
 
 class NgramIndex:
-    """The n-gram index of one split (its own DuckDB file). Open it with `open_index`."""
+    """The n-gram index of one shard of a split (its own DuckDB file); `ngram_split.open_index` opens a split's."""
 
     def __init__(self, path: Path, n: int | None = None, tokenizer: str | None = None, lock_timeout_s: float = 120.0):
         """`n`/`tokenizer` None: what the file was built with (defaults for a new file). Asking for others than the
@@ -306,37 +308,3 @@ class NgramIndex:
 
 def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
-
-
-def open_index(split: str, home: Path | None = None, n: int | None = None, tokenizer: str | None = None) -> NgramIndex:
-    return NgramIndex(index_path(split, home), n=n, tokenizer=tokenizer)
-
-
-def built_splits(home: Path | None = None) -> list[str]:
-    root = (home or settings.home()) / "ngrams"
-    return sorted(p.stem for p in root.glob("*.duckdb")) if root.exists() else []
-
-
-def index_split(store: PgStore, split: str, *, n: int = DEFAULT_N, batch_tokens: int = 2_000_000,
-                rebuild: bool = False, log: Callable[[str], None] = print) -> tuple[dict, str]:
-    """The `ngram_index` asset's work: the split's documents (from Postgres) into its index, incrementally; returns
-    the metadata (index size, what was added / removed / kept, throughput, the file) and the index's version."""
-    index = open_index(split, n=n)
-    docs = ((d.doc_id, d.text) for d in store.iter_documents(split))
-    stats = index.update(docs, batch_tokens=batch_tokens, rebuild=rebuild, log=log)
-    summary = index.stats()
-    if summary["n_docs"] == 0:
-        raise ValueError(f"split {split!r} has no documents: materialize `raw_corpus` for it first")
-    log(f"{split}: +{stats.added} / -{stats.removed} / ={stats.kept} documents, {stats.tokens_added:,} "
-        f"tokens indexed in {stats.seconds:.1f}s ({stats.tokens_per_s:,.0f} tokens/s)")
-    return {"documents": summary["n_docs"], "tokens": summary["n_tokens"], "postings": summary["n_postings"],
-            "added": stats.added, "removed": stats.removed, "kept": stats.kept, "tokens_added": stats.tokens_added,
-            "seconds": round(stats.seconds, 2), "tokens_per_s": round(stats.tokens_per_s),
-            "n": summary["n"], "tokenizer": summary["tokenizer"], "file": FilePath(summary["path"]),
-            "file_mb": round(index.path.stat().st_size / 2**20, 1)}, index.version()
-
-
-def index_matches_corpus(store: PgStore, split: str) -> tuple[bool, dict]:
-    """The split's index holds exactly its documents in Postgres (no batch lost or left over): (passed, figures)."""
-    indexed, documents = open_index(split).stats()["n_docs"], store.count("raw_corpus", split)
-    return indexed == documents, {"indexed": indexed, "documents": documents}

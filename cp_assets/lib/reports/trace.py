@@ -24,7 +24,8 @@ import pyarrow as pa
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import image, table
-from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, open_index, tokenize
+from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, tokenize
+from cp_assets.lib.corpus.ngram_split import open_index
 from cp_assets.lib.reports import report_tables
 
 if TYPE_CHECKING:
