@@ -99,10 +99,10 @@ def load_store(store, slug: str, model: str, base, vecs) -> list[list]:
     with C.Timer() as t:
         store.publish_build(slug, SPLIT, expected=len(base))
     rows.append(["HNSW index + swap (publish_build, m=16, ef_construction=64)", t.s])
-    from cp_assets.lib.corpus.pgvector_store import part_table
+    from cp_assets.lib.corpus.pgvector_store import shard_table
 
     with store.connect(autocommit=True) as conn, C.Timer() as t:
-        conn.execute(f'VACUUM ANALYZE "{part_table(slug, SPLIT)}"')
+        conn.execute(f'VACUUM ANALYZE "{shard_table(slug, SPLIT, "00000")}"')
         conn.execute("VACUUM ANALYZE cprox_chunks")
     rows.append(["VACUUM ANALYZE partition + chunks (else autovacuum's job, mid-run)", t.s])
     return rows
@@ -229,14 +229,14 @@ def tree_cpu(roots: list[int]) -> float:
 
 def hnsw_scans(store, slug: str) -> tuple[int, int]:
     """(idx_scan of the partition's HNSW index, seq_scan of the partition) from pg_stat_user_*."""
-    from cp_assets.lib.corpus.pgvector_store import part_table
+    from cp_assets.lib.corpus.pgvector_store import shard_table
 
     with store.connect() as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         i = conn.execute("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname = %s",
-                         (f"{part_table(slug, SPLIT)}_hnsw",)).fetchone()[0]
+                         (f"{shard_table(slug, SPLIT, "00000")}_hnsw",)).fetchone()[0]
         s = conn.execute("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname = %s",
-                         (part_table(slug, SPLIT),)).fetchone()[0]
+                         (shard_table(slug, SPLIT, "00000"),)).fetchone()[0]
     return int(i), int(s)
 
 

@@ -222,7 +222,7 @@ def run(args, home) -> int:
 
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.chunking import Chunk
-    from cp_assets.lib.corpus.pgvector_store import part_table
+    from cp_assets.lib.corpus.pgvector_store import shard_table
     from cp_assets.lib.corpus.search import memory_search
 
     if args.faiss_threads:
@@ -305,8 +305,8 @@ def run(args, home) -> int:
         with C.Timer() as t:
             store.publish_build(SLUG, SPLIT, expected=n, m=args.m, ef_construction=args.efc)
         with store.connect() as conn:
-            isz = conn.execute("SELECT pg_relation_size(%s)", (f"{part_table(SLUG, SPLIT)}_hnsw",)).fetchone()[0]
-            tsz = conn.execute("SELECT pg_table_size(%s)", (part_table(SLUG, SPLIT),)).fetchone()[0]
+            isz = conn.execute("SELECT pg_relation_size(%s)", (f"{shard_table(SLUG, SPLIT, "00000")}_hnsw",)).fetchone()[0]
+            tsz = conn.execute("SELECT pg_table_size(%s)", (shard_table(SLUG, SPLIT, "00000"),)).fetchone()[0]
         pg_notes = "; ".join(x for x in dict.fromkeys(store.notices) if "does not exist, skipping" not in x) \
             or "no server notices"
         build.append(["pgvector: HNSW index + swap (publish_build)", t.s,
@@ -323,7 +323,7 @@ def run(args, home) -> int:
         with store.connect() as conn:
             st = conn.execute("SELECT c.reltuples::bigint, s.last_analyze, s.last_autoanalyze, s.n_mod_since_analyze "
                               "FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = %s",
-                              (part_table(SLUG, SPLIT),)).fetchone()
+                              (shard_table(SLUG, SPLIT, "00000"),)).fetchone()
         notes.append(f"partition statistics right after publish_build: reltuples {st[0]}, last_analyze {st[1]}, "
                      f"last_autoanalyze {st[2]}, rows modified since analyze {st[3]}")
         store.search(SLUG, queries[:1], split=SPLIT, k=k, ef_search=100)
@@ -339,10 +339,10 @@ def run(args, home) -> int:
         # measurements below (an insert-triggered VACUUM also scans the HNSW index). Do both now, timed.
         with store.connect(autocommit=True) as conn:
             with C.Timer() as t:
-                conn.execute(f'ANALYZE "{part_table(SLUG, SPLIT)}"')
+                conn.execute(f'ANALYZE "{shard_table(SLUG, SPLIT, "00000")}"')
             build.append(["pgvector: ANALYZE the partition (publish_build does not)", t.s, ""])
             with C.Timer() as t:
-                conn.execute(f'VACUUM "{part_table(SLUG, SPLIT)}"')
+                conn.execute(f'VACUUM "{shard_table(SLUG, SPLIT, "00000")}"')
                 conn.execute("VACUUM ANALYZE cprox_chunks")
             build.append(["pgvector: VACUUM partition + chunks (else autovacuum's job)", t.s,
                           "run now so that autovacuum does not compete with the measurements"])
@@ -355,7 +355,7 @@ def run(args, home) -> int:
                                  lat_idx)
             add("pgvector HNSW, PgStore.search", f"ef_search={ef}", nq, secs, lat, recall(ids_to_rows(hits), truth, k))
         with store.connect() as conn:
-            q_sql = f'SELECT chunk_id FROM "{part_table(SLUG, SPLIT)}" ORDER BY embedding <=> %s LIMIT {k}'
+            q_sql = f'SELECT chunk_id FROM "{shard_table(SLUG, SPLIT, "00000")}" ORDER BY embedding <=> %s LIMIT {k}'
             plan = " > ".join(r[0].strip().removeprefix("->").strip().split("  (")[0]
                               for r in conn.execute("EXPLAIN " + q_sql, (queries[0],)) if "Scan" in r[0])
             notes.append(f"raw SQL `{q_sql.replace('%s', 'q')}`: {plan}")

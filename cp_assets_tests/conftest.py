@@ -101,16 +101,34 @@ def resources(store):
     return local_resources()
 
 
+def shard_instance(instance=None):
+    """`instance` (default: a new ephemeral one) with the shard partition `00000`: every test split is one shard."""
+    import dagster as dg
+
+    inst = instance or dg.DagsterInstance.ephemeral()
+    if "00000" not in inst.get_dynamic_partitions("corpus_shards"):
+        inst.add_dynamic_partitions("corpus_shards", ["00000"])
+    return inst
+
+
+def corpus_key(split: str, shard: str = "00000"):
+    """The corpus assets' partition key of one shard of a split."""
+    from cp_assets.defs.core.partitions import corpus_key as key
+
+    return key(split, shard)
+
+
 @pytest.fixture(scope="session")
 def materialized(store, resources):
-    """Every corpus asset and check, materialized once for each test split."""
+    """Every corpus asset and check, materialized once for each test split (each is one shard)."""
     import dagster as dg
 
     from cp_assets.definitions import corpus_assets, corpus_checks
 
     results = {}
     for split in SPLITS:
-        results[split] = dg.materialize(corpus_assets + corpus_checks, partition_key=split, resources=resources)
+        results[split] = dg.materialize(corpus_assets + corpus_checks, partition_key=corpus_key(split),
+                                        instance=shard_instance(), resources=resources)
         assert results[split].success
     return results
 

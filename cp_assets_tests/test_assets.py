@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from cp_assets_tests.conftest import REGISTRY_SPLITS, SPLITS, metadata
+from cp_assets_tests.conftest import REGISTRY_SPLITS, SPLITS, corpus_key, metadata, shard_instance
 
 
 def test_definitions_load():
@@ -18,7 +18,9 @@ def test_definitions_load():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_corpus", "chunks", "embeddings", "eval_samples", "rollouts"} <= keys
     node = repo.asset_graph.get(dg.AssetKey("embeddings"))
-    assert node.partitions_def.get_partition_keys() == list(REGISTRY_SPLITS)
+    assert node.partitions_def.partition_dimension_names == ["shard", "split"]
+    [split_dim] = [d for d in node.partitions_def.partitions_defs if d.name == "split"]
+    assert split_dim.partitions_def.get_partition_keys() == list(REGISTRY_SPLITS)
     from cp_assets.defs.corpus.embeddings import embeddings
 
     assert embeddings.op.pool == "gpu"
@@ -27,7 +29,8 @@ def test_definitions_load():
     rollouts = repo.asset_graph.get(dg.AssetKey("rollouts"))
     assert rollouts.partitions_def.partition_dimension_names == ["eval_set", "model"]
     assert rollouts.pools == {"gpu"}
-    assert sorted(s.name for s in repo.sensor_defs) == ["models_registry_sensor", "report_automation"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["corpus_shards_sensor", "models_registry_sensor",
+                                                         "report_automation"]
     assert [s.name for s in repo.schedule_defs] == ["nightly_shard_backfill"]
     assert {k.name for k in repo.asset_graph.asset_check_keys} >= {
         "check_embeddings_count_matches_chunks", "check_embeddings_dim_matches_model", "check_embeddings_finite",
@@ -59,7 +62,8 @@ def test_materialize_every_split(materialized, store):
 def run(assets, split, resources, **kw):
     from cp_assets.definitions import corpus_assets, corpus_checks
 
-    return dg.materialize(corpus_assets + corpus_checks, selection=assets, partition_key=split,
+    kw["instance"] = shard_instance(kw.get("instance"))
+    return dg.materialize(corpus_assets + corpus_checks, selection=assets, partition_key=corpus_key(split),
                           resources=resources, **kw)
 
 
@@ -171,8 +175,11 @@ def test_empty_source_file_fails_the_asset_and_warns_when_skipped(materialized, 
 
 @pytest.mark.slow
 def test_standard_dagster_cli_materializes_a_partition(materialized, store):
+    from cp_assets.cli.main import main
+
+    assert main(["shards", "sync"]) == 0  # the shard partitions in DAGSTER_HOME's instance (the sensor does it too)
     cmd = [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m",
-           "cp_assets.definitions", "--select", "raw_corpus,chunks", "--partition", "math"]
+           "cp_assets.definitions", "--select", "raw_corpus,chunks", "--partition", "00000|math"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout

@@ -16,7 +16,7 @@ import yaml
 from cp_assets.lib.corpus.registry import RegistryError, load_registry
 from cp_assets.lib.corpus.shards import changed_splits, split_sources, streaming_splits
 from cp_assets.lib.corpus.sources import read_split
-from cp_assets_tests.conftest import metadata
+from cp_assets_tests.conftest import corpus_key, metadata, shard_instance
 
 
 def write_shard(path: Path, texts: list[str]) -> Path:
@@ -101,30 +101,39 @@ def _tick(schedule, instance, registry_file, data_dir):
         return schedule.evaluate_tick(ctx)
 
 
-def test_nightly_schedule_requests_splits_with_new_shards_once(shard_registry, tmp_path):
+def test_nightly_schedule_requests_shards_that_changed_once(shard_registry, tmp_path):
     from cp_assets.definitions import defs
     from cp_assets.defs.corpus.nightly_shard_backfill import nightly_shard_backfill
     from cp_assets.defs.corpus.raw_corpus import raw_corpus
+    from cp_assets.lib.corpus.shards import plan_shards
 
     with dg.instance_for_test() as instance:  # a schedule context needs an instance with a ref
         result = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path)
         [req] = result.run_requests
-        fingerprint = split_sources(load_registry(shard_registry, tmp_path), "tiny").fingerprint
-        assert req.partition_key == "tiny" and req.run_key == f"tiny@{fingerprint}"
+        [shard] = plan_shards(load_registry(shard_registry, tmp_path), "tiny")
+        fingerprint = shard.fingerprint(dt.date(2026, 11, 30))
+        assert req.partition_key == corpus_key("tiny") and req.run_key == f"tiny/00000@{fingerprint}"
+        assert instance.get_dynamic_partitions("corpus_shards") == ["00000"], "the tick added the shard partition"
         job = defs.get_repository_def().get_job("nightly_corpus_job")
         assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
             "raw_corpus", "chunks", "embeddings", "ngram_index"}
 
-        # once raw_corpus has read these shards, the next tick has nothing to do
+        # once raw_corpus has read this shard, the next tick has nothing to do
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            raw_corpus.key, partition="tiny", metadata={"source_fingerprint": fingerprint}))
+            raw_corpus.key, partition=corpus_key("tiny"), metadata={"shard_fingerprint": fingerprint}))
         result = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path)
-        assert not result.run_requests and "no new shards" in result.skip_message
+        assert not result.run_requests and "no changed shards" in result.skip_message
 
-        # a shard lands: the split is requested again, under a new run key
-        write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", ["arrived overnight"])
-        [req] = _tick(nightly_shard_backfill, instance, shard_registry, tmp_path).run_requests
-        assert req.partition_key == "tiny" and req.run_key != f"tiny@{fingerprint}"
+        # a big shard lands: it is a shard of its own, and only it is requested (under its own run key)
+        write_shard(tmp_path / "crawl" / "shard-001.jsonl.gz", [f"arrived overnight {i} " * 50 for i in range(400)])
+        reg = load_registry(shard_registry, tmp_path)
+        reg.splits["tiny"].shard_bytes = (tmp_path / "crawl" / "shard-000.jsonl.gz").stat().st_size * 2
+        path = tmp_path / "corpora.yaml"
+        path.write_text(yaml.safe_dump({"splits": {name: split.model_dump(exclude_defaults=True)
+                                                   for name, split in reg.splits.items()}}))
+        [req] = _tick(nightly_shard_backfill, instance, path, tmp_path).run_requests
+        assert req.partition_key == corpus_key("tiny", "00001") and req.run_key.startswith("tiny/00001@")
+        assert instance.get_dynamic_partitions("corpus_shards") == ["00000", "00001"]
 
 
 def _requested(result) -> set[str]:
@@ -147,10 +156,12 @@ def test_reports_follow_their_inputs():
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("models", ["m1"])
+    instance.add_dynamic_partitions("corpus_shards", ["00000", "00001"])  # tiny gets a second shard below
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert _requested(first) == set(), "nothing is requested before any input exists"
 
-    for asset, partition in (("embeddings", "tiny"), ("ngram_index", "tiny"), ("eval_samples", "gsm8k")):
+    tiny = corpus_key("tiny")
+    for asset, partition in (("embeddings", tiny), ("ngram_index", tiny), ("eval_samples", "gsm8k")):
         materialized(instance, asset, partition, "v1")
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     requested = _requested(second)
@@ -178,18 +189,28 @@ def test_reports_follow_their_inputs():
         materialized(instance, asset, "m1|tiny")
 
     # inputs materialized again with the same content (same data versions): nothing downstream re-runs
-    for asset, partition, version in (("embeddings", "tiny", "v1"), ("ngram_index", "tiny", "v1"),
+    for asset, partition, version in (("embeddings", tiny, "v1"), ("ngram_index", tiny, "v1"),
                                       ("rollouts", "gsm8k|m1", "r1")):
         materialized(instance, asset, partition, version)
     fifth_eval = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fourth_eval.cursor)
     assert not {r for r in _requested(fifth_eval) if "[" in r}
     # new content: the reports that read it follow
-    materialized(instance, "ngram_index", "tiny", "v2")
-    sixth = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fifth_eval.cursor))
+    materialized(instance, "ngram_index", tiny, "v2")
+    sixth_eval = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fifth_eval.cursor)
+    sixth = _requested(sixth_eval)
     assert {"contamination[gsm8k|tiny]", "rollout_traces[m1|tiny]"} <= sixth
     assert "eval_proximity[gsm8k|tiny]" not in sixth and "rollout_proximity[m1|tiny]" not in sixth
     assert "rollout_proximity[m1|math]" not in fourth
     assert "rollout_correctness_by_distance" in fourth
+    for asset, partition in (("contamination", "gsm8k|tiny"), ("rollout_traces", "m1|tiny")):
+        materialized(instance, asset, partition)
+
+    # a second shard of tiny lands (math has one: its shard 00001 stays empty and unmaterialized): tiny's reports
+    # that read embeddings follow, and nothing of math's
+    materialized(instance, "embeddings", corpus_key("tiny", "00001"), "s1")
+    seventh = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=sixth_eval.cursor))
+    assert {"eval_proximity[gsm8k|tiny]", "rollout_proximity[m1|tiny]"} <= seventh
+    assert not any("math]" in r or r.startswith(("contamination[", "rollout_traces[")) for r in seventh), seventh
 
 
 def _data_versions(result) -> dict[str, str]:
@@ -204,7 +225,8 @@ def test_unchanged_inputs_keep_their_data_version(materialized, resources):
     from cp_assets.definitions import corpus_assets, eval_assets
 
     first, again = (_data_versions(dg.materialize(corpus_assets, selection=["embeddings", "ngram_index"],
-                                                   partition_key="tiny", resources=resources)) for _ in range(2))
+                                                   partition_key=corpus_key("tiny"), instance=shard_instance(),
+                                                   resources=resources)) for _ in range(2))
     assert first == again and set(first) == {"embeddings", "ngram_index"}
     samples = [dg.materialize(eval_assets, selection=["eval_samples"], partition_key="gsm8k", resources=resources)
                for _ in range(2)]

@@ -56,9 +56,11 @@ def test_kill_9_of_cprox_materialize_then_rerun_reaps_and_completes(cli_env):
     from cp_assets.lib.corpus.pgvector_store import PgStore
 
     cmd = [str(CPROX), "materialize", "--split", SPLIT, "--log-level", "WARNING"]
+    # the instance's storage is created here, before the CLI opens it: two processes creating a fresh SQLite
+    # storage at once race on its schema version table ("more than one head present")
+    inst = dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"])
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    inst = dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"])
     deadline = time.monotonic() + 240
     while (killed := gpu_holder(inst)) is None:  # the embeddings step has the slot: it is embedding
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -11,7 +11,7 @@ import pytest
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.ngram_split import drop_split_index
 from cp_assets.lib.reports.contamination import FlagRule, choose_rule, score_rule
-from cp_assets_tests.conftest import TEST_HOME, metadata
+from cp_assets_tests.conftest import TEST_HOME, corpus_key, metadata, shard_instance
 from cp_assets_tests.contam_corpus import half, near_duplicates, planted_rows, write_corpus
 
 SPLIT = "contam"
@@ -29,7 +29,8 @@ def planted(store, resources):
 
     kinds = write_corpus(TEST_HOME / "contam.jsonl.gz", settings.data_dir())
     near = near_duplicates(settings.data_dir())
-    assert dg.materialize(corpus_assets + corpus_checks, partition_key=SPLIT, resources=resources).success
+    assert dg.materialize(corpus_assets + corpus_checks, partition_key=corpus_key(SPLIT), instance=shard_instance(),
+                          resources=resources).success
     assert dg.materialize([eval_samples], partition_key="gsm8k", resources=resources).success
     result = dg.materialize([eval_proximity, contamination], partition_key=KEY, resources=resources)
     assert result.success

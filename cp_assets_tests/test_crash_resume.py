@@ -25,7 +25,10 @@ RUNNER = textwrap.dedent("""
 
     assets, max_tokens = sys.argv[1].split(","), int(sys.argv[2])
     resources = dict(local_resources(), encoder=SentenceEncoder(batch_size=16, commit_every=16))
-    result = dg.materialize(corpus_assets, selection=assets, partition_key="crash", resources=resources,
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus_shards", ["00000"])
+    result = dg.materialize(corpus_assets, selection=assets, partition_key=dg.MultiPartitionKey(
+                                {"split": "crash", "shard": "00000"}), resources=resources, instance=instance,
                             run_config={"ops": {"chunks": {"config": {"max_tokens": max_tokens}}}}
                             if "chunks" in assets else None)
     for ev in result.get_asset_materialization_events():
@@ -61,9 +64,9 @@ def start(env, assets: str, max_tokens: int) -> subprocess.Popen:
 
 def build_rows(store) -> int:
     with store.connect() as conn:
-        if not conn.execute("SELECT to_regclass(%s)", (f"emb_{SLUG}__{SPLIT}__build",)).fetchone()[0]:
+        if not conn.execute("SELECT to_regclass(%s)", (f"emb_{SLUG}__{SPLIT}__00000__build",)).fetchone()[0]:
             return 0
-        return conn.execute(f'SELECT count(*) FROM "emb_{SLUG}__{SPLIT}__build"').fetchone()[0]
+        return conn.execute(f'SELECT count(*) FROM "emb_{SLUG}__{SPLIT}__00000__build"').fetchone()[0]
 
 
 def published(store) -> list[tuple[str, str]]:

@@ -68,9 +68,11 @@ CORPUS_RUNNER = textwrap.dedent("""
     from cp_assets.resources.encoder import SentenceEncoder
 
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus_shards", ["00000"])
     resources = dict(local_resources(), encoder=SentenceEncoder(batch_size=8, commit_every=8))
     t0 = time.time()
-    result = dg.materialize([raw_corpus, chunks, embeddings], partition_key=sys.argv[1], resources=resources,
+    result = dg.materialize([raw_corpus, chunks, embeddings], resources=resources,
+                            partition_key=dg.MultiPartitionKey({"split": sys.argv[1], "shard": "00000"}),
                             instance=instance, raise_on_error=False)
     steps = {}
     for entry in instance.all_logs(result.run_id):
@@ -161,7 +163,7 @@ def corpus_result(proc: subprocess.Popen, timeout: float = 300) -> dict:
 
 def build_rows(store, split: str) -> int:
     """Rows committed to the split's embedding build table (0 when there is none)."""
-    table = f"emb_{SLUG}__{split}__build"
+    table = f"emb_{SLUG}__{split}__00000__build"
     with store.connect() as conn:
         if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
             return 0

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dagster._serdes import serialize_value
 
-from cp_assets_tests.conftest import REGISTRY, TEST_HOME
+from cp_assets_tests.conftest import REGISTRY, TEST_HOME, corpus_key, shard_instance
 from cp_assets_tests.servers import closed_port_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,8 +64,9 @@ def test_planted_secrets_never_reach_run_logs(store, materialized, monkeypatch, 
     with dg.instance_for_test() as instance:
         home = Path(instance.root_directory)
         instance.add_dynamic_partitions("models", ["leaky"])
+        shard_instance(instance)
         # a run that uses the secret URL and succeeds (reading the split again is idempotent)
-        ok = dg.materialize(corpus_assets, selection=["raw_corpus"], partition_key="tiny", instance=instance,
+        ok = dg.materialize(corpus_assets, selection=["raw_corpus"], partition_key=corpus_key("tiny"), instance=instance,
                             resources=resources)
         assert ok.success
         # a run that fails while connecting with the secret key (the error path is where secrets leak)
@@ -78,7 +79,7 @@ def test_planted_secrets_never_reach_run_logs(store, materialized, monkeypatch, 
         assert not failed.success
         # the same URL pointing at a closed server: DatabaseUnavailable, whose message names the database
         monkeypatch.setenv("CPROX_DATABASE_URL", f"postgresql://cprox:{PG_SECRET}@127.0.0.1:1/cprox")
-        down = dg.materialize(corpus_assets, selection=["raw_corpus"], partition_key="tiny", instance=instance,
+        down = dg.materialize(corpus_assets, selection=["raw_corpus"], partition_key=corpus_key("tiny"), instance=instance,
                               resources=production_resources(), run_config=no_retries, raise_on_error=False)
         assert not down.success
         recorded = everything_recorded(instance, home)

@@ -9,7 +9,7 @@ import pytest
 
 from cp_assets.lib.corpus.ngram_split import open_index
 from cp_assets.lib.evals.generation import Rollout, SamplingParams
-from cp_assets_tests.conftest import metadata
+from cp_assets_tests.conftest import corpus_key, metadata, shard_instance
 
 MODEL = "echo-model"  # stored rollouts with known completions: the asset and tracing are what is under test
 
@@ -46,8 +46,8 @@ def test_ngram_index_asset_indexes_every_document(materialized, store):
 def test_ngram_index_rerun_changes_nothing(materialized, resources):
     from cp_assets.definitions import corpus_assets, corpus_checks
 
-    result = dg.materialize(corpus_assets + corpus_checks, selection=["ngram_index"], partition_key="math",
-                            resources=resources)
+    result = dg.materialize(corpus_assets + corpus_checks, selection=["ngram_index"], partition_key=corpus_key("math"),
+                            instance=shard_instance(), resources=resources)
     md = metadata(result, "ngram_index")
     assert (md["added"], md["removed"], md["kept"]) == (0, 0, md["documents"])
 

@@ -100,7 +100,9 @@ def test_webserver_lists_every_asset_partition_set_and_check(webserver):
     for key, want in want_checks.items():
         assert got_checks[key] == want, key
     # a few values written out, so the comparison above cannot pass on two equally wrong sides
-    assert got_assets["chunks"] == ("corpus", {SINGLE_DIMENSION: ("STATIC", REGISTRY_SPLITS)})
+    assert got_assets["chunks"] == ("corpus", {"split": ("STATIC", REGISTRY_SPLITS),
+                                               "shard": ("DYNAMIC", "corpus_shards")})
+    assert got_assets["eval_samples"][1] == {SINGLE_DIMENSION: ("STATIC", ("gsm8k", "math500", "math", "recall"))}
     assert got_assets["rollouts"][1]["model"] == ("DYNAMIC", "models")
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert nodes["embeddings"]["pools"] == ["gpu"]

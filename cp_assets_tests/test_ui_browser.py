@@ -1,6 +1,6 @@
 """The Dagster UI in headless Chromium (Playwright): the `corpus` group's lineage, the `chunks` asset page, and one
-partition of `chunks` materialized from the UI (Materialize -> partition `tiny` -> Launch 1 run -> the run page
-shows Success; the webserver's instance records the materialization).
+partition of `chunks` materialized from the UI (Materialize -> split `tiny`, shard `00000` -> Launch 1 run -> the
+run page shows Success; the webserver's instance records the materialization).
 
 Needs the `playwright` package (the `dev` extra) and Debian's Chromium at /usr/bin/chromium (`.ci/run` installs it);
 Playwright's own browser download is never used. A full-page screenshot of every step goes to the test's tmp_path;
@@ -23,6 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SPLIT = "tiny"
+KEY = f"00000|{SPLIT}"  # the corpus assets' partitions: shard x split
 UI_TIMEOUT_MS = 60_000  # 2 shared cores: the first page compiles a lot of JavaScript
 RUN_TIMEOUT_S = 180
 VIEWPORT = {"width": 1280, "height": 800}  # a curated PNG is one viewport: ~100-250 KB
@@ -80,9 +81,13 @@ def test_materialize_one_chunks_partition_from_the_ui(webserver, materialized, s
     assert webserver.graphql("{ shouldShowNux }") == {"shouldShowNux": False}  # servers.UI_DAGSTER_YAML
     # `materialized` built raw_corpus for `tiny` in the shared Postgres, outside this webserver's instance: report
     # it there, so the UI knows the upstream partition exists (no "upstream data missing" warning).
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(webserver.dagster_home)) as instance:  # as the shards sensor would
+        instance.add_dynamic_partitions("corpus_shards", ["00000"])
     reply = webserver.graphql(REPORT_EVENT, {"params": {"eventType": "ASSET_MATERIALIZATION",
                                                         "assetKey": {"path": ["raw_corpus"]},
-                                                        "partitionKeys": [SPLIT],
+                                                        "partitionKeys": [KEY],
                                                         "description": "built by the test session"}})
     assert reply["reportRunlessAssetEvents"]["__typename"] == "ReportRunlessAssetEventsSuccess", reply
 
@@ -123,7 +128,7 @@ def _drive(page, webserver, shots):
     # 2. the `chunks` asset page: its description, then its partitions
     page.goto(f"{webserver.url}/assets/chunks")
     expect(page.get_by_text("Chunks of at most", exact=False)).to_be_visible()
-    expect(page.get_by_text("replaced atomically per split", exact=False)).to_be_visible()
+    expect(page.get_by_text("replaced atomically per shard", exact=False)).to_be_visible()
     shots(page, "chunks_overview")
     page.get_by_role("tab", name="Partitions").or_(page.get_by_role("link", name="Partitions")).first.click()
     for split in REGISTRY_SPLITS:
@@ -136,16 +141,19 @@ def _drive(page, webserver, shots):
     page.get_by_role("button", name="Materialize").first.click()  # "Materialize…", after an icon
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize chunks")
     expect(dialog).to_be_visible()
-    dialog.get_by_role("button", name="Custom").click()
-    dialog.locator("[aria-haspopup=dialog]").filter(has=page.get_by_role("img", name="expand_more")).click()
-    for split in REGISTRY_SPLITS:
-        item = page.get_by_role("menuitem").filter(has=page.get_by_title(split, exact=True))
-        box = item.get_by_role("checkbox")
-        expect(box).to_have_count(1)
-        if box.is_checked() != (split == SPLIT):
-            item.click()
-        expect(box).to_be_checked(checked=split == SPLIT)
-    dialog.get_by_text("Launch runs to materialize chunks").click()  # closes the partition picker
+    # one picker per dimension (shard, then split); in each, exactly one value ticked
+    pickers = dialog.locator("[aria-haspopup=dialog]").filter(has=page.get_by_role("img", name="expand_more"))
+    expect(pickers).to_have_count(2)
+    for i, (values, wanted) in enumerate(((["00000"], "00000"), (REGISTRY_SPLITS, SPLIT))):
+        pickers.nth(i).click()
+        for value in values:
+            item = page.get_by_role("menuitem").filter(has=page.get_by_title(value, exact=True))
+            box = item.get_by_role("checkbox")
+            expect(box).to_have_count(1)
+            if box.is_checked() != (value == wanted):
+                item.click()
+            expect(box).to_be_checked(checked=value == wanted)
+        dialog.get_by_text("Launch runs to materialize chunks").click()  # closes the partition picker
     expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
     expect(dialog.get_by_text("Upstream data missing")).to_have_count(0)
     launch = dialog.get_by_role("button", name="Launch 1 run")
@@ -164,7 +172,7 @@ def _drive(page, webserver, shots):
         page.get_by_role("link", name=short_id).first.click()
     expect(page).to_have_url(re.compile(rf"/runs/{short_id}[0-9a-f-]{{28}}"))
     run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-    expect(page.get_by_text(f"partition: {SPLIT}", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"partition: {KEY}", exact=True)).to_be_visible()
     try:
         expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
     except AssertionError as e:
@@ -178,18 +186,18 @@ def _drive(page, webserver, shots):
     run = _run(webserver, run_id)
     assert run["status"] == "SUCCESS", run
     assert [a["path"] for a in run["assetSelection"]] == [["chunks"]], run
-    assert {"key": "dagster/partition", "value": SPLIT} in run["tags"], run["tags"]
+    assert {"key": "dagster/partition", "value": KEY} in run["tags"], run["tags"]
 
     # 5. the materialization: in the UI's Events tab, over GraphQL and in the instance's event log
-    page.goto(f"{webserver.url}/assets/chunks?view=events&partition={SPLIT}")
+    page.goto(f"{webserver.url}/assets/chunks?view=events&partition={KEY}")
     expect(page.get_by_text(run_id[:8]).first).to_be_visible()
     shots(page, "chunks_events")
-    mats = webserver.graphql(MATERIALIZATIONS_QUERY, {"partition": SPLIT})["assetOrError"]["assetMaterializations"]
-    assert {"runId": run_id, "partition": SPLIT} in mats, mats
+    mats = webserver.graphql(MATERIALIZATIONS_QUERY, {"partition": KEY})["assetOrError"]["assetMaterializations"]
+    assert {"runId": run_id, "partition": KEY} in mats, mats
     _assert_instance_materialization(webserver, run_id)
 
     # 6. the partition's metadata in the Partitions tab, down to the token histogram (an inline PNG)
-    page.goto(f"{webserver.url}/assets/chunks?view=partitions&partition={SPLIT}")
+    page.goto(f"{webserver.url}/assets/chunks?view=partitions&partition={KEY}")
     expect(page.get_by_text("token_histogram", exact=True).first).to_be_visible()
     shots(page, "chunks_partition_metadata", curated="ui_partitions")
     page.get_by_text("[Show Markdown]", exact=True).first.click()  # opens the markdown in a dialog
@@ -209,7 +217,7 @@ def _assert_instance_materialization(webserver, run_id: str) -> None:
 
     with dg.DagsterInstance.from_config(str(webserver.dagster_home)) as instance:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("chunks"), asset_partitions=[SPLIT]), limit=10).records
-    assert [(r.run_id, r.partition_key) for r in records] == [(run_id, SPLIT)], records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("chunks"), asset_partitions=[KEY]), limit=10).records
+    assert [(r.run_id, r.partition_key) for r in records] == [(run_id, KEY)], records
     metadata = records[0].asset_materialization.metadata
     assert metadata["chunks"].value > 0, metadata

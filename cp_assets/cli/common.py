@@ -75,7 +75,7 @@ def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_le
     used = set().union(*(graph.get(dg.AssetKey.from_user_string(a)).pools or set() for a in selection))
     invocation = uuid.uuid4().hex
     assets = [a for a in definitions.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    _check_partition_key(graph, selection, key)
+    _check_partition_key(graph, selection, key, inst)
     t0 = time.perf_counter()
     with pools.PoolWatcher(inst, invocation, used, wait_message_every_s):
         res = dg.materialize(assets + list(definitions.asset_checks or []), selection=selection, partition_key=key,
@@ -90,15 +90,29 @@ def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_le
     return Outcome(res.success, md, checks, round(time.perf_counter() - t0, 1))
 
 
-def _check_partition_key(graph, selection: list[str], key) -> None:
+def _check_partition_key(graph, selection: list[str], key, inst: dg.DagsterInstance | None = None) -> None:
     """A key that is no partition of the selection is a LookupError naming the registry files the partitions come
     from (not Dagster's DagsterUnknownPartitionError traceback)."""
     if key is None:
         return
     for name in selection:
         partitions = graph.get(dg.AssetKey.from_user_string(name)).partitions_def
+        problem = None
         if isinstance(partitions, dg.StaticPartitionsDefinition) and key not in partitions.get_partition_keys():
+            problem = f"Its partitions are {partitions.get_partition_keys()}"
+        elif isinstance(partitions, dg.MultiPartitionsDefinition):
+            dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else {}
+            for dim in partitions.partitions_defs:
+                pd = dim.partitions_def
+                known = (inst.get_dynamic_partitions(pd.name) if isinstance(pd, dg.DynamicPartitionsDefinition)
+                         and inst is not None else None if isinstance(pd, dg.DynamicPartitionsDefinition)
+                         else pd.get_partition_keys())
+                if dims.get(dim.name) is None or (known is not None and dims[dim.name] not in known):
+                    problem = (f"Its partitions are {' x '.join(d.name for d in partitions.partitions_defs)}; "
+                               f"{dim.name} is one of {known if known is not None else 'a dynamic set'}")
+                    break
+        if problem:
             raise LookupError(
-                f"{name}: no partition {key!r}. Its partitions are {partitions.get_partition_keys()}, read from the "
-                f"registries {settings.corpora_file()} (splits), {settings.evals_file()} (eval sets) and "
-                f"{settings.training_file()} (runs); add {key!r} there or pick one of those")
+                f"{name}: no partition {str(key)!r}. {problem}, read from the registries {settings.corpora_file()} "
+                f"(splits, and their shard plans: `cprox shards plan`), {settings.evals_file()} (eval sets) and "
+                f"{settings.training_file()} (runs); add it there or pick one of those")

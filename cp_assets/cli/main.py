@@ -1,7 +1,8 @@
 """`cprox`: the command line of corpus-proximity.
 
   cprox search "TEXT" [--split S] [--k 5] [--metric cosine] [--exact] [--json] [--queries FILE]
-  cprox materialize [--split S ...] [--asset NAME ...]   run assets in-process (recorded in DAGSTER_HOME)
+  cprox materialize [--split S ...] [--shard K ...] [--asset NAME ...]   every shard, in-process (DAGSTER_HOME)
+  cprox shards plan|sync [--split S] [--prune]            how splits are cut into shards; sync their partitions
   cprox summary [--json]                                  documents, chunks, tokens, embeddings per split
   cprox splits [--json]                                   the corpus registry
   cprox db start|stop|status|url                          the embedded Postgres + pgvector
@@ -22,7 +23,7 @@ import sys
 
 from rich.console import Console
 
-from cp_assets.cli.tables import show, yes_no
+from cp_assets.cli.tables import show
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus import embedded_pg
 
@@ -78,44 +79,7 @@ class _null:
         return False
 
 
-# -- materialize and summary --------------------------------------------------------------------------------------------
-def cmd_materialize(args) -> int:
-    from cp_assets.cli.common import instance, materialize
-    from cp_assets.definitions import corpus_assets
-    from cp_assets.lib.corpus.registry import load_registry
-
-    registry = load_registry()
-    for split in args.split or []:
-        registry.split(split)  # RegistryError: which registry file was read and which splits it defines
-    splits = args.split or registry.names()
-    names = args.asset or [a.key.to_user_string() for a in corpus_assets]
-    inst = instance()
-    rows, failed = [], False
-    for split in splits:
-        err.rule(f"[bold]{split}[/bold]: {', '.join(names)}")
-        res = materialize(inst, names, split, args.log_level)
-        figures = {"split": split, "ok": res.ok, "seconds": res.seconds, **res.metadata, "checks": res.checks}
-        failed |= not res.ok or not all(res.checks.values())
-        rows.append(figures)
-    _print_materialize_summary(rows)
-    if args.json:
-        print(json.dumps(rows, default=str, indent=1))
-    return 1 if failed else 0
-
-
-def _print_materialize_summary(rows: list[dict]) -> None:
-    table = []
-    for r in rows:
-        raw, ch, emb = r.get("raw_corpus", {}), r.get("chunks", {}), r.get("embeddings", {})
-        checks = r.get("checks", {})
-        table.append([r["split"], yes_no(r["ok"]), str(raw.get("documents", "")), str(ch.get("chunks", "")),
-                      str(ch.get("tokens", "")), str(emb.get("embedded", "")), str(emb.get("reused", "")),
-                      str(emb.get("chunks_per_s", "")), str(emb.get("tokens_per_s", "")),
-                      f"{sum(checks.values())}/{len(checks)}" if checks else "", str(r["seconds"])])
-    show(["split", "ok", "documents", "chunks", "tokens", "embedded", "reused", "embed chunks/s", "embed tokens/s",
-          "checks", "seconds"], table, "materialized", stderr=True)
-
-
+# -- summary -------------------------------------------------------------------------------------------------------------
 def cmd_summary(args) -> int:
     from cp_assets.lib.corpus.encoder import model_slug
 
@@ -193,14 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_search)
 
-    m = sub.add_parser("materialize", help="materialize corpus assets for splits, in-process")
-    m.add_argument("--split", action="append", help="repeatable; default: every split in the registry")
-    m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings", "ngram_index"],
-                   help="repeatable; default: all")
-    m.add_argument("--log-level", default="INFO")
-    m.add_argument("--json", action="store_true")
-    m.set_defaults(fn=cmd_materialize)
-
     for name, fn, text in (("summary", cmd_summary, "counts per split"), ("splits", cmd_splits, "the registry")):
         x = sub.add_parser(name, help=text)
         x.add_argument("--json", action="store_true")
@@ -212,12 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cp_assets.cli import backfill as cli_backfill
     from cp_assets.cli import clusters as cli_clusters
+    from cp_assets.cli import corpus as cli_corpus
     from cp_assets.cli import memorization as cli_memorization
     from cp_assets.cli import models as cli_models
     from cp_assets.cli import reports as cli_reports
     from cp_assets.cli import tour as cli_tour
     from cp_assets.cli import trace as cli_trace
 
+    cli_corpus.add_parsers(sub)
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
     cli_reports.add_parsers(sub)

@@ -8,7 +8,8 @@ reads them follows:
   or materialized, and nothing it reads, nor itself, is in progress. Inputs report content versions
   (`cp_assets/lib/core/versions.py`: embeddings, ngram_index, eval_samples, rollouts), so re-materializing one whose
   content did not change starts nothing; an asset without one gets a new version at every materialization;
-- eval x split reports (`eval_proximity`, `contamination`) also wait until both inputs exist;
+- eval x split reports (`eval_proximity`, `contamination`) also wait until their inputs exist (of the corpus, some
+  shard of the split: shard numbers past a split's plan never materialize);
 - model x split reports (`rollout_proximity`, `rollout_traces`) need the split's embeddings and rollouts of at least
   one eval set for the model (a model rarely has rollouts for every eval set);
 - unpartitioned reports (SQL models, `difficulty_report`, `memorization_report`) run over whatever exists.
@@ -25,14 +26,20 @@ AC = dg.AutomationCondition
 INPUT_CHANGED = AC.any_deps_match(AC.data_version_changed()).with_label("an input's data version changed")
 ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress()
                  & ~AC.in_progress()).with_label("report_on_new_inputs")
-WHEN_INPUTS_EXIST = (ON_NEW_INPUTS & ~AC.any_deps_missing()).with_label("report_on_new_inputs_when_all_exist")
+# Corpus inputs are read per shard: a split's report needs some of its shards, not every shard number (a split with
+# fewer shards than another never materializes the numbers past its plan, see defs/core/partitions.py).
+CORPUS = dg.AssetSelection.assets("raw_corpus", "chunks", "embeddings", "ngram_index")
+SOME_SHARDS = AC.any_deps_match(~AC.missing()).allow(CORPUS).with_label("some shard of the split exists")
+WHEN_INPUTS_EXIST = (ON_NEW_INPUTS & ~AC.any_deps_missing().ignore(CORPUS) & SOME_SHARDS).with_label(
+    "report_on_new_inputs_when_all_exist")
 
 
 def when_some_rollouts(rollouts: dg.AssetsDefinition) -> dg.AutomationCondition:
-    """New inputs, the non-rollout inputs all exist, and at least one rollouts partition of the model exists."""
-    others_exist = ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(rollouts))
+    """New inputs, the other inputs all exist (the corpus: some shard of the split), and at least one rollouts
+    partition of the model exists."""
+    others_exist = ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(rollouts) | CORPUS)
     some_rollouts = AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(rollouts))
-    return (ON_NEW_INPUTS & others_exist & some_rollouts).with_label("report_on_new_rollouts")
+    return (ON_NEW_INPUTS & others_exist & SOME_SHARDS & some_rollouts).with_label("report_on_new_rollouts")
 
 
 def automated(assets: list[dg.AssetsDefinition], conditions: dict[str, dg.AutomationCondition]) -> list:

@@ -1,6 +1,7 @@
-"""`embeddings`: normalized sentence-transformer vectors of one split's chunks in pgvector, with an HNSW index.
+"""`embeddings`: normalized sentence-transformer vectors of one shard's chunks in pgvector, with the shard's own
+HNSW index.
 
-Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the split's published partition is
+Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the shard's published leaf is
 swapped in atomically at the end. Checks: one vector per chunk, the model's dimension, no NULL/non-finite vectors.
 """
 
@@ -9,7 +10,7 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import split_partitions
+from cp_assets.defs.core.partitions import split_and_shard, split_shard_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.lib.corpus.embeddings import embed_and_publish, embedding_checks
@@ -18,7 +19,7 @@ from cp_assets.resources.pgvector_store import PgVectorStore
 
 
 @dg.asset(
-    partitions_def=split_partitions,
+    partitions_def=split_shard_partitions,
     deps=[chunks],
     group_name="embeddings",
     kinds={"pgvector", "pytorch"},
@@ -27,10 +28,11 @@ from cp_assets.resources.pgvector_store import PgVectorStore
     op_tags=GPU_OP_TAGS,
     retry_policy=PG_RETRY,
     description="Chunk embeddings (sentence-transformers, L2-normalized) in table `emb_<model>`, partitioned by "
-                "split, HNSW cosine index per split. Resumable; published atomically.",
+                "split and shard, an HNSW cosine index per shard. Resumable; published atomically.",
 )
 def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
-    meta, version = embed_and_publish(pg.store(), context.partition_key, encoder.model, batch_size=encoder.batch_size,
+    split, shard = split_and_shard(context.partition_key)
+    meta, version = embed_and_publish(pg.store(), split, encoder.model, shard=shard, batch_size=encoder.batch_size,
                                       commit_every=encoder.commit_every, device=encoder.device,
                                       precision=encoder.precision, log=context.log.info)
     return result(meta, data_version=dg.DataVersion(version) if version else None)
@@ -38,19 +40,20 @@ def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: 
 
 def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
            pg: PgVectorStore) -> dg.AssetCheckResult:
-    passed, figures = embedding_checks(pg.store(), context.partition_key, encoder.model)[name]
+    split, shard = split_and_shard(context.partition_key)
+    passed, figures = embedding_checks(pg.store(), split, encoder.model, shard)[name]
     return dg.AssetCheckResult(passed=passed, metadata=figures)
 
 
-@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
-                description="Exactly one vector per chunk of the split.")
+                description="Exactly one vector per chunk of the shard.")
 def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                           pg: PgVectorStore) -> dg.AssetCheckResult:
     return _check("count_matches_chunks", context, encoder, pg)
 
 
-@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
                 description="Every vector has the embedding model's dimension.")
 def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
@@ -58,7 +61,7 @@ def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, e
     return _check("dim_matches_model", context, encoder, pg)
 
 
-@dg.asset_check(asset=embeddings, partitions_def=split_partitions, blocking=True,
+@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
                 description="No NULL or non-finite vectors.")
 def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,

@@ -1,10 +1,11 @@
-"""`ngram_index`: the exact token n-gram index of one split (DuckDB, `CPROX_HOME/ngrams/<split>/00000.duckdb`), updated
-incrementally from the split's documents; the basis of `contamination`, `rollout_traces` and `cprox trace`."""
+"""`ngram_index`: the exact token n-gram index of one shard of a split (DuckDB,
+`CPROX_HOME/ngrams/<split>/<shard>.duckdb`), updated incrementally from the shard's documents; a split's shards are
+read as one index by `contamination`, `rollout_traces` and `cprox trace`."""
 
 import dagster as dg
 
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import split_partitions
+from cp_assets.defs.core.partitions import split_and_shard, split_shard_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.lib.corpus.ngram_index import DEFAULT_N
@@ -19,7 +20,7 @@ class NgramIndexConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=split_partitions,
+    partitions_def=split_shard_partitions,
     deps=[raw_corpus],
     group_name="corpus",
     kinds={"duckdb", "python"},
@@ -30,14 +31,16 @@ class NgramIndexConfig(dg.Config):
                 "lookups. Answers n-gram contamination and maximal verbatim span tracing with exact counts.",
 )
 def ngram_index(context: dg.AssetExecutionContext, config: NgramIndexConfig, pg: PgVectorStore) -> dg.MaterializeResult:
-    meta, version = index_split(pg.store(), context.partition_key, n=config.n, batch_tokens=config.batch_tokens,
+    split, shard = split_and_shard(context.partition_key)
+    meta, version = index_split(pg.store(), split, shard=shard, n=config.n, batch_tokens=config.batch_tokens,
                                 rebuild=config.rebuild, log=context.log.info)
     return result(meta, data_version=dg.DataVersion(version))
 
 
-@dg.asset_check(asset=ngram_index, partitions_def=split_partitions, blocking=True,
+@dg.asset_check(asset=ngram_index, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
-                description="The index holds exactly the split's documents (no batch lost or left over).")
+                description="The index holds exactly the shard's documents (no batch lost or left over).")
 def check_ngram_index_matches_corpus(context: dg.AssetCheckExecutionContext, pg: PgVectorStore) -> dg.AssetCheckResult:
-    passed, figures = index_matches_corpus(pg.store(), context.partition_key)
+    split, shard = split_and_shard(context.partition_key)
+    passed, figures = index_matches_corpus(pg.store(), split, shard)
     return dg.AssetCheckResult(passed=passed, metadata=figures)

@@ -1,38 +1,44 @@
-"""`nightly_shard_backfill`: every night, re-read the streaming corpus splits whose shards changed.
+"""`nightly_shard_backfill`: every night, re-read the shards of streaming corpus splits that changed.
 
-A streaming split reads a glob of shard files or a Hugging Face dataset (see `cp_assets.lib.corpus.shards`). At each
-tick the schedule fingerprints each such split's sources and compares with the `source_fingerprint` that the split's
-last `raw_corpus` materialization recorded; each split that differs (or was never read) gets one run of the corpus chain
-(raw_corpus -> chunks -> embeddings, ngram_index). The run key carries the fingerprint, so a tick never requests
-the same shards twice. The reports downstream follow through their automation conditions (`defs/core/automation.py`).
-The cron is CPROX_NIGHTLY_CRON (default 02:00 every day, UTC); the daemon runs it once it is turned on.
+A streaming split reads a directory or glob of shard files or a Hugging Face dataset (see
+`cp_assets.lib.corpus.shards`). At each tick the schedule plans each such split's shards, fingerprints them, and
+compares each with the `shard_fingerprint` that its last `raw_corpus` materialization recorded; each shard that
+differs (or was never read) gets one run of the corpus chain (raw_corpus -> chunks -> embeddings, ngram_index) for
+its split x shard partition, and so do shards past a plan that still hold documents (they empty). A new file is one
+new shard (or joins the last one): only that shard runs. The run key carries the fingerprint, so a tick never
+requests the same shard twice. The reports downstream follow through their automation conditions
+(`defs/core/automation.py`). The cron is CPROX_NIGHTLY_CRON (default 02:00 every day, UTC); the daemon runs it once
+it is turned on.
 """
 
 import dagster as dg
 
+from cp_assets.defs.core.partitions import SHARDS, corpus_key
 from cp_assets.defs.corpus.chunks import chunks
+from cp_assets.defs.corpus.corpus_shards_sensor import sync_shard_partitions
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.registry import RegistryError
-from cp_assets.lib.corpus.shards import changed_splits, streaming_splits
+from cp_assets.lib.corpus.shards import plan_shards, streaming_splits
 from cp_assets.resources.corpus_registry import CorpusRegistry
 
 nightly_corpus_job = dg.define_asset_job(
     "nightly_corpus_job", selection=dg.AssetSelection.assets(raw_corpus, chunks, embeddings, ngram_index),
-    description="The corpus chain of one split, started by nightly_shard_backfill when its shards change.")
+    description="The corpus chain of one shard of a split, started by nightly_shard_backfill when the shard changes.")
 
 
-def recorded_fingerprints(instance: dg.DagsterInstance, splits: list[str]) -> dict[str, str | None]:
-    """Each split's `source_fingerprint` from its latest raw_corpus materialization (None: never materialized)."""
+def recorded_fingerprints(instance: dg.DagsterInstance, split: str, shards: list[str]) -> dict[str, str | None]:
+    """Each shard's `shard_fingerprint` from its latest raw_corpus materialization (None: never materialized)."""
     out = {}
-    for split in splits:
+    for shard in shards:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=raw_corpus.key, asset_partitions=[split]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=raw_corpus.key, asset_partitions=[corpus_key(split, shard)]),
+            limit=1).records
         md = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
-        value = md.get("source_fingerprint")
-        out[split] = value.value if value is not None else None
+        value = md.get("shard_fingerprint")
+        out[shard] = value.value if value is not None else None
     return out
 
 
@@ -40,23 +46,34 @@ def recorded_fingerprints(instance: dg.DagsterInstance, splits: list[str]) -> di
     cron_schedule=settings.nightly_cron(),
     job=nightly_corpus_job,
     execution_timezone="UTC",
-    description="Nightly backfill of new corpus shards: re-read every streaming split (glob of shard files or "
-                "hf dataset) whose sources changed since its last raw_corpus, then chunk, embed and index it.",
+    description="Nightly backfill of new corpus shards: plan every streaming split (directory or glob of shard files, "
+                "or hf dataset), then read, chunk, embed and index each shard that changed since its last raw_corpus.",
 )
 def nightly_shard_backfill(context: dg.ScheduleEvaluationContext, registry: CorpusRegistry):
     try:
         reg = registry.load()
         streaming = streaming_splits(reg)
-        tick = context.scheduled_execution_time
-        changed = changed_splits(reg, recorded_fingerprints(context.instance, streaming),
-                                 as_of=tick.date() if tick else None)
+        plans = sync_shard_partitions(context.instance, reg)  # a schedule cannot request dynamic partitions
     except RegistryError as exc:
         return dg.SkipReason(f"corpus registry unusable: {exc}")
     if not streaming:
-        return dg.SkipReason("no streaming split in the registry (a glob `path:` or an `hf:` source)")
-    if not changed:
-        return dg.SkipReason(f"{len(streaming)} streaming splits, no new shards")
-    context.log.info("new shards: " + ", ".join(f"{c.split} ({c.shards} files, {c.bytes:,} bytes)" for c in changed))
-    return [dg.RunRequest(partition_key=c.split, run_key=f"{c.split}@{c.fingerprint}",
-                          tags={"cprox/trigger": "nightly_shard_backfill", "cprox/source_fingerprint": c.fingerprint})
-            for c in changed]
+        return dg.SkipReason("no streaming split in the registry (a directory or glob `path:`, or an `hf:` source)")
+    tick = context.scheduled_execution_time
+    requests, said = [], []
+    for split in streaming:
+        planned = {s.key: s for s in plan_shards(reg, split)}
+        every = sorted(set(planned) | set(context.instance.get_dynamic_partitions(SHARDS)))
+        recorded = recorded_fingerprints(context.instance, split, every)
+        for shard in every:
+            now = planned[shard].fingerprint(tick.date() if tick else None) if shard in planned else "empty"
+            if recorded.get(shard) == now or (shard not in planned and recorded.get(shard) is None):
+                continue  # unchanged, or past the plan and never read
+            requests.append(dg.RunRequest(partition_key=corpus_key(split, shard), run_key=f"{split}/{shard}@{now}",
+                                          tags={"cprox/trigger": "nightly_shard_backfill",
+                                                "cprox/shard_fingerprint": now}))
+            said.append(f"{split}/{shard}")
+    if not requests:
+        counts = ", ".join(f"{s}: {len(plans[s])} shards" for s in streaming)
+        return dg.SkipReason(f"{len(streaming)} streaming splits ({counts}), no changed shards")
+    context.log.info(f"changed shards: {', '.join(said)}")
+    return requests

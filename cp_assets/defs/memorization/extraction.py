@@ -6,7 +6,7 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import model_split_partitions
+from cp_assets.defs.core.partitions import model_split_partitions, shards_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.lib.memorization.materialize import materialize_extraction
@@ -14,7 +14,6 @@ from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
-SPLIT_OF = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="split")
 
 
 class ExtractionConfig(dg.Config):
@@ -27,7 +26,7 @@ class ExtractionConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_split_partitions,
-    deps=[dg.AssetDep(raw_corpus, partition_mapping=SPLIT_OF)],
+    deps=[dg.AssetDep(raw_corpus, partition_mapping=shards_of_split)],
     group_name="memorization",
     kinds={"pytorch", "duckdb"},
     owners=["team:memorization"],

@@ -4,7 +4,7 @@ chunk distance and the combined flag (rule in `cp_assets/lib/reports/contaminati
 import dagster as dg
 
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import eval_split_partitions
+from cp_assets.defs.core.partitions import eval_split_partitions, shards_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.evals.eval_samples import eval_samples
@@ -28,7 +28,7 @@ class ContaminationConfig(dg.Config):
 
 @dg.asset(
     partitions_def=eval_split_partitions,
-    deps=[eval_samples, ngram_index, dg.AssetKey("eval_proximity")],
+    deps=[eval_samples, dg.AssetDep(ngram_index, partition_mapping=shards_of_split), dg.AssetKey("eval_proximity")],
     group_name="reports",
     kinds={"duckdb", "python"},
     owners=["team:evals"],

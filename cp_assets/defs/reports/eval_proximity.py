@@ -11,7 +11,7 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import eval_split_partitions
+from cp_assets.defs.core.partitions import eval_split_partitions, shards_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.evals.eval_samples import eval_samples
@@ -32,7 +32,7 @@ class EvalProximityConfig(dg.Config):
 
 @dg.asset(
     partitions_def=eval_split_partitions,
-    deps=[eval_samples, embeddings],
+    deps=[eval_samples, dg.AssetDep(embeddings, partition_mapping=shards_of_split)],
     group_name="reports",
     pool="gpu",  # encodes texts with the embedding model
     op_tags=GPU_OP_TAGS,

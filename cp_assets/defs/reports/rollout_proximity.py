@@ -12,7 +12,7 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
+from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model, shards_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.evals.rollouts import rollouts
@@ -33,7 +33,8 @@ class RolloutProximityConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_split_partitions,
-    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), embeddings],
+    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model),
+          dg.AssetDep(embeddings, partition_mapping=shards_of_split)],
     group_name="reports",
     pool="gpu",  # encodes texts with the embedding model
     op_tags=GPU_OP_TAGS,

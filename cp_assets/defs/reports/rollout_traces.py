@@ -4,7 +4,7 @@ exact counts, documents and snippets; table `rollout_spans` (`cp_assets.lib.repo
 import dagster as dg
 
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model
+from cp_assets.defs.core.partitions import model_split_partitions, rollouts_of_model, shards_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.evals.rollouts import rollouts
@@ -20,7 +20,8 @@ class RolloutTracesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_split_partitions,
-    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model), ngram_index],
+    deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model),
+          dg.AssetDep(ngram_index, partition_mapping=shards_of_split)],
     group_name="reports",
     kinds={"duckdb", "python"},
     owners=["team:evals"],

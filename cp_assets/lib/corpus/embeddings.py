@@ -21,6 +21,10 @@ def embed_split(store: PgStore, split: str, model: str, *, shard: str = SINGLE_S
     slug = model_slug(model)
     rows = store.chunk_rows(split, shard)
     name = split if shard == SINGLE_SHARD else f"{split}/{shard}"
+    if not rows and store.partition_version("chunks", split, shard=shard) is not None:
+        store.drop_vectors(slug, split, shard)
+        log(f"{name}: an empty shard (the split's plan has fewer shards); no vectors")
+        return {"model": model, "chunks": 0, "embedded": 0, "reused": 0, "status": "empty_shard"}
     if not rows:
         raise ValueError(f"split {split!r} shard {shard} has no chunks: materialize `chunks` for it first")
     dim = model_dim(model)
@@ -81,8 +85,14 @@ def embedding_checks(store: PgStore, split: str, model: str,
     """The published shard's (None: the split's) health: name -> (passed, figures), for the asset checks."""
     health = store.embedding_health(model_slug(model), split, shard)
     n_chunks, expected = store.count("chunks", split, shard=shard), model_dim(model)
+    # an empty shard (past the split's plan) passes with nothing in it; any other shard needs its vectors
+    empty = n_chunks == 0 and store.count("raw_corpus", split, shard=shard) == 0 and \
+        store.partition_version("raw_corpus", split, shard=shard) is not None
     return {
-        "count_matches_chunks": (health["rows"] == n_chunks > 0, {"chunks": n_chunks, "embeddings": health["rows"]}),
-        "dim_matches_model": (health["dims"] == [expected], {"dims": str(health["dims"]), "model_dim": expected}),
-        "finite": (health["bad"] == 0 and health["rows"] > 0, {"bad_vectors": health["bad"], "rows": health["rows"]}),
+        "count_matches_chunks": (health["rows"] == n_chunks and (n_chunks > 0 or empty),
+                                 {"chunks": n_chunks, "embeddings": health["rows"]}),
+        "dim_matches_model": (health["dims"] == [expected] or (empty and not health["dims"]),
+                              {"dims": str(health["dims"]), "model_dim": expected}),
+        "finite": (health["bad"] == 0 and (health["rows"] > 0 or empty),
+                   {"bad_vectors": health["bad"], "rows": health["rows"]}),
     }

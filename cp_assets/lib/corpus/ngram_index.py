@@ -9,8 +9,9 @@ and 13-gram contamination, and maximal verbatim spans with exact occurrence coun
 Hash collisions are the only inexactness: about 1e-9 for a 512-token query against 1e8 postings.
 
 One DuckDB file per split and shard (`CPROX_HOME/ngrams/<split>/<shard>.duckdb`), so shards build in parallel;
-`ngram_split.py` reads a split's shard files as one index. Updates are incremental: documents are keyed by id and content hash; new or changed ones are added in batches, each batch (its
-postings and its `docs` rows) committed in one transaction, removed ones deleted. A crash loses at most the batch in
+`ngram_split.py` reads a split's shard files as one index. Updates are incremental: documents are keyed by id and
+content hash; new or changed ones are added in batches, each batch (its postings and its `docs` rows) committed in
+one transaction, removed ones deleted. A crash loses at most the batch in
 flight and a rerun continues. After an update the postings are rewritten sorted by hash, so a lookup reads only the
 row groups whose hash range can hold its keys.
 """
@@ -131,7 +132,9 @@ def index_path(split: str, home: Path | None = None, shard: str | None = None) -
     """`ngrams/<split>/<shard>.duckdb`; without a shard, the one file a split had before shards
     (`ngrams/<split>.duckdb`, moved into the split's folder as shard 00000 by its next update)."""
     root = (home or settings.home()) / "ngrams"
-    return root / f"{safe_name(split)}.duckdb" if shard is None else root / safe_name(split) / f"{safe_name(shard)}.duckdb"
+    if shard is None:
+        return root / f"{safe_name(split)}.duckdb"
+    return root / safe_name(split) / f"{safe_name(shard)}.duckdb"
 
 
 class NgramIndex:

@@ -165,5 +165,5 @@ def drop_split_index(split: str, home: Path | None = None) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["SplitIndex", "built_splits", "drop_shard_index", "drop_split_index", "has_index", "index_matches_corpus", "index_split",
-           "open_index", "safe_name", "shard_files"]
+__all__ = ["SplitIndex", "built_splits", "drop_shard_index", "drop_split_index", "has_index", "index_matches_corpus",
+           "index_split", "open_index", "safe_name", "shard_files"]

@@ -207,6 +207,16 @@ class VectorTables:
         with self.session() as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(build_table(slug, split, shard))))
 
+    def drop_vectors(self, slug: str, split: str, shard: str) -> None:
+        """One model's vectors of one shard (an empty shard's, or a retired one's) and its partition record."""
+        with self.session() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for t in (shard_table(slug, split, shard), build_table(slug, split, shard)):
+                if self._exists(conn, t):
+                    conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(t)))
+            conn.execute("DELETE FROM cprox_partitions WHERE kind = 'embeddings' AND model_slug = %s AND split = %s "
+                         "AND shard = %s", (slug, split, shard))
+
     def drop_embeddings(self, slug: str) -> None:
         with self.session() as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(emb_table(slug))))

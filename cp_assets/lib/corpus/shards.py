@@ -132,6 +132,22 @@ def plan_shards(registry: Registry, split: str) -> list[Shard]:
     return [Shard(split, i, tuple(pieces)) for i, pieces in enumerate(shards)]
 
 
+def shard_keys(registry: Registry) -> dict[str, list[str]]:
+    """Each split's shard keys, from its plan."""
+    return {split: [s.key for s in plan_shards(registry, split)] for split in registry.names()}
+
+
+def dimension_keys(plans: dict[str, list[str]]) -> list[str]:
+    """The shard numbers the partition dimension needs: as many as the split with the most shards has."""
+    return [shard_key(i) for i in range(max((len(keys) for keys in plans.values()), default=0))]
+
+
+def changed_shards(registry: Registry, split: str, recorded: dict[str, str | None],
+                   as_of: dt.date | None = None) -> list[Shard]:
+    """The split's shards whose fingerprint differs from the one its last `raw_corpus` recorded (None: never read)."""
+    return [s for s in plan_shards(registry, split) if recorded.get(s.key) != s.fingerprint(as_of)]
+
+
 def read_shard(registry: Registry, shard: Shard, stats: "ReadStats | None" = None) -> Iterator["Document"]:
     """The documents of one shard, in plan order, with ids unique within the shard."""
     from cp_assets.lib.corpus.sources import BadRecord, ReadStats, read_source
@@ -220,20 +236,21 @@ def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[s
         key, docs, planned = SINGLE_SHARD, read_split(registry, split, stats), None
     else:
         plan = {s.key: s for s in plan_shards(registry, split)}
-        if shard not in plan:
-            raise KeyError(f"split {split!r} has no shard {shard}: its plan ({registry.file}, shard_bytes="
-                           f"{registry.split(split).shard_bytes:,}) has {len(plan)} shards")
-        key, planned = shard, plan[shard]
-        docs = read_shard(registry, planned, stats)
+        key, planned = shard, plan.get(shard)
+        if planned is None:  # past the plan (another split has more shards, or this one shrank): an empty shard
+            log(f"{split}/{shard}: past the split's plan of {len(plan)} shards (shard_bytes="
+                f"{registry.split(split).shard_bytes:,} in {registry.file}): an empty shard")
+        docs = read_shard(registry, planned, stats) if planned is not None else iter(())
     n = store.replace_documents(split, docs, key)
     secs = time.perf_counter() - t0
     where = split if shard is None else f"{split}/{shard}"
     log(f"{where}: {n} documents, {stats.chars:,} characters in {secs:.1f}s; skipped {dict(stats.skipped)}")
     for message in stats.warnings:
         (warn or log)(message)
-    shard_figures = {} if planned is None else {"shard": shard, "shard_fingerprint": planned.fingerprint(),
-                                                "shard_pieces": "\n".join(p.name() for p in planned.pieces),
-                                                "shard_bytes": planned.bytes}
+    shard_figures = {} if shard is None else {"shard": shard, "status": "built" if planned else "empty_shard",
+                                              "shard_fingerprint": planned.fingerprint() if planned else "empty",
+                                              "shard_pieces": "\n".join(p.name() for p in planned.pieces)
+                                              if planned else "none", "shard_bytes": planned.bytes if planned else 0}
     return {"documents": n, "characters": stats.chars, "skipped": sum(stats.skipped.values()),
             "skipped_by_reason": dict(stats.skipped), "excluded": stats.excluded, "per_source": dict(stats.per_source),
             "warnings": "\n".join(stats.warnings) or "none",
