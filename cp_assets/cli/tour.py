@@ -94,7 +94,7 @@ def tour_text(counts: dict[str, int | None], results: Path, cprox: str = ".venv/
     lines += para(f"Files: {results}", "  ")
     lines += ["", "The Dagster UI:", f"  make ui    then open {UI_ADDRESS}"]
     lines += para("Assets grouped by domain (corpus, evals, reports, clusters, memorization), each with its "
-                  "description, owners and partitions (splits, eval sets, models, training runs); every "
+                  "description, owners and partitions (split x shard, eval sets, models, training runs); every "
                   "materialization carries counts, rates, plots and tables. `make ui` reads the registries in the "
                   "repo root; `make ui SIZE=demo` keeps the demo's slice.", "  ")
     lines += ["", "Five commands to try (cprox is " + cprox + "):"]
