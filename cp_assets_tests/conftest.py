@@ -45,7 +45,22 @@ splits:
         name: contam
         text_field: text
         id_field: id
-""" % (TEST_HOME / "contam.jsonl.gz"))
+  sharded:
+    description: eight small JSONL files, each its own shard (test_shard_equivalence.py)
+    shard_bytes: 1
+    sources:
+      - path: %s/
+        name: gsm
+        text_field: text
+        id_field: id
+  whole:
+    description: the same eight files as one shard
+    sources:
+      - path: %s/
+        name: gsm
+        text_field: text
+        id_field: id
+""" % (TEST_HOME / "contam.jsonl.gz", TEST_HOME / "gsm_shards", TEST_HOME / "gsm_shards"))
 TRAINING = TEST_HOME / "training.yaml"
 TRAINING.write_text("""
 base: {split: tiny, size: test, optimizers: [adamw, muon], seeds: [0], member_chars: 20000, epochs: 2,
@@ -71,7 +86,35 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 (TEST_HOME / "dagster_home").mkdir(exist_ok=True)
 SPLITS = ("tiny", "math")  # materialized once for the session by `materialized`
-REGISTRY_SPLITS = SPLITS + ("contam",)  # contam: built and dropped by test_contamination
+# contam: built and dropped by test_contamination; sharded and whole by test_shard_equivalence
+REGISTRY_SPLITS = SPLITS + ("contam", "sharded", "whole")
+SHARD_FILES = 8
+
+
+def _write_gsm_shards() -> None:
+    """Eight JSONL files of GSM8K train conversations (lines 1000-1239), five of them with a GSM8K test question
+    planted verbatim: the `sharded` and `whole` splits read them (the registry needs them to exist)."""
+    import gzip
+    import json
+
+    from cp_assets.lib.core import settings
+
+    data = settings.data_dir()
+    with gzip.open(data / "gsm8k" / "train.jsonl.gz", "rt") as fh:
+        train = [json.loads(line) for _, line in zip(range(1240), fh)][1000:]
+    with gzip.open(data / "gsm8k" / "test.jsonl.gz", "rt") as fh:
+        test = [json.loads(line) for _, line in zip(range(5), fh)]
+    folder = TEST_HOME / "gsm_shards"
+    folder.mkdir(exist_ok=True)
+    for f in range(SHARD_FILES):
+        rows = [{"id": f"t{1000 + 30 * f + i}", "text": f"User: {r['question']}\nAssistant: {r['answer']}"}
+                for i, r in enumerate(train[30 * f:30 * f + 30])]
+        if f < len(test):
+            rows.append({"id": f"planted{f}", "text": f"Worked example. {test[f]['question']} {test[f]['answer']}"})
+        (folder / f"part-{f:02d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+_write_gsm_shards()
 # the longest files first, so `--dist loadfile` does not leave one of them for the end (durations from `make test`)
 LONGEST_FIRST = ("test_contamination.py", "test_train.py", "test_crash_resume.py", "test_backfill.py",
                  "test_ui_browser.py", "test_cli_kill_rerun.py", "test_cache_faults.py", "test_assets.py")
