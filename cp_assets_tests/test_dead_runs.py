@@ -39,9 +39,15 @@ def quick_gpu_step():
 
 
 def gpu_instance(home) -> dg.DagsterInstance:
-    """A persistent instance whose `gpu` pool has one slot (as dagster.yaml configures it)."""
+    """A persistent instance whose `gpu` pool has one slot (as dagster.yaml configures it). Its steps' stdout and
+    stderr are not captured to files: these tests run `materialize` in a thread while pytest's capsys reads the
+    process's streams, and the `tail -F` mirrors of Dagster's local compute-log capture then stalled the step's
+    teardown past 60 s (3 times in full `make test` runs, 2026-12-03 and 04; never in the CLI, which materializes
+    in its main thread). The tests are about pool slots."""
     (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\n"
-                                       "telemetry:\n  enabled: false\n")
+                                       "telemetry:\n  enabled: false\n"
+                                       "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
+                                       "  class: NoOpComputeLogManager\n")
     return dg.DagsterInstance.from_config(str(home))
 
 
