@@ -231,3 +231,25 @@ def test_unchanged_inputs_keep_their_data_version(materialized, resources):
     samples = [dg.materialize(eval_assets, selection=["eval_samples"], partition_key="gsm8k", resources=resources)
                for _ in range(2)]
     assert _data_versions(samples[0])["eval_samples"] == _data_versions(samples[1])["eval_samples"]
+
+
+def test_a_split_that_cannot_be_planned_holds_back_no_other(tmp_path):
+    """A glob that matches nothing (yet) fails its own split, not `cprox materialize` of another or the sensor."""
+    from cp_assets.defs.corpus.corpus_shards_sensor import corpus_shards_sensor, sync_shard_partitions
+    from cp_assets.resources.corpus_registry import CorpusRegistry
+
+    write_shard(tmp_path / "fixed.jsonl.gz", ["a fixed document"])
+    path = tmp_path / "corpora.yaml"
+    path.write_text(yaml.safe_dump({"splits": {
+        "later": {"sources": [{"path": "crawl/shard-*.jsonl.gz", "text_field": "text"}]},
+        "math": {"sources": [{"path": "fixed.jsonl.gz", "text_field": "text"}]}}}))
+    reg = load_registry(path, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_shard_partitions(instance, reg, ["math"]) == {"math": ["00000"]}
+    with pytest.raises(RegistryError, match="no shard file matches"):
+        sync_shard_partitions(instance, reg, ["later"])
+    fresh = dg.DagsterInstance.ephemeral()
+    result = corpus_shards_sensor(dg.build_sensor_context(instance=fresh, resources={
+        "registry": CorpusRegistry(corpora_file=str(path), data_dir=str(tmp_path))}))
+    [request] = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["00000"]

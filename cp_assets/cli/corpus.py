@@ -36,7 +36,7 @@ def cmd_materialize(args) -> int:
     splits = args.split or registry.names()
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
     inst = instance()
-    plans = sync_shard_partitions(inst, registry)
+    plans = sync_shard_partitions(inst, registry, splits)
     rows, failed = [], False
     for split in splits:
         shards = [k for k in plans[split] if not args.shard or k in args.shard]

@@ -16,9 +16,11 @@ def missing_keys(instance: dg.DagsterInstance, plans: dict[str, list[str]]) -> l
     return [k for k in dimension_keys(plans) if k not in have]
 
 
-def sync_shard_partitions(instance: dg.DagsterInstance, registry: Registry) -> dict[str, list[str]]:
-    """Add the shard numbers the plans need; returns each split's shard keys."""
-    plans = shard_keys(registry)
+def sync_shard_partitions(instance: dg.DagsterInstance, registry: Registry,
+                          splits: list[str] | None = None) -> dict[str, list[str]]:
+    """Add the shard numbers the plans of `splits` (default: every split) need; returns their shard keys. A split
+    that cannot be planned (a glob matching nothing) raises only when it is one of `splits`."""
+    plans = shard_keys(registry, splits)
     add = missing_keys(instance, plans)
     if add:
         instance.add_dynamic_partitions(SHARDS, add)
@@ -29,9 +31,15 @@ def sync_shard_partitions(instance: dg.DagsterInstance, registry: Registry) -> d
            description="Add `corpus_shards` partitions (shard numbers) as the corpus registry's shard plans grow.")
 def corpus_shards_sensor(context: dg.SensorEvaluationContext, registry: CorpusRegistry):
     try:
-        plans = shard_keys(registry.load())
+        reg = registry.load()
     except (RegistryError, OSError, ValueError) as exc:
         return dg.SkipReason(f"corpus registry unusable: {exc}")
+    plans = {}
+    for split in reg.names():  # one split that cannot be planned does not hold back the others
+        try:
+            plans.update(shard_keys(reg, [split]))
+        except (RegistryError, OSError, ValueError) as exc:
+            context.log.warning(f"split {split!r} cannot be planned: {exc}")
     add = missing_keys(context.instance, plans)
     counts = ", ".join(f"{split}: {len(keys)}" for split, keys in plans.items())
     if not add:

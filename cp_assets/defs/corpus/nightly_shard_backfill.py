@@ -53,7 +53,7 @@ def nightly_shard_backfill(context: dg.ScheduleEvaluationContext, registry: Corp
     try:
         reg = registry.load()
         streaming = streaming_splits(reg)
-        plans = sync_shard_partitions(context.instance, reg)  # a schedule cannot request dynamic partitions
+        plans = sync_shard_partitions(context.instance, reg, streaming)  # a schedule cannot request them
     except RegistryError as exc:
         return dg.SkipReason(f"corpus registry unusable: {exc}")
     if not streaming:

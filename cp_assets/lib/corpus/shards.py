@@ -132,9 +132,10 @@ def plan_shards(registry: Registry, split: str) -> list[Shard]:
     return [Shard(split, i, tuple(pieces)) for i, pieces in enumerate(shards)]
 
 
-def shard_keys(registry: Registry) -> dict[str, list[str]]:
-    """Each split's shard keys, from its plan."""
-    return {split: [s.key for s in plan_shards(registry, split)] for split in registry.names()}
+def shard_keys(registry: Registry, splits: list[str] | None = None) -> dict[str, list[str]]:
+    """Each split's shard keys (of `splits`, default every split), from its plan."""
+    names = registry.names() if splits is None else splits
+    return {split: [s.key for s in plan_shards(registry, split)] for split in names}
 
 
 def dimension_keys(plans: dict[str, list[str]]) -> list[str]:
