@@ -104,9 +104,10 @@ def _check_partition_key(graph, selection: list[str], key, inst: dg.DagsterInsta
             dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else {}
             for dim in partitions.partitions_defs:
                 pd = dim.partitions_def
-                known = (inst.get_dynamic_partitions(pd.name) if isinstance(pd, dg.DynamicPartitionsDefinition)
-                         and inst is not None else None if isinstance(pd, dg.DynamicPartitionsDefinition)
-                         else pd.get_partition_keys())
+                if isinstance(pd, dg.DynamicPartitionsDefinition):
+                    known = inst.get_dynamic_partitions(pd.name) if inst is not None else None
+                else:
+                    known = pd.get_partition_keys()
                 if dims.get(dim.name) is None or (known is not None and dims[dim.name] not in known):
                     problem = (f"Its partitions are {' x '.join(d.name for d in partitions.partitions_defs)}; "
                                f"{dim.name} is one of {known if known is not None else 'a dynamic set'}")

@@ -16,14 +16,19 @@ def missing_keys(instance: dg.DagsterInstance, plans: dict[str, list[str]]) -> l
     return [k for k in dimension_keys(plans) if k not in have]
 
 
+def add_shard_partitions(instance: dg.DagsterInstance, plans: dict[str, list[str]]) -> None:
+    """Add the shard numbers that `plans` (split -> shard keys) need."""
+    add = missing_keys(instance, plans)
+    if add:
+        instance.add_dynamic_partitions(SHARDS, add)
+
+
 def sync_shard_partitions(instance: dg.DagsterInstance, registry: Registry,
                           splits: list[str] | None = None) -> dict[str, list[str]]:
     """Add the shard numbers the plans of `splits` (default: every split) need; returns their shard keys. A split
     that cannot be planned (a glob matching nothing) raises only when it is one of `splits`."""
     plans = shard_keys(registry, splits)
-    add = missing_keys(instance, plans)
-    if add:
-        instance.add_dynamic_partitions(SHARDS, add)
+    add_shard_partitions(instance, plans)
     return plans
 
 

@@ -15,13 +15,13 @@ import dagster as dg
 
 from cp_assets.defs.core.partitions import SHARDS, corpus_key
 from cp_assets.defs.corpus.chunks import chunks
-from cp_assets.defs.corpus.corpus_shards_sensor import sync_shard_partitions
+from cp_assets.defs.corpus.corpus_shards_sensor import add_shard_partitions
 from cp_assets.defs.corpus.embeddings import embeddings
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.registry import RegistryError
-from cp_assets.lib.corpus.shards import plan_shards, streaming_splits
+from cp_assets.lib.corpus.shards import changed_shards, plan_shards, streaming_splits
 from cp_assets.resources.corpus_registry import CorpusRegistry
 
 nightly_corpus_job = dg.define_asset_job(
@@ -53,21 +53,20 @@ def nightly_shard_backfill(context: dg.ScheduleEvaluationContext, registry: Corp
     try:
         reg = registry.load()
         streaming = streaming_splits(reg)
-        plans = sync_shard_partitions(context.instance, reg, streaming)  # a schedule cannot request them
+        plans = {split: plan_shards(reg, split) for split in streaming}  # planned once per tick
     except RegistryError as exc:
         return dg.SkipReason(f"corpus registry unusable: {exc}")
     if not streaming:
         return dg.SkipReason("no streaming split in the registry (a directory or glob `path:`, or an `hf:` source)")
+    # a schedule cannot request dynamic partitions: they are added directly
+    add_shard_partitions(context.instance, {s: [sh.key for sh in plan] for s, plan in plans.items()})
     tick = context.scheduled_execution_time
     requests, said = [], []
+    keys = context.instance.get_dynamic_partitions(SHARDS)
     for split in streaming:
-        planned = {s.key: s for s in plan_shards(reg, split)}
-        every = sorted(set(planned) | set(context.instance.get_dynamic_partitions(SHARDS)))
-        recorded = recorded_fingerprints(context.instance, split, every)
-        for shard in every:
-            now = planned[shard].fingerprint(tick.date() if tick else None) if shard in planned else "empty"
-            if recorded.get(shard) == now or (shard not in planned and recorded.get(shard) is None):
-                continue  # unchanged, or past the plan and never read
+        changed = changed_shards(plans[split], keys, recorded_fingerprints(context.instance, split, keys),
+                                 tick.date() if tick else None)
+        for shard, now in changed.items():
             requests.append(dg.RunRequest(partition_key=corpus_key(split, shard), run_key=f"{split}/{shard}@{now}",
                                           tags={"cprox/trigger": "nightly_shard_backfill",
                                                 "cprox/shard_fingerprint": now}))

@@ -131,8 +131,7 @@ def chunk_split(store: PgStore, split: str, tokenizer, tokenizer_name: str, *, s
     n = store.replace_chunks(split, counted(chunk_documents(store.iter_documents(split, shard=shard), tokenizer, cfg)),
                              shard)
     secs = time.perf_counter() - t0
-    if n == 0 and store.count("raw_corpus", split, shard=shard) == 0 and \
-            store.partition_version("raw_corpus", split, shard=shard) is not None:
+    if n == 0 and store.is_empty_shard(split, shard):
         log(f"{split}/{shard}: an empty shard (the split's plan has fewer shards); no chunks")
         return {"chunks": 0, "tokens": 0, "status": "empty_shard", "seconds": round(secs, 2)}
     if n == 0:

@@ -86,8 +86,7 @@ def embedding_checks(store: PgStore, split: str, model: str,
     health = store.embedding_health(model_slug(model), split, shard)
     n_chunks, expected = store.count("chunks", split, shard=shard), model_dim(model)
     # an empty shard (past the split's plan) passes with nothing in it; any other shard needs its vectors
-    empty = n_chunks == 0 and store.count("raw_corpus", split, shard=shard) == 0 and \
-        store.partition_version("raw_corpus", split, shard=shard) is not None
+    empty = n_chunks == 0 and shard is not None and store.is_empty_shard(split, shard)
     return {
         "count_matches_chunks": (health["rows"] == n_chunks and (n_chunks > 0 or empty),
                                  {"chunks": n_chunks, "embeddings": health["rows"]}),

@@ -129,12 +129,12 @@ def index_split(store: PgStore, split: str, *, shard: str = SINGLE_SHARD, n: int
         _adopt_legacy(split)
     index = NgramIndex(index_path(split, shard=shard), n=n)
     name = split if shard == SINGLE_SHARD else f"{split}/{shard}"
-    if store.count("raw_corpus", split, shard=shard) == 0:
-        if store.partition_version("raw_corpus", split, shard=shard) is None:
-            raise ValueError(f"split {split!r} shard {shard} has no documents: materialize `raw_corpus` for it first")
+    if store.is_empty_shard(split, shard):
         index.path.unlink(missing_ok=True)
         log(f"{name}: an empty shard (the split's plan has fewer shards); no index file")
         return {"documents": 0, "tokens": 0, "postings": 0, "status": "empty_shard"}, "empty"
+    if store.count("raw_corpus", split, shard=shard) == 0:
+        raise ValueError(f"split {split!r} shard {shard} has no documents: materialize `raw_corpus` for it first")
     docs = ((d.doc_id, d.text) for d in store.iter_documents(split, shard=shard))
     stats = index.update(docs, batch_tokens=batch_tokens, rebuild=rebuild, log=log)
     summary = index.stats()

@@ -279,6 +279,11 @@ class PgStore(VectorTables):
             return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where),
                                 args).fetchone()[0]
 
+    def is_empty_shard(self, split: str, shard: str) -> bool:
+        """The shard was read (`raw_corpus` recorded it) and holds no documents: a number past the split's plan."""
+        return self.count("raw_corpus", split, shard=shard) == 0 and \
+            self.partition_version("raw_corpus", split, shard=shard) is not None
+
     def _record_partition(self, conn, kind: str, slug: str, split: str, n: int, shard: str = SINGLE_SHARD) -> str:
         version = uuid.uuid4().hex
         conn.execute("INSERT INTO cprox_partitions (kind, model_slug, split, shard, n_rows, version) "

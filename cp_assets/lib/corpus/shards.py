@@ -143,10 +143,18 @@ def dimension_keys(plans: dict[str, list[str]]) -> list[str]:
     return [shard_key(i) for i in range(max((len(keys) for keys in plans.values()), default=0))]
 
 
-def changed_shards(registry: Registry, split: str, recorded: dict[str, str | None],
-                   as_of: dt.date | None = None) -> list[Shard]:
-    """The split's shards whose fingerprint differs from the one its last `raw_corpus` recorded (None: never read)."""
-    return [s for s in plan_shards(registry, split) if recorded.get(s.key) != s.fingerprint(as_of)]
+def changed_shards(plan: list[Shard], keys: list[str], recorded: dict[str, str | None],
+                   as_of: dt.date | None = None) -> dict[str, str]:
+    """shard key -> its fingerprint now, for each of `keys` whose fingerprint differs from the one its last
+    `raw_corpus` recorded (`recorded`, None: never read). A key past the plan is `empty`: it counts as changed only
+    when it was read before (its documents must go), never when it was never read."""
+    planned = {s.key: s for s in plan}
+    out = {}
+    for key in keys:
+        now = planned[key].fingerprint(as_of) if key in planned else "empty"
+        if recorded.get(key) != now and (key in planned or recorded.get(key) is not None):
+            out[key] = now
+    return out
 
 
 def read_shard(registry: Registry, shard: Shard, stats: "ReadStats | None" = None) -> Iterator["Document"]:
