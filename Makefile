@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 PORT ?= 3000
 
-.PHONY: install install-llama browser db db-stop demo lab test test-fast ui summary clean
+.PHONY: install install-llama browser services db db-stop demo lab test test-fast ui summary clean
 
 install: $(VENV)/.installed
 
@@ -80,11 +80,17 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "no /usr/bin/chromium: test_ui_browser will skip (apt-get install chromium)"
 
+# Debian's redis-server, the broker of the dagster-celery test (test_shard_equivalence skips that part without it)
+services:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } || \
+	  echo "no redis-server: the celery test will skip (apt-get install redis-server)"
+
 # 2 workers (pytest-xdist, whole files per worker; conftest gives each worker's torch its share of the cores), then
 # test_dead_runs alone: in a worker after other files its materialize thread stalled in Dagster's compute-log teardown
 # (2026-12-03, twice in one run; alone under xdist it passes in 11 s; cause not found yet)
 TEST_WORKERS ?= 2
-test: install browser
+test: install browser services
 	$(VENV)/bin/pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile --ignore=cp_assets_tests/test_dead_runs.py
 	$(VENV)/bin/pytest -q -rs cp_assets_tests/test_dead_runs.py
 

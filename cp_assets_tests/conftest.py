@@ -45,22 +45,20 @@ splits:
         name: contam
         text_field: text
         id_field: id
-  sharded:
-    description: eight small JSONL files, each its own shard (test_shard_equivalence.py)
-    shard_bytes: 1
+""" % (TEST_HOME / "contam.jsonl.gz") + "".join(f"""
+  {split}:
+    description: {about}{shard_bytes}
     sources:
-      - path: %s/
+      - path: {TEST_HOME / "gsm_shards"}/
         name: gsm
         text_field: text
-        id_field: id
-  whole:
-    description: the same eight files as one shard
-    sources:
-      - path: %s/
-        name: gsm
-        text_field: text
-        id_field: id
-""" % (TEST_HOME / "contam.jsonl.gz", TEST_HOME / "gsm_shards", TEST_HOME / "gsm_shards"))
+        id_field: id""" for split, about, shard_bytes in (
+    ("sharded", "eight small JSONL files, each its own shard (test_shard_equivalence.py)", "\n    shard_bytes: 1"),
+    ("sharded_celery", "the same eight files, eight shards, run by dagster-celery workers (test_shard_equivalence.py)",
+     "\n    shard_bytes: 1"),
+    ("sharded_kill", "the same eight files, eight shards, killed mid-shard and rerun (test_shard_kill.py)",
+     "\n    shard_bytes: 1"),
+    ("whole", "the same eight files as one shard", ""))) + "\n")
 TRAINING = TEST_HOME / "training.yaml"
 TRAINING.write_text("""
 base: {split: tiny, size: test, optimizers: [adamw, muon], seeds: [0], member_chars: 20000, epochs: 2,
@@ -86,8 +84,9 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 (TEST_HOME / "dagster_home").mkdir(exist_ok=True)
 SPLITS = ("tiny", "math")  # materialized once for the session by `materialized`
-# contam: built and dropped by test_contamination; sharded and whole by test_shard_equivalence
-REGISTRY_SPLITS = SPLITS + ("contam", "sharded", "whole")
+# contam: built and dropped by test_contamination; sharded, sharded_celery and whole by test_shard_equivalence,
+# sharded_kill by test_shard_kill
+REGISTRY_SPLITS = SPLITS + ("contam", "sharded", "sharded_celery", "sharded_kill", "whole")
 SHARD_FILES = 8
 
 
@@ -152,6 +151,17 @@ def shard_instance(instance=None):
     if "00000" not in inst.get_dynamic_partitions("corpus_shards"):
         inst.add_dynamic_partitions("corpus_shards", ["00000"])
     return inst
+
+
+def local_instance(home: Path, storage: str | None = None):
+    """A persistent Dagster instance in `home` (runs through an executor need one): SQLite storage there unless
+    `storage` gives another `storage:` block; the `gpu` pool limited to one slot, as in the repo's dagster.yaml."""
+    import dagster as dg
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((storage or f"storage:\n  sqlite:\n    base_dir: {home}\n") + (
+        "concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\ntelemetry:\n  enabled: false\n"))
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def corpus_key(split: str, shard: str = "00000"):

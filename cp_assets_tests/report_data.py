@@ -20,6 +20,7 @@ from cp_assets.lib.evals.generation import Rollout, SamplingParams
 
 EMBED = "all-MiniLM-L6-v2"
 SPLITS = ("near", "far")
+EMBED_SHARE = {"near": 1.0, "far": 0.25}  # `far` embedded at an `embed_sample` rate: a quarter of its chunks
 MATH_LEVELS = [1 + i % 5 for i in range(40)]  # 8 items per level
 GSM_STEPS = [2 + i % 6 for i in range(30)]  # 5 items per step count 2..7
 # contaminated_share of the math500 items against split `near`: clean < 0.2 <= not_clean, not_dirty < 0.8 <= dirty
@@ -66,7 +67,7 @@ def fill(path: Path) -> dict:
                     pct = float(np.clip((d - 0.1) / 0.6 * 100, 0, 100))
                     chunk = f"{split}:doc{r['row_idx'] % 7}#{r['row_idx'] % 3}"
                     out.append((eval_set, r["sample_id"], split, EMBED, d, float(np.sqrt(2 * d)), d - 1, pct, chunk,
-                                chunk.split("#")[0], f"chunk text near {r['sample_id']}"))
+                                chunk.split("#")[0], f"chunk text near {r['sample_id']}", EMBED_SHARE[split]))
                     neighbors += [(eval_set, r["sample_id"], split, EMBED, k, f"{chunk}{k}", chunk.split("#")[0],
                                    d + 0.01 * k, None, None) for k in (1, 2)]
                 where = {"eval_set": eval_set, "split": split}
@@ -74,7 +75,8 @@ def fill(path: Path) -> dict:
                 report_tables.replace_rows(con, "eval_neighbors", where, columns("eval_neighbors"),
                                            neighbors)
                 cont = [(eval_set, r["sample_id"], split, 8, 40, share, share, int(share * 40), _bucket(share),
-                         int(share >= 0.5), prox[(r["sample_id"], split)], None, share >= FLAGGED_SHARE, None, share)
+                         int(share >= 0.5), prox[(r["sample_id"], split)], None, share >= FLAGGED_SHARE, None, share,
+                         EMBED_SHARE[split])
                         for r, share in zip(rows, SHARES if split == "near" else [0.0] * len(rows))]
                 report_tables.replace_rows(con, "contamination", where, columns("contamination"), cont)
     rollouts, answers = _rollouts(evals["math500"], prox)
@@ -113,5 +115,6 @@ def _rollouts(math: list[dict], prox: dict) -> tuple[list[Rollout], list[tuple]]
         for split in SPLITS:
             pct = float(10 * r["row_idx"] % 100)
             answers.append(("m1", split, "math500", r["sample_id"], params.key(), "answer", 0, 0, 10,
-                            f"answer {r['reference']}", EMBED, "c#0", "c", 0.1 + pct / 200, None, None, pct))
+                            f"answer {r['reference']}", EMBED, "c#0", "c", 0.1 + pct / 200, None, None, pct,
+                            EMBED_SHARE[split]))
     return rollouts, answers

@@ -112,7 +112,8 @@ def test_cli_search_json_and_batch(materialized, store, tmp_path, capsys):
     assert main(["search", "From fairest creatures we desire increase", "--split", "tiny", "--k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "distance", "metric", "split", "doc_id", "chunk_id", "text"}
+    assert set(hits[0]) == {"rank", "distance", "metric", "split", "doc_id", "chunk_id", "text", "embed_share"}
+    assert {h["embed_share"] for h in hits} == {1.0}  # `tiny` is embedded whole
     assert hits[0]["doc_id"].startswith("sonnets:") and "fairest creatures" in hits[0]["text"]
 
     queries = tmp_path / "q.txt"

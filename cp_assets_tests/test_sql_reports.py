@@ -113,6 +113,9 @@ def test_contamination_summary(filled, materialized):
                           "substring_hit_rate FROM contamination_summary WHERE eval_set = 'math500' AND split = 'near'")
     assert row == (40, 3, 3 / 40, 34, 6, 37, 3, 5 / 40)
     assert query(filled, "SELECT sum(n_flagged), sum(n_dirty) FROM contamination_summary WHERE split = 'far'") == [(0, 0)]
+    # the split's embedded share stands next to its distances (`far` was embedded at an embed_sample rate)
+    assert query(filled, "SELECT split, min(embed_share), max(embed_share) FROM contamination_summary GROUP BY split "
+                         "ORDER BY split") == [("far", 0.25, 0.25), ("near", 1.0, 1.0)]
 
 
 def test_distance_by_difficulty(filled, materialized):
@@ -130,9 +133,10 @@ def test_distance_by_difficulty(filled, materialized):
 
 def test_nearest_neighbors(filled, materialized):
     assert md(materialized, "nearest_neighbors")["rows"] == 2 * (40 + 30)
-    [(question, d, rank, text)] = query(filled, "SELECT question, min_cosine, closeness_rank, nn_text FROM "
-                                                "nearest_neighbors WHERE sample_id = 'gsm8k:3' AND split = 'near'")
-    assert question == "Janet has 3 ducks." and text == "chunk text near gsm8k:3"
+    [(question, d, rank, text, share)] = query(filled, "SELECT question, min_cosine, closeness_rank, nn_text, "
+                                                       "embed_share FROM nearest_neighbors WHERE sample_id = 'gsm8k:3' "
+                                                       "AND split = 'near'")
+    assert question == "Janet has 3 ducks." and text == "chunk text near gsm8k:3" and share == 1.0
     assert d == pytest.approx(filled["prox"][("gsm8k:3", "near")])
     closer = sum(v < d for (sid, split), v in filled["prox"].items() if split == "near" and sid.startswith("gsm8k"))
     assert rank == closer + 1
@@ -267,7 +271,7 @@ def test_cprox_sql_wide_result_prints_records_in_80_columns(materialized, filled
     expected = query(filled, "SELECT * FROM contamination_summary ORDER BY ALL")
     with filled["db"].connect(read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM contamination_summary").description]
-    assert len(columns) == 16 and len(expected) >= 2
+    assert len(columns) == 17 and columns[-1] == "embed_share" and len(expected) >= 2
     got = parse_records(text)
     assert [list(r) for r in got] == [columns] * len(expected)  # every column whole, in order, once per row
     fmt = [["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row] for row in expected]

@@ -2,7 +2,8 @@
 -- the contamination rate (share of items flagged by the `contamination` asset), the item counts in the four
 -- Llama-2 subsets of contaminated_share (they overlap: clean < 0.2 <= not_clean; not_dirty < 0.8 <= dirty), the
 -- mean n-gram overlap and contaminated share, the substring hit rate (items with at least one substring hit) and
--- the mean nearest-neighbour distance.
+-- the mean nearest-neighbour distance with the split's embedded share (below 1 under an `embed_sample` rate: the
+-- distance is then measured over a sample of the split's chunks, an upper bound of the distance to the whole split).
 SELECT
     eval_set,
     split,
@@ -19,7 +20,8 @@ SELECT
     avg(rare_share) AS mean_rare_share,
     max(longest_span) AS max_longest_span,
     avg((substring_hits > 0)::INTEGER) AS substring_hit_rate,
-    avg(nn_distance) AS mean_nn_distance
+    avg(nn_distance) AS mean_nn_distance,
+    min(embed_share) AS embed_share
 FROM contamination
 GROUP BY eval_set, split, ngram_n
 ORDER BY eval_set, split, ngram_n

@@ -1,13 +1,15 @@
 """`cprox materialize` and `cprox shards`: the corpus assets, one shard of a split at a time, and the shard plans.
 
-  cprox materialize [--split S ...] [--shard K ...] [--asset NAME ...]
-      every shard of each split (default: every split), in-process, recorded in DAGSTER_HOME
+  cprox materialize [--split S ...] [--shard K ...] [--asset NAME ...] [--workers N]
+      every shard of each split (default: every split), recorded in DAGSTER_HOME: in-process one shard after another,
+      or with --workers N (or CPROX_EXECUTOR=celery) each shard a run through the executor, N runs at a time
   cprox shards plan [--split S ...] [--json]     how each split is cut: shards, their files or row groups, bytes
   cprox shards sync [--prune]                    add the shard partitions the plans need (the sensor does it too);
                                                  --prune drops shard numbers past every plan, and their data
 """
 
 import json
+import time
 
 from rich.console import Console
 
@@ -26,6 +28,7 @@ def _store():
 def cmd_materialize(args) -> int:
     from cp_assets.cli.common import instance, materialize
     from cp_assets.definitions import corpus_assets
+    from cp_assets.defs.core.executors import executor_kind
     from cp_assets.defs.core.partitions import corpus_key
     from cp_assets.defs.corpus.corpus_shards_sensor import sync_shard_partitions
     from cp_assets.lib.corpus.registry import load_registry
@@ -37,24 +40,50 @@ def cmd_materialize(args) -> int:
     names = args.asset or [a.key.to_user_string() for a in corpus_assets]
     inst = instance()
     plans = sync_shard_partitions(inst, registry, splits)
-    rows, failed = [], False
+    todo = []
     for split in splits:
-        shards = [k for k in plans[split] if not args.shard or k in args.shard]
         unknown = sorted(set(args.shard or []) - set(plans[split]))
         if unknown:
             raise LookupError(f"split {split!r} has no shard {unknown}: its plan has {len(plans[split])} "
                               f"({plans[split][0]}..{plans[split][-1]}); see `cprox shards plan --split {split}`")
-        for shard in shards:
-            where = split if len(plans[split]) == 1 else f"{split}/{shard}"
-            err.rule(f"[bold]{where}[/bold]: {', '.join(names)}")
-            res = materialize(inst, names, corpus_key(split, shard), args.log_level)
-            failed |= not res.ok or not all(res.checks.values())
-            rows.append({"split": split, "shard": shard, "ok": res.ok, "seconds": res.seconds, **res.metadata,
-                         "checks": res.checks})
+        todo += [(split, k) for k in plans[split] if not args.shard or k in args.shard]
+    if args.workers > 1 or executor_kind() != "multiprocess":
+        outcomes = _fan_out(inst, todo, args.workers, args.asset, args.log_level)
+    else:
+        outcomes = {}
+        for split, shard in todo:
+            err.rule(f"[bold]{split if len(plans[split]) == 1 else f'{split}/{shard}'}[/bold]: {', '.join(names)}")
+            outcomes[split, shard] = materialize(inst, names, corpus_key(split, shard), args.log_level)
+    rows = [{"split": split, "shard": shard, "ok": res.ok, "seconds": res.seconds, **res.metadata,
+             "checks": res.checks} for (split, shard), res in outcomes.items()]
+    failed = any(not r["ok"] or not all(r["checks"].values()) for r in rows)
     _print_summary(rows)
     if args.json:
         print(json.dumps(rows, default=str, indent=1))
     return 1 if failed else 0
+
+
+def _fan_out(inst, todo: list[tuple[str, str]], workers: int, assets: list[str] | None, log_level: str) -> dict:
+    """Each shard a run through the executor (cli/fanout.py), `workers` runs at a time, a progress line per run."""
+    from cp_assets.cli.fanout import run_many
+    from cp_assets.defs.core.executors import executor_kind
+    from cp_assets.defs.core.partitions import corpus_key, split_and_shard
+
+    if inst.is_ephemeral:
+        raise RuntimeError("--workers and CPROX_EXECUTOR=celery run each shard through the executor, which needs a "
+                           "persistent Dagster instance: set DAGSTER_HOME (the Makefile sets it)")
+    keys = [corpus_key(split, shard) for split, shard in todo]
+    err.rule(f"[bold]{len(keys)} shard runs[/bold], {workers} at a time, executor {executor_kind()}")
+    t0, done = time.perf_counter(), []
+
+    def progress(key, res) -> None:
+        done.append(key)
+        rate = len(done) / (time.perf_counter() - t0)
+        err.print(f"[{len(done)}/{len(keys)}] {key}: {'ok' if res.ok else '[red]FAILED[/red]'} in {res.seconds} s "
+                  f"({rate * 60:.1f} shards/min)")
+
+    outcomes = run_many(inst, keys, workers, assets, log_level, on_done=progress)
+    return {split_and_shard(key): res for key, res in outcomes.items()}
 
 
 def _print_summary(rows: list[dict]) -> None:
@@ -125,6 +154,8 @@ def add_parsers(sub) -> None:
     m.add_argument("--shard", action="append", help="repeatable shard key (00003); default: every shard of the split")
     m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings", "ngram_index"],
                    help="repeatable; default: all")
+    m.add_argument("--workers", type=int, default=1,
+                   help="N > 1: each shard a run through the executor (a process per step), N runs at a time")
     m.add_argument("--log-level", default="INFO")
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_materialize)

@@ -65,9 +65,12 @@ def cmd_search(args) -> int:
     if args.json:
         print(json.dumps(hits_json(hits), ensure_ascii=False, indent=1))
         return 0
+    sampled = sorted({f"{h.split} {h.embed_share:.0%}" for h in hits if (h.embed_share or 1) < 1})
     show(["rank", "distance", "split", "chunk_id", "text"],
          [[str(h.rank), f"{h.distance:.4f}", h.split, h.chunk_id, h.text[:300].replace("\n", " ")] for h in hits],
-         f"nearest chunks ({args.metric}{', exact' if args.exact else ''})")
+         f"nearest chunks ({args.metric}{', exact' if args.exact else ''})"
+         + (f"; embedded share of chunks: {', '.join(sampled)} (embed_sample: distances are upper bounds)"
+            if sampled else ""))
     return 0
 
 

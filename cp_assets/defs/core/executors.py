@@ -9,8 +9,9 @@
 
 Every GPU step also sits in the Dagster concurrency pool `gpu` (its limit = GPUs per deployment, dagster.yaml), so
 whatever executor runs it, no more GPU steps run at once than there are GPUs. `k8s` needs `dagster-k8s`, `celery`
-`dagster-celery` (the `cluster` extra); their settings (namespace, image, broker) come from the run config or the
-environment as those libraries document. The choice is made once when the code location loads, never in assets.
+`dagster-celery` (the `cluster` extra); their settings (namespace, image) come from the run config or the
+environment as those libraries document; Celery's broker and result backend from CPROX_CELERY_BROKER and
+CPROX_CELERY_BACKEND (start workers with the same values: docker/celery_worker.yaml). The choice is made once when the code location loads, never in assets.
 """
 
 
@@ -54,7 +55,9 @@ def _cluster_executor(kind: str) -> dg.ExecutorDefinition:
             return k8s_job_executor
         if kind == "celery":
             from dagster_celery import celery_executor
-            return celery_executor
+            config = {"broker": settings.celery_broker(), "backend": settings.celery_backend()}
+            config = {k: v for k, v in config.items() if v}
+            return celery_executor.configured(config, name="celery") if config else celery_executor
         from dagster_docker import docker_executor
         return docker_executor
     except ImportError as exc:

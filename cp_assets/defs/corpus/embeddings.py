@@ -2,7 +2,9 @@
 HNSW index.
 
 Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the shard's published leaf is
-swapped in atomically at the end. Checks: one vector per chunk, the model's dimension, no NULL/non-finite vectors.
+swapped in atomically at the end. A source's `embed_sample` rate (corpus registry) below 1 embeds that share of its
+chunks (`lib/corpus/embed_sample.py`). Checks: one vector per (sampled) chunk, the model's dimension, no
+NULL/non-finite vectors.
 """
 
 
@@ -14,6 +16,7 @@ from cp_assets.defs.core.partitions import split_and_shard, split_shard_partitio
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.chunks import chunks
 from cp_assets.lib.corpus.embeddings import embed_and_publish, embedding_checks
+from cp_assets.resources.corpus_registry import CorpusRegistry
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 
@@ -30,43 +33,47 @@ from cp_assets.resources.pgvector_store import PgVectorStore
     description="Chunk embeddings (sentence-transformers, L2-normalized) in table `emb_<model>`, partitioned by "
                 "split and shard, an HNSW cosine index per shard. Resumable; published atomically.",
 )
-def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore) -> dg.MaterializeResult:
+def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore,
+               registry: CorpusRegistry) -> dg.MaterializeResult:
     split, shard = split_and_shard(context.partition_key)
     meta, version = embed_and_publish(pg.store(), split, encoder.model, shard=shard, batch_size=encoder.batch_size,
                                       commit_every=encoder.commit_every, device=encoder.device,
-                                      precision=encoder.precision, log=context.log.info)
+                                      precision=encoder.precision, log=context.log.info,
+                                      rates=registry.load().split(split).embed_samples())
     return result(meta, data_version=dg.DataVersion(version) if version else None)
 
 
-def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-           pg: PgVectorStore) -> dg.AssetCheckResult:
+def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore,
+           registry: CorpusRegistry) -> dg.AssetCheckResult:
     split, shard = split_and_shard(context.partition_key)
-    passed, figures = embedding_checks(pg.store(), split, encoder.model, shard)[name]
+    passed, figures = embedding_checks(pg.store(), split, encoder.model, shard,
+                                       rates=registry.load().split(split).embed_samples())[name]
     return dg.AssetCheckResult(passed=passed, metadata=figures)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
-                description="Exactly one vector per chunk of the shard.")
+                description="Exactly one vector per chunk of the shard (under `embed_sample`: per sampled chunk, "
+                            "none for the others).")
 def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                                          pg: PgVectorStore) -> dg.AssetCheckResult:
-    return _check("count_matches_chunks", context, encoder, pg)
+                                          pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
+    return _check("count_matches_chunks", context, encoder, pg, registry)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
                 description="Every vector has the embedding model's dimension.")
 def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                                       pg: PgVectorStore) -> dg.AssetCheckResult:
-    return _check("dim_matches_model", context, encoder, pg)
+                                       pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
+    return _check("dim_matches_model", context, encoder, pg, registry)
 
 
 @dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
                 retry_policy=PG_RETRY,
                 description="No NULL or non-finite vectors.")
 def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                            pg: PgVectorStore) -> dg.AssetCheckResult:
-    return _check("finite", context, encoder, pg)
+                            pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
+    return _check("finite", context, encoder, pg, registry)
 
 
 all_embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model,

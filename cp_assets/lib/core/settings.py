@@ -135,6 +135,19 @@ def executor() -> str:
     return os.environ.get("CPROX_EXECUTOR", "multiprocess").strip().lower()
 
 
+def celery_broker() -> str | None:
+    """CPROX_CELERY_BROKER: the Celery broker of CPROX_EXECUTOR=celery (e.g. redis://host:6379/0); unset:
+    dagster-celery's default (RabbitMQ on localhost)."""
+    return os.environ.get("CPROX_CELERY_BROKER") or None
+
+
+def celery_backend() -> str | None:
+    """CPROX_CELERY_BACKEND: where Celery keeps task results (default: the broker's URL when it is Redis, else
+    dagster-celery's `rpc://`)."""
+    broker = celery_broker()
+    return os.environ.get("CPROX_CELERY_BACKEND") or (broker if broker and broker.startswith("redis") else None)
+
+
 def nightly_cron() -> str:
     """CPROX_NIGHTLY_CRON: when the nightly shard backfill runs (default 02:00 UTC)."""
     return os.environ.get("CPROX_NIGHTLY_CRON", "0 2 * * *")

@@ -75,6 +75,7 @@ DO $$ BEGIN
   END IF;
 END $$;
 """
+SCHEMA_MARKER = "cprox schema " + hashlib.sha256(SCHEMA.encode()).hexdigest()[:16]
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -90,6 +91,7 @@ class Hit:
     doc_id: str
     chunk_id: str
     text: str
+    embed_share: float | None = None  # the hit's split: vectors / chunks (below 1 under `embed_sample`)
 
 
 READER_IDLE_PING_S = 1.0  # a reader idle longer is pinged before use (a restart may have closed it)
@@ -191,12 +193,20 @@ class PgStore(VectorTables):
             yield conn
 
     def ensure_schema(self) -> None:
-        """Create tables and the vector extension if missing (idempotent, safe from several processes)."""
+        """Create tables and the vector extension if missing (idempotent, safe from several processes).
+
+        A database already at this SCHEMA (its marker comment on cprox_partitions) is only read, never altered: the
+        DDL's ALTER TABLEs take exclusive locks, and a step process running them while another process is inside a
+        shard's replace transaction and reading documents on a second connection deadlocked (unseen by Postgres's
+        detector, the wait closing through the client)."""
         if self._schema_ready:
             return
         with self.connect() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            conn.execute(SCHEMA)
+            current = conn.execute("SELECT obj_description(to_regclass('cprox_partitions'), 'pg_class')").fetchone()
+            if current[0] != SCHEMA_MARKER:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
+                conn.execute(f"COMMENT ON TABLE cprox_partitions IS '{SCHEMA_MARKER}'")
         self._schema_ready = True
 
     # -- documents and chunks --------------------------------------------------------------------------------------

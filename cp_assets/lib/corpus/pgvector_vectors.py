@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Collection, Iterator, Sequence
 
 import numpy as np
 import psycopg
@@ -121,23 +121,29 @@ class VectorTables:
                 except psycopg.OperationalError:
                     pass  # the connection is gone, and with it its session's lock (do not mask the real error)
 
-    def live_matches_chunks(self, slug: str, split: str, shard: str = SINGLE_SHARD) -> bool:
-        """True when the published shard holds exactly its current chunks (same ids and text hashes)."""
+    def live_matches_chunks(self, slug: str, split: str, shard: str = SINGLE_SHARD,
+                            chunk_ids: Collection[str] | None = None) -> bool:
+        """True when the published shard holds exactly its current chunks (same ids and text hashes); with
+        `chunk_ids` (an `embed_sample` draw), exactly those of its chunks."""
         with self.session() as conn:
             if not self._exists(conn, shard_table(slug, split, shard)):
                 return False
-            q = sql.SQL("SELECT (SELECT count(*) FROM cprox_chunks WHERE split = %(s)s AND shard = %(h)s) = "
+            q = sql.SQL("SELECT (SELECT count(*) FROM cprox_chunks c WHERE split = %(s)s AND shard = %(h)s AND {i}) = "
                         "(SELECT count(*) FROM {p}) AND (SELECT count(*) FROM {p} e JOIN cprox_chunks c ON "
-                        "c.split = %(s)s AND c.shard = %(h)s AND c.chunk_id = e.chunk_id AND c.text_hash = e.text_hash)"
-                        " = (SELECT count(*) FROM {p})").format(p=sql.Identifier(shard_table(slug, split, shard)))
-            return bool(conn.execute(q, {"s": split, "h": shard}).fetchone()[0])
+                        "c.split = %(s)s AND c.shard = %(h)s AND c.chunk_id = e.chunk_id AND c.text_hash = e.text_hash"
+                        " AND {i}) = (SELECT count(*) FROM {p})").format(
+                p=sql.Identifier(shard_table(slug, split, shard)), i=_chosen("c"))
+            return bool(conn.execute(q, {"s": split, "h": shard, "ids": _ids(chunk_ids)}).fetchone()[0])
 
-    def prepare_build(self, slug: str, split: str, dim: int, shard: str = SINGLE_SHARD) -> set[str]:
-        """Create or resume the shard's build table; keep rows that still match its chunks; reuse matching vectors
-        from the published split (any shard: a chunk may have moved) and from a legacy table.
+    def prepare_build(self, slug: str, split: str, dim: int, shard: str = SINGLE_SHARD,
+                      chunk_ids: Collection[str] | None = None) -> set[str]:
+        """Create or resume the shard's build table; keep rows that still match its chunks (with `chunk_ids`, an
+        `embed_sample` draw: only those chunks); reuse matching vectors from the published split (any shard: a chunk
+        may have moved) and from a legacy table.
 
         Returns the chunk ids already embedded (nothing to do for them)."""
         b = sql.Identifier(build_table(slug, split, shard))
+        args = {"s": split, "h": shard, "ids": _ids(chunk_ids)}
         with self.session() as conn, conn.transaction():
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {b} (split text NOT NULL CHECK (split = {s}), shard text NOT NULL CHECK "
@@ -146,16 +152,25 @@ class VectorTables:
             ).format(b=b, s=sql.Literal(split), h=sql.Literal(shard), d=sql.Literal(dim)))
             conn.execute(sql.SQL("DELETE FROM {b} e WHERE NOT EXISTS (SELECT 1 FROM cprox_chunks c WHERE "
                                  "c.split = e.split AND c.shard = e.shard AND c.chunk_id = e.chunk_id AND "
-                                 "c.text_hash = e.text_hash)").format(b=b))
+                                 "c.text_hash = e.text_hash) OR NOT {i}").format(b=b, i=_chosen("e")), args)
             for source in (part_table(slug, split), legacy_table(slug)):
                 if self._exists(conn, source):
                     conn.execute(sql.SQL(
                         "INSERT INTO {b} SELECT c.split, c.shard, c.chunk_id, c.text_hash, e.embedding FROM {p} e "
                         "JOIN cprox_chunks c ON c.split = e.split AND c.chunk_id = e.chunk_id AND "
-                        "c.text_hash = e.text_hash WHERE c.split = %s AND c.shard = %s ON CONFLICT DO NOTHING"
-                    ).format(b=b, p=sql.Identifier(source)), (split, shard))
+                        "c.text_hash = e.text_hash WHERE c.split = %(s)s AND c.shard = %(h)s AND {i} "
+                        "ON CONFLICT DO NOTHING").format(b=b, p=sql.Identifier(source), i=_chosen("c")), args)
             rows = conn.execute(sql.SQL("SELECT chunk_id FROM {b}").format(b=b)).fetchall()
         return {r[0] for r in rows}
+
+    def chunk_sources(self, split: str, shard: str | None = None) -> dict[str, str | None]:
+        """chunk_id -> the source of its document (None: no such document), of a split or one shard
+        (`embed_sample` rates are per source)."""
+        shard_cond = sql.SQL("") if shard is None else sql.SQL(" AND c.shard = %(h)s")
+        with self.session() as conn:
+            return dict(conn.execute(sql.SQL(
+                "SELECT c.chunk_id, d.source FROM cprox_chunks c LEFT JOIN cprox_documents d ON d.split = c.split AND "
+                "d.doc_id = c.doc_id WHERE c.split = %(s)s{}").format(shard_cond), {"s": split, "h": shard}).fetchall())
 
     def write_build(self, slug: str, split: str, ids: Sequence[str], hashes: Sequence[str], vecs: np.ndarray,
                     shard: str = SINGLE_SHARD) -> None:
@@ -237,12 +252,14 @@ class VectorTables:
             for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (like,)).fetchall():
                 conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(t)))
 
-    def embedding_health(self, slug: str, split: str, shard: str | None = None) -> dict:
-        """Row count, vector dimension, and rows with NULL or non-finite components, of a split or one shard."""
+    def embedding_health(self, slug: str, split: str, shard: str | None = None,
+                         chunk_ids: Collection[str] | None = None) -> dict:
+        """Row count, vector dimension, and rows with NULL or non-finite components, of a split or one shard; with
+        `chunk_ids`, also `matched`: how many distinct ones of them hold a vector."""
         table = part_table(slug, split) if shard is None else shard_table(slug, split, shard)
         with self.session() as conn:
             if not self._exists(conn, table):
-                return {"rows": 0, "dims": [], "bad": 0}
+                return {"rows": 0, "dims": [], "bad": 0} | ({} if chunk_ids is None else {"matched": 0})
             t = sql.Identifier(table)
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()[0]
             dims = [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT vector_dims(embedding) FROM {}").format(t))]
@@ -250,4 +267,17 @@ class VectorTables:
             bad = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL OR "
                                        "vector_norm(embedding) = 'NaN'::float8 OR "
                                        "vector_norm(embedding) = 'Infinity'::float8").format(t)).fetchone()[0]
-        return {"rows": rows, "dims": dims, "bad": bad}
+            if chunk_ids is None:
+                return {"rows": rows, "dims": dims, "bad": bad}
+            matched = conn.execute(sql.SQL("SELECT count(DISTINCT chunk_id) FROM {} WHERE chunk_id = ANY(%s::text[])")
+                                   .format(t), (list(chunk_ids),)).fetchone()[0]
+        return {"rows": rows, "dims": dims, "bad": bad, "matched": matched}
+
+
+def _ids(chunk_ids: Collection[str] | None) -> list[str] | None:
+    return None if chunk_ids is None else list(chunk_ids)
+
+
+def _chosen(alias: str) -> sql.Composable:
+    """`alias`'s chunk is one of `%(ids)s` (every chunk when the parameter is NULL: no `embed_sample` draw)."""
+    return sql.SQL("(%(ids)s::text[] IS NULL OR {a}.chunk_id = ANY(%(ids)s::text[]))").format(a=sql.Identifier(alias))

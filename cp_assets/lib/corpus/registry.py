@@ -74,6 +74,9 @@ class Source(BaseModel):
     exclude: Exclude | None = None
     on_bad_record: Literal["error", "skip"] = "error"
     max_doc_chars: int = Field(default=5_000_000, gt=0)
+    # the share of this source's chunks that `embeddings` embeds (`lib/corpus/embed_sample.py`); the n-gram index
+    # always covers every token
+    embed_sample: float = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> "Source":
@@ -86,6 +89,9 @@ class Source(BaseModel):
             raise ValueError("give one of `text_field` or `template`, not both")
         if self.split_on is not None:
             re.compile(self.split_on)
+        if not 0 < self.embed_sample <= 1:
+            raise ValueError(f"source {self.label()!r}: embed_sample={self.embed_sample} must be > 0 and <= 1 (the "
+                             "share of its chunks to embed; 1, the default, embeds every chunk)")
         return self
 
     def resolved_format(self) -> str | None:
@@ -186,6 +192,10 @@ class Split(BaseModel):
         if dupes:
             raise ValueError(f"two sources share the name {dupes}: give them distinct `name`s (document ids use it)")
         return self
+
+    def embed_samples(self) -> dict[str, float]:
+        """source name -> its `embed_sample` rate (the share of its chunks that are embedded)."""
+        return {s.label(): s.embed_sample for s in self.sources}
 
 
 class Registry(BaseModel):

@@ -10,6 +10,9 @@ Two engines over the same store of record (pgvector):
 
 Distances: cosine = 1 - cos; l2 = Euclidean; inner_product = -<a, b> (pgvector's `<#>`: smaller is closer);
 l1 = Manhattan. With HNSW, l2 and inner_product rank like cosine on unit vectors; l1 re-ranks `ef_search` candidates.
+
+Every hit of `search` carries `embed_share`, its split's vectors / chunks: below 1 when the registry's
+`embed_sample` embedded part of the split, where a distance is an upper bound of the distance to the whole split.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from cp_assets.lib.core import integrity, settings
+from cp_assets.lib.corpus.embed_sample import embed_shares
 from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.corpus.pgvector_store import METRICS, Hit, PgStore
 
@@ -34,7 +38,7 @@ log = logging.getLogger(__name__)
 def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, split: str | None = None, k: int = 5,
            metric: str = "cosine", exact: bool = False, ef_search: int = 100, engine: str = "auto",
            cache_dir: Path | None = None) -> list[list[Hit]]:
-    """One list of hits (rank 1 first) per text."""
+    """One list of hits (rank 1 first) per text, each with its split's `embed_share`."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose from {sorted(METRICS)}")
     if k < 1:
@@ -50,11 +54,18 @@ def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, sp
     if engine == "auto":
         engine = "memory" if len(texts) >= MEMORY_BATCH else "pgvector"
     if engine == "pgvector":
-        return store.search(slug, queries, split=split, k=k, metric=metric, exact=exact, ef_search=ef_search)
-    if engine != "memory":
+        results = store.search(slug, queries, split=split, k=k, metric=metric, exact=exact, ef_search=ef_search)
+    elif engine == "memory":
+        results = memory_search(store, slug, queries, [split] if split else available, k=k, metric=metric,
+                                exact=exact, ef_search=ef_search,
+                                cache_dir=cache_dir or settings.home() / "cache" / "indexes")
+    else:
         raise ValueError(f"unknown engine {engine!r}: auto, pgvector or memory")
-    return memory_search(store, slug, queries, [split] if split else available, k=k, metric=metric, exact=exact,
-                         ef_search=ef_search, cache_dir=cache_dir or settings.home() / "cache" / "indexes")
+    shares = embed_shares(store, slug)
+    for hits in results:
+        for h in hits:
+            h.embed_share = shares.get(h.split)
+    return results
 
 
 def memory_search(store: PgStore, slug: str, queries: np.ndarray, splits: Sequence[str], *, k: int, metric: str,
@@ -156,4 +167,4 @@ def _load_cached(ids_path: Path, index_path: Path, manifest: str):
 
 def hits_json(hits: list[Hit]) -> list[dict]:
     return [{"rank": h.rank, "distance": h.distance, "metric": h.metric, "split": h.split, "doc_id": h.doc_id,
-             "chunk_id": h.chunk_id, "text": h.text} for h in hits]
+             "chunk_id": h.chunk_id, "text": h.text, "embed_share": h.embed_share} for h in hits]

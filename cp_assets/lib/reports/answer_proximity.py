@@ -3,8 +3,9 @@
 Every rollout's completion is cut into units, the whole answer (unit `answer`) and each sentence (unit `sentence`,
 `proximity.split_sentences`, with character offsets into the completion), and each unit is matched to its nearest
 chunk of the split, with its percentile in the split's reference distribution (shared with `eval_proximity`; see
-`cp_assets.lib.reports.proximity`). `mark_nearest_sentences` renders an answer with each sentence followed by its
-nearest document; `rollout_proximity_report` is the asset's work (rows written, metadata rendered).
+`cp_assets.lib.reports.proximity`) and the split's `embed_share` (below 1 when `embed_sample` embedded part of
+it). `mark_nearest_sentences` renders an answer with each sentence followed by its nearest document;
+`rollout_proximity_report` is the asset's work (rows written, metadata rendered).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def answer_proximity(store: PgStore, db, model: str, model_id: str, split: str, 
                      "text": text, "embed_model": model, "nn_chunk_id": h[0].chunk_id if h else None,
                      "nn_doc_id": h[0].doc_id if h else None, "cosine": float(c) if h else None,
                      "l2": float(e) if h else None, "inner_product": float(i) if h else None,
-                     "percentile": float(p) if h and np.isfinite(p) else None})
+                     "percentile": float(p) if h and np.isfinite(p) else None, "embed_share": ref.embed_share})
     t3 = time.perf_counter()
     write(db, {"model_id": model_id, "split": split}, {"rollout_proximity": rows})
     secs = time.perf_counter() - t0

@@ -10,7 +10,9 @@ nearest chunk (`eval_proximity`):
   symbols (and lowercasing), occur in the split normalized the same way (GPT-4 style); the substrings are seeded by
   the item's id, so reruns agree. One pass over the split finds every item's substrings (Aho-Corasick).
 - `nn_distance`: cosine distance of the item to its nearest chunk, and `nn_percentile` in the split's reference
-  distribution (see report_tables.py).
+  distribution (see report_tables.py); `embed_share`: the share of the split's chunks that hold a vector (below 1
+  under an `embed_sample` rate, where `nn_distance` is an upper bound and the embedding evidence can miss an item;
+  the n-gram and substring evidence always read every token).
 
 - `rare_share`: the same share, chaining only windows (8-grams) that occur in at most 10 documents of the split
   (`max_span_docs`): boilerplate such as "Express your answer as a common fraction." or a LaTeX/Asymptote preamble
@@ -35,6 +37,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from cp_assets.lib.corpus.embed_sample import embed_shares
+from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
 from cp_assets.lib.reports.trace import (
     chain,
@@ -186,15 +190,16 @@ def choose_rule(rows: Sequence[dict], positive: Sequence[bool]) -> RuleScore:
 
 COLUMNS = ["eval_set", "sample_id", "split", "ngram_n", "n_tokens", "ngram_overlap", "contaminated_share",
            "longest_span", "bucket", "substring_hits", "nn_distance", "nn_percentile", "flagged", "flag_reason",
-           "rare_share"]
+           "rare_share", "embed_share"]
 
 
 def contamination_rows(eval_set: str, split: str, items: Sequence[tuple[str, str]], index: NgramIndex,
                        corpus: Iterable[str], nearest: dict[str, tuple[float, float | None]] | None = None,
                        n: int = 13, min_span: int = 10, max_span_docs: int = 10,
-                       rule: FlagRule = FlagRule()) -> list[tuple]:
+                       rule: FlagRule = FlagRule(), embed_share: float | None = None) -> list[tuple]:
     """Rows of the `contamination` table for items ((sample_id, text)); `nearest`: sample_id -> (nn_distance,
-    nn_percentile) from eval_proximity (absent: no embedding evidence)."""
+    nn_percentile) from eval_proximity (absent: no embedding evidence); `embed_share`: the split's embedded share
+    (`embed_sample.embed_shares`), written on every row."""
     nearest = nearest or {}
     evidence = ngram_evidence(index, [t for _, t in items], n=n, min_span=min_span, max_span_docs=max_span_docs)
     hits = substring_hits([substring_probes(sid, t) for sid, t in items], corpus)
@@ -203,7 +208,8 @@ def contamination_rows(eval_set: str, split: str, items: Sequence[tuple[str, str
         dist, pct = nearest.get(sid, (None, None))
         flagged, reason = rule.apply(ev, h, dist)
         rows.append((eval_set, sid, split, n, ev.n_tokens, ev.ngram_overlap, ev.contaminated_share,
-                     ev.longest_span, bucket(ev.contaminated_share), h, dist, pct, flagged, reason, ev.rare_share))
+                     ev.longest_span, bucket(ev.contaminated_share), h, dist, pct, flagged, reason, ev.rare_share,
+                     embed_share))
     return rows
 
 
@@ -229,10 +235,11 @@ def contamination_report(store, db, index: NgramIndex, embed_model: str, eval_se
             "WHERE eval_set = ? AND split = ? AND embed_model = ?", [eval_set, split, embed_model]).fetchall()}
     if not near:
         (warn or log)(f"no eval_proximity rows for {eval_set} x {split}: no embedding evidence")
+    share = embed_shares(store, model_slug(embed_model)).get(split) if near else None
     rows = contamination_rows(eval_set, split, list(samples.items()), index,
                               (d.text for d in store.iter_documents(split)),
                               {sid: v[:2] for sid, v in near.items()}, n=n, min_span=min_span,
-                              max_span_docs=max_span_docs, rule=rule)
+                              max_span_docs=max_span_docs, rule=rule, embed_share=share)
     with db.connect() as con:
         report_tables.replace_rows(con, "contamination", {"eval_set": eval_set, "split": split}, COLUMNS, rows)
     secs = time.perf_counter() - t0
@@ -250,7 +257,7 @@ def contamination_report(store, db, index: NgramIndex, embed_model: str, eval_se
     return {
         "items": len(rows), "flagged": len(flagged), "flagged_rate": round(len(flagged) / len(rows), 4),
         **{f"bucket_{b}": k for b, k in buckets.items()}, **{f"evidence_{k}": v for k, v in reasons.items()},
-        "with_embedding_evidence": len(near), "seconds": round(secs, 2),
+        "with_embedding_evidence": len(near), "embed_share": share, "seconds": round(secs, 2),
         "rule": f"ngram: rare_share >= {rule.min_share}; substring: hits >= {rule.min_substring_hits}; "
                 f"embedding: nn cosine <= {rule.max_nn_cosine}",
         "most_contaminated": table(top[:10], {

@@ -23,6 +23,11 @@ Caches, both in the results DuckDB:
   questions, answers and sentences, so computing 3 splits, or re-materializing, encodes each text once.
 
 Chunk ids are `<doc_id>#<n>` (`chunking.py`), so a chunk's document is read from its id.
+
+A split embedded in part (`embed_sample` in the corpus registry) is searched over its vectors only: each row and
+the metadata carry `embed_share` (vectors / chunks of the split), and a nearest distance is then an upper bound of
+the distance to the whole split. The reference distribution is drawn from the same vectors, so an item and the
+split's own chunks are both measured against the sample.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import pyarrow as pa
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import Markdown, image, table
+from cp_assets.lib.corpus.embed_sample import embed_shares
 from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.corpus.pgvector_store import Hit, PgStore
 from cp_assets.lib.corpus.search import memory_search
@@ -96,9 +102,10 @@ class Reference:
     cosine: np.ndarray  # sorted
     reused: bool
     seconds: float
+    embed_share: float | None = None  # the split's vectors / chunks (below 1 under `embed_sample`)
 
     def figures(self) -> dict[str, Any]:
-        return {"reference_size": len(self.cosine), "reference_reused": self.reused,
+        return {"embed_share": self.embed_share, "reference_size": len(self.cosine), "reference_reused": self.reused,
                 "reference_version": self.version, "reference_seconds": round(self.seconds, 2),
                 "reference_median_cosine": round(float(np.median(self.cosine)), 4) if len(self.cosine) else None}
 
@@ -112,14 +119,14 @@ def reference(store: PgStore, db, model: str, split: str, *, size: int = REFEREN
                                                                                                split)), None)
     if part is None:
         raise LookupError(f"split {split!r} has no embeddings for {model!r}: materialize `embeddings` first")
-    version = part["version"]
+    version, share = part["version"], embed_shares(store, slug).get(split)
     with db.connect() as con:
         report_tables.ensure(con, "reference_distances")
         got = con.execute("SELECT chunk_id, cosine FROM reference_distances WHERE split = ? AND embed_model = ? AND "
                           "version = ? ORDER BY cosine", [split, model, version]).fetchall()
     if got and len(got) == min(size, part["n_rows"]):
         return Reference(split, model, version, [c for c, _ in got], np.array([d for _, d in got]), True,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, share)
     ids, mat = store.load_matrix(slug, split)
     rows = np.sort(np.random.default_rng(seed).choice(len(ids), size=min(size, len(ids)), replace=False))
     dist = nearest_other_doc(mat, np.array([doc_of(c) for c in ids]), rows) if len(rows) else np.zeros(0)
@@ -130,7 +137,7 @@ def reference(store: PgStore, db, model: str, split: str, *, size: int = REFEREN
                                    ["split", "embed_model", "version", "chunk_id", "cosine"],
                                    [(split, model, version, c, d) for c, d in pairs])
     return Reference(split, model, version, [c for c, _ in pairs], np.array([d for _, d in pairs]), False,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, share)
 
 
 # -- cached encoding ----------------------------------------------------------------------------------------------
@@ -207,7 +214,7 @@ def question_rows(eval_set: str, split: str, model: str, sample_ids: Sequence[st
                              "min_inner_product": float(ip[0]) if first else None,
                              "percentile": float(p) if first and np.isfinite(p) else None,
                              "nn_chunk_id": first and first.chunk_id, "nn_doc_id": first and first.doc_id,
-                             "nn_text": first and first.text})
+                             "nn_text": first and first.text, "embed_share": ref.embed_share})
         neighbors += [base | {"sample_id": sid, "rank": h.rank, "chunk_id": h.chunk_id, "doc_id": h.doc_id,
                               "cosine": float(c), "l2": float(a), "inner_product": float(b)}
                       for h, c, a, b in zip(top, cos, l2, ip)]

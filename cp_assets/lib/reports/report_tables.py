@@ -7,7 +7,9 @@ rows, insert the new ones), so re-materializing is idempotent and a crash leaves
 Distances are computed on unit-normalized embeddings: cosine = 1 - cos, l2 = Euclidean, inner_product = -<a, b>
 (pgvector's `<#>`, smaller is closer). `percentile` (0-100) places an item's nearest-neighbour cosine distance in
 the split's reference distribution (`reference_distances`: random chunks of the split to their nearest chunk of
-another document), so distances compare across splits and embedding models.
+another document), so distances compare across splits and embedding models. `embed_share` (0-1) is the share of
+the split's chunks that had a vector when the row was written: below 1 under an `embed_sample` rate, where a nearest
+distance is an upper bound of the distance to the whole split (`lib/corpus/embed_sample.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ DDL = {
     "eval_proximity": """
         eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, embed_model TEXT NOT NULL,
         min_cosine DOUBLE, min_l2 DOUBLE, min_inner_product DOUBLE, percentile DOUBLE,
-        nn_chunk_id TEXT, nn_doc_id TEXT, nn_text TEXT""",
+        nn_chunk_id TEXT, nn_doc_id TEXT, nn_text TEXT, embed_share DOUBLE""",
     "eval_neighbors": """
         eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, embed_model TEXT NOT NULL,
         rank INTEGER NOT NULL, chunk_id TEXT NOT NULL, doc_id TEXT NOT NULL, cosine DOUBLE, l2 DOUBLE,
@@ -31,12 +33,12 @@ DDL = {
         model_id TEXT NOT NULL, split TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL, params_hash TEXT NOT NULL,
         unit TEXT NOT NULL, idx INTEGER NOT NULL, char_start INTEGER, char_end INTEGER, text TEXT,
         embed_model TEXT NOT NULL, nn_chunk_id TEXT, nn_doc_id TEXT, cosine DOUBLE, l2 DOUBLE, inner_product DOUBLE,
-        percentile DOUBLE""",
+        percentile DOUBLE, embed_share DOUBLE""",
     "contamination": """
         eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL, ngram_n INTEGER NOT NULL,
         n_tokens INTEGER NOT NULL, ngram_overlap DOUBLE NOT NULL, contaminated_share DOUBLE NOT NULL,
         longest_span INTEGER NOT NULL, bucket TEXT NOT NULL, substring_hits INTEGER NOT NULL, nn_distance DOUBLE,
-        nn_percentile DOUBLE, flagged BOOLEAN NOT NULL, flag_reason TEXT, rare_share DOUBLE""",
+        nn_percentile DOUBLE, flagged BOOLEAN NOT NULL, flag_reason TEXT, rare_share DOUBLE, embed_share DOUBLE""",
     "rollout_spans": """
         model_id TEXT NOT NULL, split TEXT NOT NULL, eval_set TEXT, sample_id TEXT NOT NULL, params_hash TEXT NOT NULL,
         token_start INTEGER NOT NULL, token_end INTEGER NOT NULL, char_start INTEGER NOT NULL,

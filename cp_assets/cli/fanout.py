@@ -1,0 +1,90 @@
+"""Many shards at once: each shard partition a real Dagster run of `all_assets_job`, `workers` runs at a time.
+
+`cprox materialize --workers N` (N > 1) lands here. Each run goes through `dg.execute_job` over a reconstructable
+job, so the code location's executor places its steps (CPROX_EXECUTOR, defs/core/executors.py):
+- `multiprocess`: every step in its own process, one step at a time per run, so N runs use at most N processes;
+- `celery`: every step a Celery task, the embedding step on queue `gpu`; the workers do the work, wherever they run,
+  and N only bounds how many runs are in flight (the instance needs shared storage: Postgres, see docs/corpus.md).
+The `gpu` pool still holds: however many runs are in flight, no more embedding steps run at once than its limit.
+A deployment does the same from the UI: a backfill of the shard partitions, its runs queued by the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import dagster as dg
+
+from cp_assets.cli import pools
+from cp_assets.cli.common import Outcome
+from cp_assets.defs.core.executors import executor_kind
+
+SHARD_JOB = "all_assets_job"
+PRELOAD = ("cp_assets.definitions", "sentence_transformers")
+
+
+def shard_job() -> dg.JobDefinition:
+    """The reconstructable target: every corpus asset and check of one shard (step processes and Celery workers
+    import this module and call it)."""
+    from cp_assets.definitions import defs
+
+    return defs.resolve_job_def(SHARD_JOB)
+
+
+def _run_config(log_level: str) -> dict:
+    config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    if executor_kind() == "multiprocess":
+        # step processes fork from a server that imported the code location and sentence-transformers once,
+        # instead of each spawning a fresh interpreter (~3 s of imports per step on this machine)
+        config["execution"] = {"config": {"max_concurrent": 1, "start_method": {
+            "forkserver": {"preload_modules": list(PRELOAD)}}}}
+    return config
+
+
+def run_one(inst: dg.DagsterInstance, key: str, selection: list[str] | None = None,
+            log_level: str = "WARNING") -> Outcome:
+    """One shard as one run of the shard job, through the code location's executor; its outcome as `materialize`
+    gives it."""
+    job = shard_job()
+    tags = {**job.partitions_def.get_tags_for_partition_key(key), pools.HOST_TAG: pools.host(),
+            pools.PID_TAG: str(os.getpid())}
+    keys = [dg.AssetKey.from_user_string(a) for a in selection] if selection else None
+    t0 = time.perf_counter()
+    with dg.execute_job(dg.reconstructable(shard_job), instance=inst, run_config=_run_config(log_level), tags=tags,
+                        asset_selection=keys) as result:
+        md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+              for e in result.get_asset_materialization_events()}
+        checks = {e.event_specific_data.check_name: e.event_specific_data.passed
+                  for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        ok = result.success
+    return Outcome(ok, md, checks, round(time.perf_counter() - t0, 1))
+
+
+def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str) -> Outcome:
+    with dg.DagsterInstance.from_ref(ref) as inst:
+        return run_one(inst, key, selection, log_level)
+
+
+def run_many(inst: dg.DagsterInstance, keys: list[dg.MultiPartitionKey], workers: int,
+             selection: list[str] | None = None, log_level: str = "WARNING",
+             on_done: Callable[[dg.MultiPartitionKey, Outcome], None] | None = None) -> dict[str, Outcome]:
+    """Every key as its own run, `workers` at a time; outcomes by key (in the order given). `on_done` is called as
+    each run ends (progress).
+
+    Each run is orchestrated from its own process: Dagster configures Python logging per run (dictConfig), and two
+    runs orchestrated from threads of one process deadlock on the logging locks."""
+    out: dict[str, Outcome] = {}
+    ref = inst.get_ref()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn) as pool:
+        futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level): key for key in keys}
+        for future in as_completed(futures):
+            key = futures[future]
+            out[str(key)] = future.result()
+            if on_done:
+                on_done(key, out[str(key)])
+    return {str(k): out[str(k)] for k in keys}
