@@ -1,7 +1,9 @@
-"""A real dagster-celery deployment on this machine, for the distributed-run test: Debian's `redis-server` as the
+"""Dagster instances for runs through an executor: `local_instance` (persistent, SQLite or a given storage) and a real
+dagster-celery deployment on this machine, for the distributed-run test: Debian's `redis-server` as the
 broker on a free loopback port, a Dagster instance with Postgres run/event storage (a database of the test's embedded
 Postgres), and two `dagster-celery` workers, one process each: `cpu` serves queue `dagster`, `gpu` serves queue `gpu`.
-The workers are started the way docker/celery_worker.yaml says a deployment starts them."""
+The workers are started the way docker/celery_worker.yaml says a deployment starts them. No side effects on
+import: benchmarks/shards.py uses it too."""
 
 from __future__ import annotations
 
@@ -31,6 +33,17 @@ class Cluster:
 
     def worker_log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+def local_instance(home: Path, storage: str | None = None):
+    """A persistent Dagster instance in `home` (runs through an executor need one): SQLite storage there unless
+    `storage` gives another `storage:` block; the `gpu` pool limited to one slot, as in the repo's dagster.yaml."""
+    import dagster as dg
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((storage or f"storage:\n  sqlite:\n    base_dir: {home}\n") + (
+        "concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\ntelemetry:\n  enabled: false\n"))
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def _postgres_storage(pg_url: str, database: str) -> str:
@@ -79,8 +92,6 @@ def _wait_for_workers(cluster: Cluster, procs: list[subprocess.Popen], timeout_s
 @contextmanager
 def celery_cluster(work: Path, pg_url: str, database: str = "dagster_celery_test"):
     """Yield a running Cluster; stop the workers and the broker after (their logs stay in `work/logs`)."""
-    from cp_assets_tests.conftest import local_instance
-
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise FileNotFoundError("redis-server not found: `make services` installs Debian's redis-server")

@@ -153,17 +153,6 @@ def shard_instance(instance=None):
     return inst
 
 
-def local_instance(home: Path, storage: str | None = None):
-    """A persistent Dagster instance in `home` (runs through an executor need one): SQLite storage there unless
-    `storage` gives another `storage:` block; the `gpu` pool limited to one slot, as in the repo's dagster.yaml."""
-    import dagster as dg
-
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text((storage or f"storage:\n  sqlite:\n    base_dir: {home}\n") + (
-        "concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\ntelemetry:\n  enabled: false\n"))
-    return dg.DagsterInstance.from_config(str(home))
-
-
 def corpus_key(split: str, shard: str = "00000"):
     """The corpus assets' partition key of one shard of a split."""
     from cp_assets.defs.core.partitions import corpus_key as key

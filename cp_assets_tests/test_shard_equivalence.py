@@ -10,7 +10,8 @@ import pytest
 
 import dagster as dg
 
-from cp_assets_tests.conftest import SHARD_FILES, corpus_key, local_instance, metadata
+from cp_assets_tests.celery_cluster import local_instance
+from cp_assets_tests.conftest import SHARD_FILES, corpus_key, metadata
 
 SLUG = "all_minilm_l6_v2"
 SHARDED = ("sharded", "sharded_celery")

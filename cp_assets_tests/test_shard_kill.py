@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cp_assets_tests.conftest import local_instance
+from cp_assets_tests.celery_cluster import local_instance
 from cp_assets_tests.test_cli_kill_rerun import gpu_holder
 
 CPROX = Path(sys.executable).parent / "cprox"
