@@ -149,7 +149,7 @@ def _sync(registry, prune: bool) -> int:
 
 
 def add_parsers(sub) -> None:
-    m = sub.add_parser("materialize", help="materialize corpus assets for every shard of some splits, in-process")
+    m = sub.add_parser("materialize", help="materialize corpus assets for every shard of some splits (--workers: over processes)")
     m.add_argument("--split", action="append", help="repeatable; default: every split in the registry")
     m.add_argument("--shard", action="append", help="repeatable shard key (00003); default: every shard of the split")
     m.add_argument("--asset", action="append", choices=["raw_corpus", "chunks", "embeddings", "ngram_index"],

@@ -1,7 +1,7 @@
 """`cprox`: the command line of corpus-proximity.
 
   cprox search "TEXT" [--split S] [--k 5] [--metric cosine] [--exact] [--json] [--queries FILE]
-  cprox materialize [--split S ...] [--shard K ...] [--asset NAME ...]   every shard, in-process (DAGSTER_HOME)
+  cprox materialize [--split S ...] [--shard K ...] [--workers N]     every shard (DAGSTER_HOME); N runs at a time
   cprox shards plan|sync [--split S] [--prune]            how splits are cut into shards; sync their partitions
   cprox summary [--json]                                  documents, chunks, tokens, embeddings per split
   cprox splits [--json]                                   the corpus registry

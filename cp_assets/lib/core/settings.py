@@ -13,6 +13,7 @@ CPROX_NGRAM_TOKENIZER  tokenizer of the exact n-gram index
 CPROX_NAMING_MODEL   models.yaml id that names clusters (empty: keywords)
 CPROX_DEVICE         torch device for local models (cpu, cuda)
 CPROX_EXECUTOR       multiprocess | k8s | celery | docker; CPROX_NIGHTLY_CRON: the nightly shard backfill
+CPROX_CELERY_BROKER  Celery broker URL of CPROX_EXECUTOR=celery; CPROX_CELERY_BACKEND: its result backend
 CPROX_DEPLOYMENT     local | production (which resources the code location binds)
 
 This module is the only place that reads a CPROX_* variable (a test holds it to that).
@@ -173,4 +174,5 @@ VARIABLES = {
     "CPROX_DATA_DIR", "CPROX_CORPORA", "CPROX_DATABASE_URL", "CPROX_HOME", "CPROX_EMBED_MODEL", "CPROX_MODEL_CACHE",
     "CPROX_EVALS", "CPROX_MODELS", "CPROX_TRAINING", "CPROX_RESULTS_DB", "CPROX_NGRAM_TOKENIZER", "CPROX_NAMING_MODEL",
     "CPROX_EXECUTOR", "CPROX_NIGHTLY_CRON", "CPROX_DEPLOYMENT", "CPROX_DEVICE", "CPROX_EMBED_PRECISION",
+    "CPROX_CELERY_BROKER", "CPROX_CELERY_BACKEND",
 }
