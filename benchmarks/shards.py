@@ -2,8 +2,8 @@
 
 The split: 16 JSONL files (GSM8K train conversations, `--docs` per file, written under a private CPROX_HOME), each its
 own shard (`shard_bytes: 1`). Every mode materializes the same files as its own split (bench_<mode>), so no mode
-reuses another's vectors; each builds raw_corpus, chunks, embeddings and ngram_index with their 4 checks (8 steps per
-shard):
+reuses another's vectors; each builds raw_corpus, chunks, embeddings and ngram_index with their checks (6 steps per
+shard: the 4 assets, the n-gram check, one step for the 3 embedding checks; 8 before 2026-12-04's merge of those):
 
   inprocess  `cprox materialize` without --workers: the shards one after another, in this process (the baseline)
   workers1   `--workers 1`: each shard a Dagster run through the multiprocess executor (a forked step process per
@@ -32,7 +32,7 @@ from pathlib import Path
 import _common as C
 
 MODES = ("inprocess", "workers1", "workers2", "celery")
-STEPS_PER_SHARD = 8  # 4 assets + 4 checks
+STEPS_PER_SHARD = 6  # 4 assets, the n-gram check, one step of the 3 embedding checks
 
 
 def write_shards(folder: Path, shards: int, docs: int, data_dir: Path) -> None:

@@ -51,6 +51,20 @@ def gpu_holder(inst: dg.DagsterInstance) -> str | None:
     return slots[0].run_id if slots else None
 
 
+def kill_group_when(proc: subprocess.Popen, ready, failure: str, timeout_s: float = 240) -> None:
+    """SIGKILL the process group of `proc` (started with start_new_session) as soon as `ready()` is true; fail with
+    `failure` and its stderr if it ends or the time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"{failure}: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_kill_9_of_cprox_materialize_then_rerun_reaps_and_completes(cli_env):
     from cp_assets.lib.corpus.pgvector_store import PgStore
@@ -61,15 +75,8 @@ def test_kill_9_of_cprox_materialize_then_rerun_reaps_and_completes(cli_env):
     inst = dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"])
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    while (killed := gpu_holder(inst)) is None:  # the embeddings step has the slot: it is embedding
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"embedding never started: {proc.communicate()[1][-3000:]}")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_group_when(proc, lambda: gpu_holder(inst), "embedding never started")  # the step holding the slot embeds
+    killed = gpu_holder(inst)
     assert inst.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED  # nothing else knows it died
 
     t0 = time.monotonic()

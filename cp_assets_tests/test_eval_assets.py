@@ -51,7 +51,10 @@ def test_eval_samples_asset(instance, resources, results_db, eval_set, n, first)
 
 def test_models_sensor_syncs_dynamic_partitions(tmp_path, monkeypatch):
     from cp_assets.defs.evals.models_registry_sensor import models_registry_sensor
+    from cp_assets.lib.evals import model_registry
 
+    # models trained by other tests of this worker (trained_models.yaml under CPROX_HOME) are not this test's subject
+    monkeypatch.setattr(model_registry, "trained_models_file", lambda: tmp_path / "no_trained_models.yaml")
     inst = dg.DagsterInstance.ephemeral()
     inst.add_dynamic_partitions("models", ["gone-model", SMOL])
     result = models_registry_sensor(dg.build_sensor_context(instance=inst))

@@ -111,7 +111,7 @@ def test_multiprocess_ran_each_step_in_its_own_process_two_at_a_time(built):
     runs = built.get_runs(dg.RunsFilter(tags={"dagster/partition/split": "sharded"}))
     assert len(runs) == SHARD_FILES and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     spans = step_spans(built, [r.run_id for r in runs])
-    assert len(spans) == SHARD_FILES * 8  # 4 assets + 4 checks per shard
+    assert len(spans) == SHARD_FILES * 6  # 4 assets + the n-gram check + one step of 3 embedding checks
     assert len({pid for _, _, pid in spans}) == len(spans), "a process per step"
     assert most_at_once(spans) == 2, "two worker processes, busy together"
 
@@ -128,7 +128,7 @@ def test_celery_ran_embedding_on_the_gpu_worker_and_the_rest_on_the_cpu_worker(c
     assert where["embeddings"] == {"gpu"}
     assert {step: workers for step, workers in where.items() if step != "embeddings"} == {
         step: {"cpu"} for step in where if step != "embeddings"}
-    assert len(where) == 8
+    assert len(where) == 6
 
 
 @pytest.fixture(params=SHARDED)

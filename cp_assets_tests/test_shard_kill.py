@@ -5,17 +5,15 @@ The finished shards' vectors are kept; their documents and chunks are read again
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from cp_assets_tests.celery_cluster import local_instance
-from cp_assets_tests.test_cli_kill_rerun import gpu_holder
+from cp_assets_tests.test_cli_kill_rerun import gpu_holder, kill_group_when
 
 CPROX = Path(sys.executable).parent / "cprox"
 SPLIT, SHARDS = "sharded_kill", ["00000", "00001", "00002", "00003"]
@@ -46,15 +44,8 @@ def test_kill_9_mid_shard_then_rerun_completes_each_shard_once(store, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     done = lambda: inst.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))  # noqa: E731
-    deadline = time.monotonic() + 300
-    while not (done() and gpu_holder(inst)):  # one shard finished, another embedding
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"never had one shard done and one embedding: {proc.communicate()[1][-3000:]}")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_group_when(proc, lambda: done() and gpu_holder(inst), "never had one shard done and one embedding",
+                    timeout_s=300)
     finished = {r.tags["dagster/partition/shard"] for r in done()}
     killed = gpu_holder(inst)
     assert inst.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED and finished

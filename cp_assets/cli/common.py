@@ -61,6 +61,14 @@ class Outcome:
     checks: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @classmethod
+    def of(cls, result, seconds: float) -> "Outcome":
+        """From a finished run's result (in-process or `execute_job`)."""
+        md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+              for e in result.get_asset_materialization_events()}
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        return cls(result.success, md, checks, round(seconds, 1))
+
 
 def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_level: str = "WARNING",
                 ops: dict | None = None, definitions: dg.Definitions | None = None,
@@ -84,10 +92,7 @@ def materialize(inst: dg.DagsterInstance, selection: list[str], key=None, log_le
                                    pools.INVOCATION_TAG: invocation},
                              run_config={"loggers": {"console": {"config": {"log_level": log_level}}},
                                          "ops": ops or {}})
-    md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
-          for e in res.get_asset_materialization_events()}
-    checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
-    return Outcome(res.success, md, checks, round(time.perf_counter() - t0, 1))
+    return Outcome.of(res, time.perf_counter() - t0)
 
 
 def _check_partition_key(graph, selection: list[str], key, inst: dg.DagsterInstance | None = None) -> None:

@@ -56,12 +56,7 @@ def run_one(inst: dg.DagsterInstance, key: str, selection: list[str] | None = No
     t0 = time.perf_counter()
     with dg.execute_job(dg.reconstructable(shard_job), instance=inst, run_config=_run_config(log_level), tags=tags,
                         asset_selection=keys) as result:
-        md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
-              for e in result.get_asset_materialization_events()}
-        checks = {e.event_specific_data.check_name: e.event_specific_data.passed
-                  for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-        ok = result.success
-    return Outcome(ok, md, checks, round(time.perf_counter() - t0, 1))
+        return Outcome.of(result, time.perf_counter() - t0)
 
 
 def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str) -> Outcome:

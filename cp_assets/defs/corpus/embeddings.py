@@ -3,8 +3,8 @@ HNSW index.
 
 Runs in the `gpu` pool. Batches commit as they finish, so a killed run resumes; the shard's published leaf is
 swapped in atomically at the end. A source's `embed_sample` rate (corpus registry) below 1 embeds that share of its
-chunks (`lib/corpus/embed_sample.py`). Checks: one vector per (sampled) chunk, the model's dimension, no
-NULL/non-finite vectors.
+chunks (`lib/corpus/embed_sample.py`). Checks (one step, three verdicts): one vector per (sampled) chunk, the
+model's dimension, no NULL/non-finite vectors.
 """
 
 
@@ -43,38 +43,28 @@ def embeddings(context: dg.AssetExecutionContext, encoder: SentenceEncoder, pg: 
     return result(meta, data_version=dg.DataVersion(version) if version else None)
 
 
-def _check(name: str, context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore,
-           registry: CorpusRegistry) -> dg.AssetCheckResult:
+CHECKS = {  # check name -> (the lib figure it reports, what it says)
+    "check_embeddings_count_matches_chunks": ("count_matches_chunks", "Exactly one vector per chunk of the shard "
+                                              "(under `embed_sample`: per sampled chunk, none for the others)."),
+    "check_embeddings_dim_matches_model": ("dim_matches_model", "Every vector has the embedding model's dimension."),
+    "check_embeddings_finite": ("finite", "No NULL or non-finite vectors."),
+}
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name, asset=embeddings, blocking=True, partitions_def=split_shard_partitions,
+                             description=about) for name, (_, about) in CHECKS.items()],
+    retry_policy=PG_RETRY,
+    description="The shard's vectors, checked in one step: one per (sampled) chunk, the model's dimension, finite.",
+)
+def embedding_checks_step(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder, pg: PgVectorStore,
+                          registry: CorpusRegistry):
     split, shard = split_and_shard(context.partition_key)
-    passed, figures = embedding_checks(pg.store(), split, encoder.model, shard,
-                                       rates=registry.load().split(split).embed_samples())[name]
-    return dg.AssetCheckResult(passed=passed, metadata=figures)
+    verdicts = embedding_checks(pg.store(), split, encoder.model, shard,
+                                rates=registry.load().split(split).embed_samples())
+    for name, (figure, _) in CHECKS.items():
+        passed, figures = verdicts[figure]
+        yield dg.AssetCheckResult(check_name=name, asset_key=embeddings.key, passed=passed, metadata=figures)
 
 
-@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
-                retry_policy=PG_RETRY,
-                description="Exactly one vector per chunk of the shard (under `embed_sample`: per sampled chunk, "
-                            "none for the others).")
-def check_embeddings_count_matches_chunks(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                                          pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
-    return _check("count_matches_chunks", context, encoder, pg, registry)
-
-
-@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
-                retry_policy=PG_RETRY,
-                description="Every vector has the embedding model's dimension.")
-def check_embeddings_dim_matches_model(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                                       pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
-    return _check("dim_matches_model", context, encoder, pg, registry)
-
-
-@dg.asset_check(asset=embeddings, partitions_def=split_shard_partitions, blocking=True,
-                retry_policy=PG_RETRY,
-                description="No NULL or non-finite vectors.")
-def check_embeddings_finite(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
-                            pg: PgVectorStore, registry: CorpusRegistry) -> dg.AssetCheckResult:
-    return _check("finite", context, encoder, pg, registry)
-
-
-all_embedding_checks = [check_embeddings_count_matches_chunks, check_embeddings_dim_matches_model,
-                        check_embeddings_finite]
+all_embedding_checks = [embedding_checks_step]
