@@ -115,7 +115,8 @@ def _write_gsm_shards() -> None:
 
 _write_gsm_shards()
 # the longest files first, so `--dist loadfile` does not leave one of them for the end (durations from `make test`)
-LONGEST_FIRST = ("test_contamination.py", "test_train.py", "test_crash_resume.py", "test_backfill.py",
+LONGEST_FIRST = ("test_contamination.py", "test_shard_equivalence.py", "test_train.py", "test_shard_kill.py",
+                 "test_crash_resume.py", "test_backfill.py",
                  "test_ui_browser.py", "test_cli_kill_rerun.py", "test_cache_faults.py", "test_assets.py")
 
 

@@ -142,7 +142,13 @@ class PgStore(VectorTables):
                 self._resolved = None  # the next connect starts the embedded server again
             raise self._unavailable("cannot connect to", exc) from exc
         if self._schema_ready:
-            register_vector(conn)
+            try:
+                register_vector(conn)  # a query: the server can go away between the connect and it
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if not self.url:
+                    self._resolved = None
+                raise self._unavailable("lost the connection to", exc) from exc
         return conn
 
     @contextmanager
