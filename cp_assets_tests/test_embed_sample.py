@@ -227,7 +227,7 @@ def test_the_ngram_index_still_covers_every_token(built, store):
     from cp_assets.lib.reports.contamination import ngram_evidence
 
     sampled, full = (built["figures"][s]["ngram"] for s in ("es_sampled", "es_full"))
-    keys = ("documents", "tokens", "postings")
+    keys = ("documents", "tokens", "bytes_per_token")
     assert [sampled[k] for k in keys] == [full[k] for k in keys] and sampled["tokens"] > 5_000
     assert sampled["documents"] == store.count("raw_corpus", "es_sampled") == 92
     assert index_matches_corpus(store, "es_sampled") == (True, {"indexed": 92, "documents": 92})

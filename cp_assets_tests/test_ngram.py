@@ -1,5 +1,6 @@
-"""The n-gram index and verbatim tracing: exact counts against brute force, incremental updates, crash resume,
-contamination evidence (n-gram share, buckets, GPT-4 substrings, the flag rule). No Postgres: plain lib calls."""
+"""The suffix-array index and verbatim tracing: exact counts against brute force, unchanged shards kept, changed ones
+rebuilt, a crash mid-build leaving the old index, contamination evidence (n-gram share, buckets, GPT-4 substrings,
+the flag rule). No Postgres: plain lib calls."""
 
 import random
 
@@ -8,8 +9,8 @@ import pytest
 
 from cp_assets.lib.reports.contamination import (FlagRule, NgramEvidence, bucket, ngram_evidence, normalize, substring_hits,
                                          substring_probes)
-from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize, window_hashes
-from cp_assets.lib.reports.trace import Segments, covered, kgram_presence, trace
+from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
+from cp_assets.lib.reports.trace import covered, kgram_presence, trace
 
 # every word is one WordPiece token, so token positions are word positions
 WORDS = "the cat dog red blue ran sat on a mat big small old new green house tree car".split()
@@ -45,8 +46,9 @@ def brute_maximal(query: list[str], docs: list[list[str]], min_len: int) -> dict
 @pytest.fixture()
 def small_index(tmp_path):
     docs = corpus()
-    idx = NgramIndex(tmp_path / "s.duckdb", n=4)
-    idx.update(docs, batch_tokens=300, log=lambda m: None)  # many committed batches
+    idx = NgramIndex(tmp_path / "s.json", n=4)
+    idx.update(docs, max_segment_tokens=700, log=lambda m: None)  # several segments, merged exactly
+    assert len(idx.segments) >= 3
     return idx, docs
 
 
@@ -65,6 +67,11 @@ def test_maximal_spans_and_counts_equal_brute_force(small_index, seed):
     assert got, "the query was built from corpus slices"
 
 
+def lengths(n_tokens, starts, ends):
+    """The longest-match length at each position given these matches [start, end)."""
+    return np.array([max([e - i for s, e in zip(starts, ends) if s <= i < e], default=0) for i in range(n_tokens)])
+
+
 @pytest.mark.parametrize("starts, ends, n_tokens, k, present", [
     ([0], [10], 12, 8, [True, True, True, False, False]),
     ([0, 5], [7, 12], 12, 8, [False] * 5),          # two overlapping matches do not make an 8-gram
@@ -72,39 +79,39 @@ def test_maximal_spans_and_counts_equal_brute_force(small_index, seed):
     ([], [], 5, 8, []),
 ])
 def test_kgram_presence(starts, ends, n_tokens, k, present):
-    z = np.zeros(len(starts), dtype=np.int64)
-    seg = Segments(np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), z, z)
-    assert kgram_presence(seg, n_tokens, k).tolist() == present
+    assert kgram_presence(lengths(n_tokens, starts, ends), k).tolist() == present
 
 
 @pytest.mark.parametrize("starts, ends, min_len, share", [
     ([0], [10], 10, 10 / 20), ([0], [9], 10, 0.0), ([0, 5], [10, 20], 10, 1.0), ([0, 15], [12, 20], 5, 17 / 20)])
 def test_covered_share(starts, ends, min_len, share):
-    z = np.zeros(len(starts), dtype=np.int64)
-    seg = Segments(np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), z, z)
-    assert covered(seg, 20, min_len).mean() == pytest.approx(share)
+    assert covered(lengths(20, starts, ends), min_len).mean() == pytest.approx(share)
 
 
-def postings(idx):
-    with idx.connect(read_only=True) as con:
-        return sorted(con.execute("SELECT p.h, d.doc_id, p.pos FROM postings p JOIN docs d USING (doc)").fetchall())
+def answers(idx, queries):
+    return [[(s.token_start, s.token_end, s.count, s.n_docs) for s in trace(idx, q, min_tokens=4)] for q in queries]
 
 
-def test_incremental_update_equals_a_fresh_build(tmp_path):
+def test_unchanged_documents_keep_the_index_and_a_change_rebuilds_it_equal_to_a_fresh_build(tmp_path):
     docs = corpus(40)
-    idx = NgramIndex(tmp_path / "inc.duckdb", n=4)
+    queries = [" ".join(t.split()[5:25]) + " green house" for _, t in docs[::7]]
+    idx = NgramIndex(tmp_path / "inc.json", n=4)
     first = idx.update(docs[:30], log=lambda m: None)
-    assert (first.added, first.kept, first.removed) == (30, 0, 0)
+    assert (first.added, first.kept, first.removed, first.rebuilt) == (30, 0, 0, True)
+    version, folder = idx.version(), idx.folder
+    again = idx.update(list(reversed(docs[:30])), log=lambda m: None)
+    assert not again.rebuilt and again.kept == 30 and idx.version() == version and idx.folder == folder
     changed = [(d, t + " green house") if d == "d7" else (d, t) for d, t in docs[5:]]  # -5 docs, +10, 1 changed
-    second = idx.update(changed, batch_tokens=200, log=lambda m: None)
-    assert (second.added, second.kept, second.removed) == (11, 24, 5)
-    fresh = NgramIndex(tmp_path / "fresh.duckdb", n=4)
+    second = idx.update(changed, log=lambda m: None)
+    assert (second.added, second.kept, second.removed, second.rebuilt) == (11, 24, 5, True)
+    assert not folder.exists() and idx.folder.exists(), "the old folder is removed once the new one is published"
+    fresh = NgramIndex(tmp_path / "fresh.json", n=4)
     fresh.update(changed, log=lambda m: None)
-    assert postings(idx) == postings(fresh)
-    assert idx.update(changed, log=lambda m: None).added == 0, "a rerun with the same documents changes nothing"
+    assert answers(idx, queries) == answers(fresh, queries) and idx.version() == fresh.version()
+    assert any(answers(idx, queries))
 
 
-def test_a_crash_mid_update_keeps_whole_batches_and_the_rerun_completes(tmp_path):
+def test_a_crash_mid_build_leaves_the_old_index_and_the_rerun_completes(tmp_path):
     docs = corpus(40)
 
     def failing():
@@ -113,34 +120,45 @@ def test_a_crash_mid_update_keeps_whole_batches_and_the_rerun_completes(tmp_path
                 raise RuntimeError("killed")
             yield d
 
-    idx = NgramIndex(tmp_path / "c.duckdb", n=4)
+    idx = NgramIndex(tmp_path / "c.json", n=4)
+    idx.update(docs[:10], log=lambda m: None)
+    calls = iter([lambda: iter(docs), failing])
     with pytest.raises(RuntimeError):
-        idx.update(failing(), batch_tokens=200, log=lambda m: None)
-    partial = idx.stats()
-    assert 0 < partial["n_docs"] < 25, "committed batches survive, the batch in flight does not"
-    again = idx.update(docs, log=lambda m: None)
-    assert again.kept == partial["n_docs"] and idx.stats()["n_docs"] == 40
-    fresh = NgramIndex(tmp_path / "f.duckdb", n=4)
+        idx.update(lambda: next(calls)(), log=lambda m: None)  # hashed whole, killed while building
+    assert NgramIndex(idx.path).stats()["n_docs"] == 10, "readers still see the old index, whole"
+    assert idx.update(docs, log=lambda m: None).rebuilt and NgramIndex(idx.path).stats()["n_docs"] == 40
+    fresh = NgramIndex(tmp_path / "f.json", n=4)
     fresh.update(docs, log=lambda m: None)
-    assert postings(idx) == postings(fresh)
+    queries = [" ".join(t.split()[3:30]) for _, t in docs[::5]]
+    assert answers(NgramIndex(idx.path), queries) == answers(fresh, queries)
+    assert not list(tmp_path.glob(".*tmp*")) or all(p.is_dir() for p in tmp_path.glob(".*tmp*"))
 
 
-def test_index_refuses_other_settings_and_short_spans(small_index, tmp_path):
+def test_other_settings_rebuild_and_short_spans_are_exact(small_index, tmp_path):
     idx, docs = small_index
-    with pytest.raises(ValueError, match="built with"):
-        NgramIndex(idx.path, n=6).update(docs, log=lambda m: None)
-    assert NgramIndex(idx.path, n=6).update(docs, rebuild=True, log=lambda m: None).added == len(docs)
-    with pytest.raises(ValueError, match="below the index's window"):
-        trace(NgramIndex(idx.path), "the cat sat", min_tokens=3)
+    assert NgramIndex(idx.path, n=6).update(docs, log=lambda m: None).rebuilt, "another n is another version"
+    assert NgramIndex(idx.path).n == 6
+    words = [d.split() for _, d in docs]
+    query = words[3][10:13] + ["green"] + words[9][:2]
+    got = {(s.token_start, s.token_end): s.count for s in trace(NgramIndex(idx.path), " ".join(query), min_tokens=2)}
+    assert got == brute_maximal(query, words, 2) and got
     with pytest.raises(ValueError, match="occurs twice"):
-        NgramIndex(tmp_path / "dup.duckdb").update([("a", "x y"), ("a", "z")], log=lambda m: None)
+        NgramIndex(tmp_path / "dup.json").update([("a", "x y"), ("a", "z")], log=lambda m: None)
 
 
-def test_window_hashes_are_per_window_and_deterministic():
-    ids = np.array([5, 6, 7, 5, 6, 7, 5, 6], dtype=np.int64)
-    h = window_hashes(ids, 3, 100)
-    assert len(h) == 6 and h[0] == h[3] and h[1] == h[4] and len(set(h.tolist())) == 3
-    assert (window_hashes(ids, 3, 100) == h).all() and len(window_hashes(ids[:2], 3, 100)) == 0
+def test_bit_packed_suffix_array_is_the_sorted_suffixes():
+    from pydivsufsort import divsufsort
+
+    from cp_assets.lib.corpus.suffix_kernels import pack, unpack
+
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, 5, size=3000).astype(np.uint16)
+    sa = divsufsort(tok)
+    assert [tuple(tok[i:i + 30]) for i in sa[:200]] == sorted(tuple(tok[i:i + 30]) for i in sa[:200])
+    for w in (12, 13, 17, 33):
+        packed = np.zeros((len(sa) * w + 7) // 8 + 8, dtype=np.uint8)
+        pack(sa, w, packed)
+        assert (unpack(packed, w, len(sa)) == sa).all()
 
 
 def test_trace_snippets_locate_real_text(small_index):
@@ -164,16 +182,17 @@ def test_ngram_evidence_of_verbatim_partial_and_clean_items(tmp_path):
     docs = [("a", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
                   "How many clips did Natalia sell altogether in April and May?"),
             ("b", "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.")]
-    idx = NgramIndex(tmp_path / "e.duckdb")
+    idx = NgramIndex(tmp_path / "e.json")
     idx.update(docs, log=lambda m: None)
     verbatim, partial, clean = ngram_evidence(idx, [
         docs[0][1], "Weng earns $12 an hour for babysitting. How much did she earn in total last week, in dollars?",
         "A train leaves the station at noon and travels east at sixty miles per hour for three hours."])
     assert verbatim.ngram_overlap == 1.0 and verbatim.contaminated_share == 1.0 and bucket(1.0) == "dirty"
     assert 0 < partial.contaminated_share < 0.8 and 0 < partial.ngram_overlap < 1
-    assert clean == NgramEvidence(clean.n_tokens, 0.0, 0.0, 0)
-    with pytest.raises(ValueError, match="window"):
-        ngram_evidence(idx, ["x"], n=5)
+    assert clean.ngram_overlap == 0.0 and clean.contaminated_share == 0.0 and clean.rare_share == 0.0
+    assert clean.longest_span < 6, "only short common phrases occur"
+    [short] = ngram_evidence(idx, [docs[1][1]], n=5, min_span=3)  # any n: the suffix array has no window
+    assert short.ngram_overlap == 1.0
 
 
 def test_gpt4_substring_probes_and_hits():
@@ -223,7 +242,7 @@ def test_boilerplate_matches_do_not_count_toward_rare_share(tmp_path):
             for i in range(15)]
     item = "A jar holds seven red marbles and five blue ones; one is drawn at random. What is the chance it is blue?"
     docs.append(("copy", "Worked example. " + item + " " + tail))
-    idx = NgramIndex(tmp_path / "b.duckdb")
+    idx = NgramIndex(tmp_path / "b.json")
     idx.update(docs, log=lambda m: None)
     fresh, copied = ngram_evidence(idx, ["Find the area of a circle of radius two. " + tail, item + " " + tail])
     assert fresh.contaminated_share > 0.4 and fresh.rare_share == 0.0, "the tail occurs in 16 documents"
@@ -236,13 +255,13 @@ def test_tokenize_offsets_map_back_to_text():
 
 
 def test_a_split_index_over_shards_answers_as_one_index(tmp_path):
-    """Three shard files read as one (`SplitIndex`): the same maximal spans, counts, documents and contamination
-    evidence as a single index over all documents; the file from before shards is read, then adopted."""
+    """Three shard indexes read as one (`SplitIndex`): the same maximal spans, counts, documents and contamination
+    evidence as a single index over all documents; files of the earlier DuckDB format are not read."""
     from cp_assets.lib.corpus.ngram_index import index_path
     from cp_assets.lib.corpus.ngram_split import SplitIndex, built_splits, open_index, shard_files
 
     docs = corpus(n_docs=30, seed=5)
-    whole = NgramIndex(tmp_path / "whole.duckdb", n=4)
+    whole = NgramIndex(tmp_path / "whole.json", n=4)
     whole.update(docs, log=lambda m: None)
     for k, part in enumerate((docs[:7], docs[7:20], docs[20:])):
         NgramIndex(index_path("s", tmp_path, f"{k:05d}"), n=4).update(part, log=lambda m: None)
@@ -263,6 +282,14 @@ def test_a_split_index_over_shards_answers_as_one_index(tmp_path):
         assert spans(split) == spans(whole) and spans(whole)
     texts = [" ".join(w[:20]) for w in words[:4]] + ["green house tree car " * 5]
     assert ngram_evidence(split, texts, n=6, min_span=5) == ngram_evidence(whole, texts, n=6, min_span=5)
-    # a split with only the file from before shards reads it as its one shard
-    NgramIndex(index_path("old", tmp_path), n=4).update(docs[:3], log=lambda m: None)
-    assert list(shard_files("old", tmp_path)) == ["00000"] and open_index("old", tmp_path).stats()["n_docs"] == 3
+    # a changed shard rebuilds itself only; the split then answers for its new documents
+    manifests = {k: p.stat().st_mtime_ns for k, p in shard_files("s", tmp_path).items()}
+    changed = [(d, t + " green house tree car blue") for d, t in docs[7:20]]
+    assert NgramIndex(index_path("s", tmp_path, "00001"), n=4).update(changed, log=lambda m: None).rebuilt
+    after = {k: p.stat().st_mtime_ns for k, p in shard_files("s", tmp_path).items()}
+    assert [k for k in after if after[k] != manifests[k]] == ["00001"]
+    assert [s.count for s in trace(open_index("s", tmp_path), "house tree car blue", min_tokens=4)] == [13]
+    old = tmp_path / "ngrams" / "old"
+    old.mkdir(parents=True)
+    (old / "00000.duckdb").write_bytes(b"an index of the earlier format")
+    assert shard_files("old", tmp_path) == {} and "old" not in built_splits(tmp_path)

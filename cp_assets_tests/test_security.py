@@ -170,7 +170,7 @@ def hostile_documents(split: str) -> list:
 
 def test_hostile_corpus_text_round_trips_through_postgres_and_the_ngram_index(store, materialized, tmp_path):
     """Documents whose ids, sources, text and metadata are SQL come back byte for byte from Postgres and from the
-    exact index (DuckDB), and traced spans name them; no other split is touched."""
+    exact index (suffix array), and traced spans name them; no other split is touched."""
     from cp_assets.lib.corpus.ngram_index import NgramIndex
     from cp_assets.lib.reports.trace import trace
 
@@ -182,7 +182,7 @@ def test_hostile_corpus_text_round_trips_through_postgres_and_the_ngram_index(st
         back = sorted(store.iter_documents(split), key=lambda d: d.byte_offset)
         assert [(d.doc_id, d.source, d.locator, d.text, d.meta) for d in back] == \
             [(d.doc_id, d.source, d.locator, d.text, d.meta) for d in docs]
-        index = NgramIndex(tmp_path / f"{split}.duckdb")
+        index = NgramIndex(tmp_path / f"{split}.json")
         index.update(((d.doc_id, d.text) for d in back), log=lambda _: None)
         assert index.stats()["n_docs"] == len(docs)
         for doc in docs:

@@ -95,8 +95,13 @@ def test_cprox_trace_json_and_table(materialized, store, capsys):
     assert "1 verbatim span(s)" in out and doc.doc_id in out
     assert main(["trace", text, "--split", "nope"]) == 1
     assert "no n-gram index for split(s) ['nope']" in capsys.readouterr().err
-    assert main(["trace", text, "--split", "math", "--min-tokens", "3"]) == 1
-    assert "below the index's window" in capsys.readouterr().err
+    assert main(["trace", text, "--split", "math", "--min-tokens", "2", "--json"]) == 0
+    short = json.loads(capsys.readouterr().out)["math"]
+    assert span["text"] in [s["text"] for s in short] and all(s["n_tokens"] >= 2 for s in short)
+    assert main(["trace", text, "--split", "math", "--olmotrace", "--json"]) == 0
+    olmo = [s["text"] for s in json.loads(capsys.readouterr().out)["math"]]
+    assert olmo[0].startswith("User: Natalia") and olmo[0].endswith("in May."), ("no sentence break inside", olmo)
+    assert "How many clips did Natalia sell altogether in April and May?" in olmo[1], olmo
 
 
 def test_cprox_trace_reads_the_database_of_cprox_database_url(materialized, store, capsys, monkeypatch):

@@ -59,6 +59,17 @@ def run_one(inst: dg.DagsterInstance, key: str, selection: list[str] | None = No
         return Outcome.of(result, time.perf_counter() - t0)
 
 
+def init_pools(inst: dg.DagsterInstance, names: tuple[str, ...] = ("gpu",)) -> None:
+    """Create the pools' concurrency rows once, before runs start: Dagster creates them lazily on the first claim,
+    and two runs claiming at once on a fresh Postgres run storage race on the insert (a unique-key violation that
+    failed one shard's run)."""
+    for name in names:
+        try:
+            inst.event_log_storage.initialize_concurrency_limit_to_default(name)
+        except Exception:  # noqa: BLE001 (already there, or a storage without pools: nothing to do)
+            pass
+
+
 def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str) -> Outcome:
     with dg.DagsterInstance.from_ref(ref) as inst:
         return run_one(inst, key, selection, log_level)
@@ -74,6 +85,7 @@ def run_many(inst: dg.DagsterInstance, keys: list[dg.MultiPartitionKey], workers
     runs orchestrated from threads of one process deadlock on the logging locks."""
     out: dict[str, Outcome] = {}
     ref = inst.get_ref()
+    init_pools(inst)
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn) as pool:
         futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level): key for key in keys}

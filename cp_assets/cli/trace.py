@@ -1,6 +1,6 @@
 """`cprox trace`: the maximal spans of a text that occur verbatim in a corpus split (OLMoTrace style).
 
-  cprox trace "TEXT" [--split S] [--min-tokens 8] [--max-docs 5] [--json]
+  cprox trace "TEXT" [--split S] [--min-tokens 8] [--max-docs 5] [--olmotrace [--density 0.05]] [--json]
       TEXT "-" reads stdin. Without --split: every split with an n-gram index (the `ngram_index` asset).
 """
 
@@ -35,7 +35,8 @@ def cmd_trace(args) -> int:
     results = {}
     for split in splits:
         spans = trace(open_index(split), text, min_tokens=args.min_tokens, max_docs=args.max_docs,
-                      doc_text=lambda ids, s=split: store.document_texts(s, ids))
+                      doc_text=lambda ids, s=split: store.document_texts(s, ids), olmotrace=args.olmotrace,
+                      density=args.density)
         results[split] = spans
     if args.json:
         print(json.dumps({s: [sp.to_dict() for sp in spans] for s, spans in results.items()}, indent=1))
@@ -64,7 +65,10 @@ def add_parsers(sub) -> None:
     t.add_argument("text", help='the text ("-": stdin)')
     t.add_argument("--split", action="append", help="repeatable; default: every split with an n-gram index")
     t.add_argument("--min-tokens", type=int, default=None,
-                   help="shortest span reported (default and lower bound: the index's n, 8)")
+                   help="shortest span reported (default: the index's n, 8; any length >= 1 is exact)")
     t.add_argument("--max-docs", type=int, default=5, help="locations (with snippets) shown per span")
+    t.add_argument("--olmotrace", action="store_true",
+                   help="OLMoTrace's span rules: whole words, no sentence break inside, density cap, rarest first")
+    t.add_argument("--density", type=float, default=0.05, help="with --olmotrace: spans per text token at most")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_trace)

@@ -14,8 +14,8 @@ nearest chunk (`eval_proximity`):
   under an `embed_sample` rate, where `nn_distance` is an upper bound and the embedding evidence can miss an item;
   the n-gram and substring evidence always read every token).
 
-- `rare_share`: the same share, chaining only windows (8-grams) that occur in at most 10 documents of the split
-  (`max_span_docs`): boilerplate such as "Express your answer as a common fraction." or a LaTeX/Asymptote preamble
+- `rare_share`: the same share, from matches all of whose windows (8-grams) occur in at most 10 documents of the
+  split (`max_span_docs`): boilerplate such as "Express your answer as a common fraction." or a LaTeX/Asymptote preamble
   is 10+ WordPiece tokens long and occurs in hundreds of MATH documents, and would make clean items "not clean".
 
 The flag (`FlagRule`, docs/reports.md): an item is `flagged` when any of
@@ -40,13 +40,8 @@ import numpy as np
 from cp_assets.lib.corpus.embed_sample import embed_shares
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
-from cp_assets.lib.reports.trace import (
-    chain,
-    covered,
-    kgram_presence,
-    lookup_hits,
-    rare_hits,
-)
+from cp_assets.lib.corpus.ngram_search import longest_many, window_docs_many
+from cp_assets.lib.reports.trace import covered, kgram_presence, rare_covered
 
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -66,23 +61,25 @@ def bucket(share: float) -> str:
 
 
 def ngram_evidence(index: NgramIndex, texts: Sequence[str], n: int = 13, min_span: int = 10,
-                   max_span_docs: int = 10) -> list[NgramEvidence]:
-    """n-gram overlap and Llama-2 token share of each text against the split (and the share from rare windows,
-    see `trace.rare_hits`), from one index lookup."""
-    if min(n, min_span) < index.n:
-        raise ValueError(f"n={n} and min_span={min_span} must be >= the index's window ({index.n} tokens, "
-                         f"{index.path}); rebuild the index with a smaller n")
+                   max_span_docs: int = 10, common_above: int = 1000) -> list[NgramEvidence]:
+    """n-gram overlap and Llama-2 token share of each text against the split, and the share from rare windows
+    (`index.n`-token windows found in at most `max_span_docs` documents; a window with more than `common_above`
+    occurrences in one index segment counts as common without counting its documents), from one index pass."""
     toks = tokenize(index.tokenizer, texts)
-    hits = lookup_hits(index, toks)
+    segments = index.segments
+    longest = longest_many(segments, [t.ids for t in toks])
+    wants = [lg.length[:max(len(tk) - index.n + 1, 0)] >= index.n for tk, lg in zip(toks, longest)]
+    docs = window_docs_many(segments, [t.ids for t in toks], index.n, wants, cap=common_above)
     out = []
-    for tk, seg, rare in zip(toks, chain(hits, len(toks), index.n),
-                             chain(rare_hits(hits, max_span_docs), len(toks), index.n)):
-        present = kgram_presence(seg, len(tk), n)
-        share = covered(seg, len(tk), min_span)
-        rare_cov = covered(rare, len(tk), min_span)
+    for tk, lg, want, n_docs in zip(toks, longest, wants, docs):
+        present = kgram_presence(lg.length, n)
+        share = covered(lg.length, min_span)
+        rare = np.zeros(len(tk), dtype=bool)
+        rare[:len(want)] = want & (n_docs >= 0) & (n_docs <= max_span_docs)
+        rare_cov = rare_covered(lg.length, rare, index.n, min_span)
         out.append(NgramEvidence(len(tk), float(present.mean()) if len(present) else 0.0,
                                  float(share.mean()) if len(share) else 0.0,
-                                 int((seg.end - seg.start).max()) if len(seg) else 0,
+                                 int(lg.length.max()) if len(tk) else 0,
                                  float(rare_cov.mean()) if len(rare_cov) else 0.0))
     return out
 

@@ -1,12 +1,15 @@
 """Verbatim span tracing, as OLMoTrace does it: which maximal spans of a text occur word for word in a corpus split,
 how often, and where (document ids, token offsets, a snippet).
 
-A text's n-gram windows are looked up in the split's `NgramIndex`. Hits on one diagonal (same document, corpus
-position - query position) with consecutive query positions chain into a *segment*: the query tokens [start, end)
-occur at that document position. A span is *maximal* when no other matched segment contains it; its occurrence
-count is the number of segments equal to it, which is exact (every occurrence of a maximal span lies on a diagonal
-whose segment is exactly that span). The same segments give contamination evidence: which query tokens sit inside a
-match of >= L tokens, and which query k-grams (k >= n) occur in the split.
+A text's tokens are searched in the split's suffix-array index (`ngram_index.py`, `ngram_search.py`): for each query
+position i, the longest prefix of the text from i that occurs in the split, `L[i]`, and its exact count. The end
+i + L[i] never decreases along the text, so the maximal spans (contained in no other match) are the positions where
+the end moves forward; their counts are exact. The same lengths give contamination evidence: which query tokens sit
+inside a match of >= L tokens, and which query k-grams occur in the split.
+
+With `self_contained` (OLMoTrace's rules) a span must start and end on word boundaries (no WordPiece `##`
+continuation at its first token or after its last), and at most `density` spans per 100 tokens are kept, the
+longest (then rarest) first.
 
 `trace_rollouts` is the `rollout_traces` asset's work: every stored rollout of a model traced in one split, table
 `rollout_spans` replaced for the (model, split), and the asset metadata rendered.
@@ -20,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import image, table
 from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, tokenize
+from cp_assets.lib.corpus.ngram_search import Longest, locate, longest, longest_many, span_docs
 from cp_assets.lib.corpus.ngram_split import open_index
 from cp_assets.lib.reports import report_tables
 
@@ -33,97 +36,49 @@ if TYPE_CHECKING:
     from cp_assets.lib.reports.results_db import ResultsDB
 
 
-@dataclass(frozen=True)
-class Segments:
-    """Matched segments of one query: query token range [start, end) found at (doc, pos) in the split."""
-    start: np.ndarray
-    end: np.ndarray
-    doc: np.ndarray
-    pos: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.start)
+def longest_of(index: NgramIndex, tokens: Sequence[Tokens]) -> list[Longest]:
+    """The longest match at every position of each tokenized text, one index pass for all of them."""
+    return longest_many(index.segments, [t.ids for t in tokens])
 
 
-EMPTY = Segments(*(np.zeros(0, dtype=np.int64) for _ in range(4)))
+def _cover(size: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per position of a text of `size` tokens: does it lie in some [a, b)?"""
+    mark = np.zeros(size + 1, dtype=np.int64)
+    np.add.at(mark, a, 1)
+    np.add.at(mark, b, -1)
+    return np.cumsum(mark)[:size] > 0
 
 
-Hits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # item, qpos, doc, pos: one row per window match
+def covered(length: np.ndarray, min_len: int) -> np.ndarray:
+    """Per query token: does it lie inside a match of >= min_len tokens? (`length`: longest match per position)"""
+    a = np.flatnonzero(length >= min_len)
+    return _cover(len(length), a, a + length[a])
 
 
-def lookup_hits(index: NgramIndex, tokens: Sequence[Tokens]) -> Hits:
-    """Every match of every query window in the split, from one lookup for all queries."""
-    hs = [index.hashes(t.ids) for t in tokens]
-    if not any(len(h) for h in hs):
-        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
-    keys = pa.table({"h": np.concatenate(hs),
-                     "item": np.concatenate([np.full(len(h), i, dtype=np.int32) for i, h in enumerate(hs)]),
-                     "qpos": np.concatenate([np.arange(len(h), dtype=np.int32) for h in hs])})
-    hits = index.lookup(keys)
-    return tuple(hits.column(c).to_numpy().astype(np.int64) for c in ("item", "qpos", "doc", "pos"))
+def kgram_presence(length: np.ndarray, k: int) -> np.ndarray:
+    """Per query k-gram (len - k + 1 of them): does it occur in the split?"""
+    m = len(length) - k + 1
+    return length[:m] >= k if m > 0 else np.zeros(0, dtype=bool)
 
 
-def rare_hits(hits: Hits, max_docs: int) -> Hits:
-    """Only the matches of windows that occur in at most `max_docs` documents: boilerplate windows ("Express your
-    answer as a common fraction.", a LaTeX or plotting preamble) occur in many and are dropped."""
-    item, qpos, doc, _ = hits
-    if not len(item):
-        return hits
-    pairs = np.unique(np.stack([item, qpos, doc], axis=1), axis=0)
-    windows, n_docs = np.unique(pairs[:, :2], axis=0, return_counts=True)
-    common = windows[n_docs > max_docs]
-    if not len(common):
-        return hits
-    key = item * (qpos.max() + 1) + qpos
-    drop = np.isin(key, common[:, 0] * (qpos.max() + 1) + common[:, 1])
-    return tuple(a[~drop] for a in hits)
+def rare_covered(length: np.ndarray, rare: np.ndarray, n: int, min_len: int) -> np.ndarray:
+    """Per query token: does it lie inside a match of >= min_len tokens all of whose n-token windows are `rare`
+    (rare[i]: the window at i occurs in few documents)? A match from a rare window at a runs to the end of the
+    longest match from a or of the run of rare windows holding a, whichever comes first."""
+    if not rare.any():
+        return np.zeros(len(length), dtype=bool)
+    ends = np.flatnonzero(rare & ~np.r_[rare[1:], False])
+    a = np.flatnonzero(rare)
+    b = np.minimum(a + length[a], ends[np.searchsorted(ends, a)] + n)
+    keep = b - a >= min_len
+    return _cover(len(length), a[keep], b[keep])
 
 
-def chain(hits: Hits, n_queries: int, n: int) -> list[Segments]:
-    """Chain window matches on one diagonal (same document, pos - qpos) with consecutive query positions."""
-    item, qpos, doc, pos = hits
-    if not len(item):
-        return [EMPTY for _ in range(n_queries)]
-    diag = pos - qpos
-    order = np.lexsort((qpos, diag, doc, item))
-    item, qpos, doc, diag = item[order], qpos[order], doc[order], diag[order]
-    new = np.ones(len(item), dtype=bool)
-    new[1:] = (item[1:] != item[:-1]) | (doc[1:] != doc[:-1]) | (diag[1:] != diag[:-1]) | (qpos[1:] != qpos[:-1] + 1)
-    first = np.flatnonzero(new)
-    last = np.r_[first[1:] - 1, len(item) - 1]
-    seg_item = item[first]
-    out = []
-    for i in range(n_queries):
-        sel = slice(*np.searchsorted(seg_item, [i, i + 1]))
-        f, l_ = first[sel], last[sel]
-        out.append(Segments(qpos[f], qpos[l_] + n, doc[f], diag[f] + qpos[f]))
-    return out
-
-
-def segments_many(index: NgramIndex, tokens: Sequence[Tokens]) -> list[Segments]:
-    """Matched segments of each tokenized query, from one lookup for all of them."""
-    return chain(lookup_hits(index, tokens), len(tokens), index.n)
-
-
-def covered(seg: Segments, n_tokens: int, min_len: int) -> np.ndarray:
-    """Per query token: does it lie inside a matched segment of >= min_len tokens?"""
-    mark = np.zeros(n_tokens + 1, dtype=np.int64)
-    keep = (seg.end - seg.start) >= min_len
-    np.add.at(mark, seg.start[keep], 1)
-    np.add.at(mark, seg.end[keep], -1)
-    return np.cumsum(mark)[:n_tokens] > 0
-
-
-def kgram_presence(seg: Segments, n_tokens: int, k: int) -> np.ndarray:
-    """Per query k-gram (n_tokens - k + 1 of them): does it occur in the split (k >= the index's n)?"""
-    m = n_tokens - k + 1
-    if m <= 0:
-        return np.zeros(0, dtype=bool)
-    # the k-gram at i occurs iff some segment has start <= i and end >= i + k
-    best_end = np.full(n_tokens, -1, dtype=np.int64)
-    np.maximum.at(best_end, seg.start, seg.end)
-    reach = np.maximum.accumulate(best_end)
-    return reach[:m] >= np.arange(m) + k
+def maximal_spans(length: np.ndarray, min_tokens: int) -> list[tuple[int, int]]:
+    """(start, end) of each maximal span of >= min_tokens tokens, in query order."""
+    end = np.arange(len(length)) + length
+    moved = np.r_[True, end[1:] > end[:-1]] & (length > 0)
+    return [(int(i), int(end[i])) for i in np.flatnonzero(moved & (length >= min_tokens))]
 
 
 @dataclass
@@ -155,45 +110,36 @@ class Span:
         return asdict(self) | {"n_tokens": self.n_tokens}
 
 
-def maximal_spans(seg: Segments, min_tokens: int) -> list[tuple[int, int, np.ndarray]]:
-    """(start, end, segment indices) of each maximal span of >= min_tokens tokens, in query order."""
-    if not len(seg):
-        return []
-    pairs = np.stack([seg.start, seg.end], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.lexsort((-uniq[:, 1], uniq[:, 0]))  # start ascending, longest first
-    out, reach = [], -1
-    for u in order:
-        s, e = int(uniq[u, 0]), int(uniq[u, 1])
-        if e > reach:
-            reach = e
-            if e - s >= min_tokens:
-                out.append((s, e, np.flatnonzero(inverse == u)))
-    return out
-
-
 DocText = Callable[[Sequence[str]], dict[str, str]]
 
 
 def trace_many(index: NgramIndex, texts: Sequence[str], min_tokens: int | None = None, max_docs: int = 5,
-               doc_text: DocText | None = None, context_chars: int = 60) -> list[list[Span]]:
-    """The maximal verbatim spans of each text in the split, with up to `max_docs` locations (snippets when
-    `doc_text` maps document ids to their text)."""
-    min_tokens = index.n if min_tokens is None else min_tokens
-    if min_tokens < index.n:
-        raise ValueError(f"min_tokens={min_tokens} is below the index's window of {index.n} tokens "
-                         f"({index.path}); rebuild the index with a smaller n to trace shorter spans")
+               doc_text: DocText | None = None, context_chars: int = 60, olmotrace: bool = False,
+               density: float = 0.05) -> list[list[Span]]:
+    """The maximal verbatim spans of each text in the split, with their exact counts and up to `max_docs`
+    locations (snippets when `doc_text` maps document ids to their text). `olmotrace`: OLMoTrace's rules
+    (`span_rules.py`: self-contained spans, at most `density` spans per text token, least common words first)."""
+    from cp_assets.lib.reports import span_rules
+
+    min_tokens = index.n if min_tokens is None else max(1, min_tokens)
     toks = tokenize(index.tokenizer, texts)
+    segments = index.segments
+    unigrams = index.unigrams() if olmotrace else None
     per_text = []
-    for tk, text, seg in zip(toks, texts, segments_many(index, toks)):
+    for tk, text, lg in zip(toks, texts, longest_many(segments, [t.ids for t in toks])):
+        if olmotrace:
+            found = span_rules.density_cap(
+                span_rules.self_contained_spans(tk.ids, lg.length, min_tokens, index.tokenizer), tk.ids,
+                unigrams, density)
+        else:
+            found = maximal_spans(lg.length, min_tokens)
         spans = []
-        for s, e, members in maximal_spans(seg, min_tokens):
-            docs = seg.doc[members]
-            picked = members[np.unique(docs, return_index=True)[1]][:max_docs]  # one location per document first
+        for s, e in found:
+            exact = lg if e == s + lg.length[s] else longest(segments, tk.ids[s:e])
+            at = s if exact is lg else 0
             spans.append((Span(s, e, int(tk.offsets[s, 0]), int(tk.offsets[e - 1, 1]),
-                               text[tk.offsets[s, 0]:tk.offsets[e - 1, 1]], len(members), len(np.unique(docs))),
-                          [(int(seg.doc[m]), int(seg.pos[m])) for m in picked]))
+                               text[tk.offsets[s, 0]:tk.offsets[e - 1, 1]], int(exact.count[at]),
+                               span_docs(exact, at)), locate(exact, at, max_docs)))
         per_text.append((tk, spans))
     ids = index.doc_ids(sorted({d for _, spans in per_text for _, locs in spans for d, _ in locs}))
     texts_by_id = doc_text(sorted(set(ids.values()))) if doc_text and ids else {}
