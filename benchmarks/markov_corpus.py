@@ -207,7 +207,7 @@ def tokens_per_word(words: list[str]) -> float:
 
 
 def tokenizer():
-    from cp_assets.lib.corpus.ngram_index import load_tokenizer
+    from cp_assets.lib.corpus.exact.ngram_index import load_tokenizer
     return load_tokenizer(TOKENIZER)
 
 

@@ -6,7 +6,7 @@ run of 10-60 consecutive sentences starting at a random sentence of the pooled t
 recur verbatim across documents. Documents are regenerated from their index (seeded), so snippets need no storage.
 
 Figures, with baselines measured in the same run:
-- build: tokens/s of the whole update (tokenize, hash, sort, commit, final sort by hash) vs the tokenizer alone;
+- build: tokens/s of the whole update (hash pass, tokenize, suffix sort, pack, write) vs the tokenizer alone;
 - trace: latency of `trace` for 512-token texts (a corpus passage, a mixed text, a novel text), snippets included,
   vs scanning the corpus text once for the same passage (Aho-Corasick, what an index-free check costs);
 - contamination: `ngram_evidence` for the 1,319 GSM8K test questions in one lookup.
@@ -77,7 +77,7 @@ def bench_ngram(tokens: int, home: Path) -> dict:
 
     from cp_assets.lib.core import settings
     from cp_assets.lib.reports.contamination import ngram_evidence, normalize
-    from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
+    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, tokenize
     from cp_assets.lib.reports.trace import trace
 
     pool = sentence_pool(settings.data_dir())
@@ -89,7 +89,7 @@ def bench_ngram(tokens: int, home: Path) -> dict:
     chars_per_token = sum(map(len, sample)) / n_sample
     print(f"pool: {len(pool):,} sentences; {chars_per_token:.2f} chars/token; tokenizer alone (both cores) {tok_rate:,.0f} tokens/s")
 
-    index = NgramIndex(home / "ngrams" / "synthetic.duckdb")
+    index = NgramIndex(home / "ngrams" / "synthetic" / "00000.json")
     last = [time.perf_counter()]
 
     def log(msg: str) -> None:
@@ -97,10 +97,10 @@ def bench_ngram(tokens: int, home: Path) -> dict:
             print(" ", msg, flush=True)
             last[0] = time.perf_counter()
 
-    stats = index.update(syn.docs(int(tokens * chars_per_token)), batch_tokens=4_000_000, log=log)
+    stats = index.update(lambda: syn.docs(int(tokens * chars_per_token)), log=log)
     info = index.stats()
-    size_gb = index.path.stat().st_size / 2**30
-    print(f"build: {info['n_docs']:,} docs, {info['n_tokens']:,} tokens, {info['n_postings']:,} postings in "
+    size_gb = info["bytes"] / 2**30
+    print(f"build: {info['n_docs']:,} docs, {info['n_tokens']:,} tokens ({info['bytes_per_token']:.2f} bytes/token) in "
           f"{stats.seconds:.0f}s = {stats.tokens_per_s:,.0f} tokens/s ({stats.tokens_per_s / tok_rate:.2f}x the "
           f"tokenizer alone); file {size_gb:.2f} GB; peak RSS {rss_gb():.1f} GB", flush=True)
 

@@ -49,7 +49,7 @@ def build_shard(parquet: str, manifest: str) -> None:
     """Child process: one corpus shard into one index shard; prints its figures as JSON."""
     import pyarrow.parquet as pq
 
-    from cp_assets.lib.corpus.ngram_index import NgramIndex
+    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex
 
     def docs():
         for rb in pq.ParquetFile(parquet).iter_batches(batch_size=2000, columns=["id", "text"]):
@@ -83,7 +83,7 @@ def build_ours(corpus: Path, home: Path, log) -> dict:
 def tokenizer_rate(corpus: Path) -> float:
     import pyarrow.parquet as pq
 
-    from cp_assets.lib.corpus.ngram_index import tokenize
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
 
     texts = next(pq.ParquetFile(sorted(corpus.glob("part-*.parquet"))[0]).iter_batches(
         batch_size=3000, columns=["text"])).column(0).to_pylist()
@@ -108,7 +108,7 @@ def sample_spans(index, rng: np.random.Generator, n: int = 1000) -> list[np.ndar
 def texts_512(corpus: Path, gsm: list[str], rng: np.random.Generator) -> list[str]:
     import pyarrow.parquet as pq
 
-    from cp_assets.lib.corpus.ngram_index import tokenize
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
 
     docs = next(pq.ParquetFile(sorted(corpus.glob("part-*.parquet"))[0]).iter_batches(
         batch_size=500, columns=["text"])).column(0).to_pylist()
@@ -135,7 +135,7 @@ def p(values: list[float], q: float) -> float:
 
 
 def measure_ours(index, spans, texts, gsm) -> dict:
-    from cp_assets.lib.corpus.ngram_search import count
+    from cp_assets.lib.corpus.exact.ngram_search import count
     from cp_assets.lib.reports.contamination import ngram_evidence
     from cp_assets.lib.reports.trace import trace
 
@@ -153,9 +153,9 @@ def measure_ours(index, spans, texts, gsm) -> dict:
 
 
 def measure_peer(index, home: Path, spans, texts, log) -> dict:
-    from cp_assets.lib.corpus import infini_gram_peer
-    from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
-    from cp_assets.lib.corpus.ngram_search import count
+    from cp_assets.lib.corpus.exact import infini_gram_peer
+    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, tokenize
+    from cp_assets.lib.corpus.exact.ngram_search import count
 
     peer_dir = home / "infini_gram"
     shutil.rmtree(peer_dir, ignore_errors=True)
@@ -222,7 +222,7 @@ def run_size(n_tokens: int, args, log) -> dict:
     home = args.workdir / f"home-{n_tokens}"
     shutil.rmtree(home, ignore_errors=True)
     ours = build_ours(corpus, home, log)
-    from cp_assets.lib.corpus.ngram_split import open_index
+    from cp_assets.lib.corpus.exact.ngram_split import open_index
 
     index = open_index("scale", home)
     rng = np.random.default_rng(0)

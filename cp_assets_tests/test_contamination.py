@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from cp_assets.lib.core import settings
-from cp_assets.lib.corpus.ngram_split import drop_split_index
+from cp_assets.lib.corpus.exact.ngram_split import drop_split_index
 from cp_assets.lib.reports.contamination import FlagRule, choose_rule, score_rule
 from cp_assets_tests.conftest import TEST_HOME, corpus_key, metadata, shard_instance
 from cp_assets_tests.contam_corpus import half, near_duplicates, planted_rows, write_corpus

@@ -124,7 +124,7 @@ def built(store, tmp_path_factory):
     from cp_assets.lib.corpus.chunking import chunk_split
     from cp_assets.lib.corpus.embeddings import embed_and_publish
     from cp_assets.lib.corpus.encoder import load_tokenizer
-    from cp_assets.lib.corpus.ngram_split import drop_split_index, index_split
+    from cp_assets.lib.corpus.exact.ngram_split import drop_split_index, index_split
     from cp_assets.lib.corpus.shards import read_corpus
 
     path = tmp_path_factory.mktemp("embed_sample") / "corpora.yaml"
@@ -223,7 +223,7 @@ def test_a_lower_rate_keeps_a_subset_and_embeds_nothing(built, store):
 def test_the_ngram_index_still_covers_every_token(built, store):
     """The exact index of the sampled split equals the unsampled split's, and every chunk left unembedded is found
     in it whole."""
-    from cp_assets.lib.corpus.ngram_split import index_matches_corpus, open_index
+    from cp_assets.lib.corpus.exact.ngram_split import index_matches_corpus, open_index
     from cp_assets.lib.reports.contamination import ngram_evidence
 
     sampled, full = (built["figures"][s]["ngram"] for s in ("es_sampled", "es_full"))
@@ -239,7 +239,7 @@ def test_the_ngram_index_still_covers_every_token(built, store):
 
 
 def test_search_and_reports_carry_the_embed_share(built, store, tmp_path):
-    from cp_assets.lib.corpus.ngram_split import open_index
+    from cp_assets.lib.corpus.exact.ngram_split import open_index
     from cp_assets.lib.corpus.search import hits_json, search
     from cp_assets.lib.reports.contamination import COLUMNS, contamination_rows
     from cp_assets.lib.reports.proximity import question_proximity

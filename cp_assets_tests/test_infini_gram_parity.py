@@ -32,8 +32,8 @@ def _corpus() -> tuple[list[tuple[str, str]], list[str]]:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
-    from cp_assets.lib.corpus import infini_gram_peer
-    from cp_assets.lib.corpus.ngram_index import NgramIndex
+    from cp_assets.lib.corpus.exact import infini_gram_peer
+    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex
 
     root = tmp_path_factory.mktemp("parity")
     docs, queries = _corpus()
@@ -50,9 +50,9 @@ def test_the_index_has_several_segments_and_every_document(both):
 
 
 def test_longest_match_at_every_position_equals_infini_gram(both):
-    from cp_assets.lib.corpus import infini_gram_peer
-    from cp_assets.lib.corpus.ngram_index import tokenize
-    from cp_assets.lib.corpus.ngram_search import longest_many
+    from cp_assets.lib.corpus.exact import infini_gram_peer
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
+    from cp_assets.lib.corpus.exact.ngram_search import longest_many
 
     ours, peer, queries, _ = both
     toks = tokenize(ours.tokenizer, queries)
@@ -64,8 +64,8 @@ def test_longest_match_at_every_position_equals_infini_gram(both):
 
 
 def test_every_reported_span_count_equals_infini_gram(both):
-    from cp_assets.lib.corpus import infini_gram_peer
-    from cp_assets.lib.corpus.ngram_index import tokenize
+    from cp_assets.lib.corpus.exact import infini_gram_peer
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
     from cp_assets.lib.reports.trace import trace_many
 
     ours, peer, queries, _ = both
@@ -82,8 +82,8 @@ def test_every_reported_span_count_equals_infini_gram(both):
 
 
 def test_counts_of_random_spans_equal_infini_gram(both):
-    from cp_assets.lib.corpus import infini_gram_peer
-    from cp_assets.lib.corpus.ngram_search import count
+    from cp_assets.lib.corpus.exact import infini_gram_peer
+    from cp_assets.lib.corpus.exact.ngram_search import count
 
     ours, peer, _, _ = both
     rng = np.random.default_rng(0)

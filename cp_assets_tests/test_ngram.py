@@ -9,7 +9,7 @@ import pytest
 
 from cp_assets.lib.reports.contamination import (FlagRule, NgramEvidence, bucket, ngram_evidence, normalize, substring_hits,
                                          substring_probes)
-from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
+from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, tokenize
 from cp_assets.lib.reports.trace import covered, kgram_presence, trace
 
 # every word is one WordPiece token, so token positions are word positions
@@ -149,7 +149,7 @@ def test_other_settings_rebuild_and_short_spans_are_exact(small_index, tmp_path)
 def test_bit_packed_suffix_array_is_the_sorted_suffixes():
     from pydivsufsort import divsufsort
 
-    from cp_assets.lib.corpus.suffix_kernels import pack, unpack
+    from cp_assets.lib.corpus.exact.suffix_kernels import pack, unpack
 
     rng = np.random.default_rng(0)
     tok = rng.integers(0, 5, size=3000).astype(np.uint16)
@@ -257,8 +257,8 @@ def test_tokenize_offsets_map_back_to_text():
 def test_a_split_index_over_shards_answers_as_one_index(tmp_path):
     """Three shard indexes read as one (`SplitIndex`): the same maximal spans, counts, documents and contamination
     evidence as a single index over all documents; files of the earlier DuckDB format are not read."""
-    from cp_assets.lib.corpus.ngram_index import index_path
-    from cp_assets.lib.corpus.ngram_split import SplitIndex, built_splits, open_index, shard_files
+    from cp_assets.lib.corpus.exact.ngram_index import index_path
+    from cp_assets.lib.corpus.exact.ngram_split import SplitIndex, built_splits, open_index, shard_files
 
     docs = corpus(n_docs=30, seed=5)
     whole = NgramIndex(tmp_path / "whole.json", n=4)

@@ -171,7 +171,7 @@ def hostile_documents(split: str) -> list:
 def test_hostile_corpus_text_round_trips_through_postgres_and_the_ngram_index(store, materialized, tmp_path):
     """Documents whose ids, sources, text and metadata are SQL come back byte for byte from Postgres and from the
     exact index (suffix array), and traced spans name them; no other split is touched."""
-    from cp_assets.lib.corpus.ngram_index import NgramIndex
+    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex
     from cp_assets.lib.reports.trace import trace
 
     split = "hostile_roundtrip"

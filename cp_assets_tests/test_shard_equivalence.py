@@ -56,7 +56,7 @@ def built(store, resources, tmp_path_factory):
     """`sharded`: 8 shard runs through the multiprocess executor, 2 at a time; `whole`: one shard, in-process."""
     from cp_assets.cli.fanout import run_many
     from cp_assets.definitions import corpus_assets, corpus_checks
-    from cp_assets.lib.corpus.ngram_split import drop_split_index
+    from cp_assets.lib.corpus.exact.ngram_split import drop_split_index
 
     plans = _plans()
     instance = local_instance(tmp_path_factory.mktemp("dagster_home"))
@@ -140,7 +140,7 @@ def sharded(request, built):
 
 
 def test_eight_shards_equal_one(sharded, store):
-    from cp_assets.lib.corpus.ngram_split import SplitIndex, open_index
+    from cp_assets.lib.corpus.exact.ngram_split import SplitIndex, open_index
 
     docs = {s: [(d.doc_id, d.text) for d in store.iter_documents(s)] for s in (sharded, "whole")}
     assert docs[sharded] == docs["whole"] and len(docs["whole"]) == 8 * 30 + 5
@@ -163,7 +163,7 @@ def test_contamination_rows_are_the_same(sharded, store):
     import json
 
     from cp_assets.lib.core import settings
-    from cp_assets.lib.corpus.ngram_split import open_index
+    from cp_assets.lib.corpus.exact.ngram_split import open_index
     from cp_assets.lib.corpus.search import search
     from cp_assets.lib.reports.contamination import contamination_rows
 
@@ -187,7 +187,7 @@ def test_rematerializing_one_shard_touches_no_other(built, store, resources):
     from cp_assets.definitions import corpus_assets, corpus_checks
 
     instance = built
-    from cp_assets.lib.corpus.ngram_split import shard_files
+    from cp_assets.lib.corpus.exact.ngram_split import shard_files
 
     before = {(p["kind"], p["model_slug"], p["shard"]): (p["version"], p["updated_at"])
               for p in store.shard_partitions() if p["split"] == "sharded"}

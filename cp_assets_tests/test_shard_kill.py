@@ -33,7 +33,7 @@ def versions(store) -> dict:
 
 @pytest.mark.slow
 def test_kill_9_mid_shard_then_rerun_completes_each_shard_once(store, tmp_path):
-    from cp_assets.lib.corpus.ngram_split import drop_split_index
+    from cp_assets.lib.corpus.exact.ngram_split import drop_split_index
 
     home = tmp_path / "dagster_home"
     local_instance(home).dispose()  # the storage exists before two processes open it

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from cp_assets.lib.corpus.ngram_split import open_index
+from cp_assets.lib.corpus.exact.ngram_split import open_index
 from cp_assets.lib.evals.generation import Rollout, SamplingParams
 from cp_assets_tests.conftest import corpus_key, metadata, shard_instance
 

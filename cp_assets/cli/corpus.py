@@ -128,7 +128,7 @@ def _sync(registry, prune: bool) -> int:
     from cp_assets.cli.common import instance
     from cp_assets.defs.core.partitions import SHARDS
     from cp_assets.defs.corpus.corpus_shards_sensor import sync_shard_partitions
-    from cp_assets.lib.corpus.ngram_split import drop_shard_index
+    from cp_assets.lib.corpus.exact.ngram_split import drop_shard_index
     from cp_assets.lib.corpus.shards import dimension_keys
 
     inst = instance()

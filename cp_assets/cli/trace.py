@@ -18,7 +18,7 @@ out = Console()
 
 
 def cmd_trace(args) -> int:
-    from cp_assets.lib.corpus.ngram_split import built_splits, has_index, open_index
+    from cp_assets.lib.corpus.exact.ngram_split import built_splits, has_index, open_index
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.reports.trace import trace
 

@@ -8,8 +8,8 @@ from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import split_and_shard, split_shard_partitions
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.lib.corpus.ngram_index import DEFAULT_N, MAX_SEGMENT_TOKENS
-from cp_assets.lib.corpus.ngram_split import index_matches_corpus, index_split
+from cp_assets.lib.corpus.exact.ngram_index import DEFAULT_N, MAX_SEGMENT_TOKENS
+from cp_assets.lib.corpus.exact.ngram_split import index_matches_corpus, index_split
 from cp_assets.resources.pgvector_store import PgVectorStore
 
 

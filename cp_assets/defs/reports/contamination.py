@@ -8,7 +8,7 @@ from cp_assets.defs.core.partitions import eval_split_partitions, shards_of_spli
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.corpus.ngram_index import ngram_index
 from cp_assets.defs.evals.eval_samples import eval_samples
-from cp_assets.lib.corpus.ngram_split import open_index
+from cp_assets.lib.corpus.exact.ngram_split import open_index
 from cp_assets.lib.reports.contamination import FlagRule, contamination_report
 from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore

@@ -39,8 +39,8 @@ import numpy as np
 
 from cp_assets.lib.corpus.embed_sample import embed_shares
 from cp_assets.lib.corpus.encoder import model_slug
-from cp_assets.lib.corpus.ngram_index import NgramIndex, tokenize
-from cp_assets.lib.corpus.ngram_search import longest_many, window_docs_many
+from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, tokenize
+from cp_assets.lib.corpus.exact.ngram_search import longest_many, window_docs_many
 from cp_assets.lib.reports.trace import covered, kgram_presence, rare_covered
 
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8

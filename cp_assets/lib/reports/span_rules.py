@@ -20,7 +20,7 @@ SENTENCE_ENDS = (".", "!", "?")
 def token_flags(tokenizer: str) -> tuple[np.ndarray, np.ndarray]:
     """Per token id: is it a word continuation (WordPiece `##`, or a SentencePiece/BPE piece without the word-start
     mark when the vocabulary has such marks), and does it end a sentence?"""
-    from cp_assets.lib.corpus.ngram_index import load_tokenizer
+    from cp_assets.lib.corpus.exact.ngram_index import load_tokenizer
 
     vocab = load_tokenizer(tokenizer).get_vocab()
     size = max(vocab.values()) + 1

@@ -26,9 +26,9 @@ import numpy as np
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import image, table
-from cp_assets.lib.corpus.ngram_index import NgramIndex, Tokens, tokenize
-from cp_assets.lib.corpus.ngram_search import Longest, locate, longest, longest_many, span_docs
-from cp_assets.lib.corpus.ngram_split import open_index
+from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, Tokens, tokenize
+from cp_assets.lib.corpus.exact.ngram_search import Longest, locate, longest, longest_many, span_docs
+from cp_assets.lib.corpus.exact.ngram_split import open_index
 from cp_assets.lib.reports import report_tables
 
 if TYPE_CHECKING:

@@ -321,7 +321,7 @@ class _Builder:
     def _flush(self) -> None:
         from pydivsufsort import divsufsort
 
-        from cp_assets.lib.corpus.suffix_kernels import pack
+        from cp_assets.lib.corpus.exact.suffix_kernels import pack
 
         k = len(self.segments)
         tok = np.concatenate(self.parts) if self.parts else np.zeros(0, self.dtype)

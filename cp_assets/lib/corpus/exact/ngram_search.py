@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cp_assets.lib.corpus.ngram_index import Segment
+from cp_assets.lib.corpus.exact.ngram_index import Segment
 
 GAP = -2
 
@@ -25,7 +25,7 @@ class _Kernels:
     """`suffix_kernels`, imported on first use (numba loads in ~0.4 s: loading the definitions should not pay it)."""
 
     def __getattr__(self, name):
-        from cp_assets.lib.corpus import suffix_kernels
+        from cp_assets.lib.corpus.exact import suffix_kernels
 
         return getattr(suffix_kernels, name)
 

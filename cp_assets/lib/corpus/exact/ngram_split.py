@@ -16,7 +16,7 @@ import numpy as np
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import FilePath
-from cp_assets.lib.corpus.ngram_index import (
+from cp_assets.lib.corpus.exact.ngram_index import (
     DEFAULT_N,
     MAX_SEGMENT_TOKENS,
     NgramIndex,

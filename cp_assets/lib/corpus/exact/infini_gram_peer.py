@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cp_assets.lib.corpus.ngram_index import NgramIndex
+from cp_assets.lib.corpus.exact.ngram_index import NgramIndex
 
 
 def export(index: NgramIndex, out_dir: Path) -> Path:
