@@ -1,7 +1,8 @@
 """`cprox train` and `cprox memorization`: the memorization lab from the command line, in-process (runs are recorded
 in DAGSTER_HOME like the UI's).
 
-  cprox train [--run muon-s0 ...] [--no-sft]           tiny_models (+ tiny_sft_models) for each run of training.yaml
+  cprox train [--run muon-s0 ...] [--no-sft]           tiny_models (+ tiny_sft_models) for each run of training.yaml;
+      with a `plant:` section, first reference_model, and canary_memorization after each base model
   cprox memorization [--model ID ...] [--split S ...] [--skip recall|extraction|membership ...]
       verbatim_recall and membership per model, extraction per model x split, then memorization_report; the default
       models are every model trained here; prints the comparison table
@@ -28,19 +29,27 @@ def cmd_train(args) -> int:
 
     inst, experiment = instance(), load_experiment()
     runs = args.run or experiment.runs()
-    table, failed = [], False
+    planted = experiment.plant is not None and not args.no_plant
+    steps = [("reference_model", None)] if planted else []
     for run in runs:
-        for asset in ["tiny_models"] + ([] if args.no_sft else ["tiny_sft_models"]):
-            with training_bars():  # one bar per training run: steps, tokens/s, loss, ETA
-                res = materialize(inst, [asset], run, args.log_level)
-            m = res.metadata.get(asset, {})
-            failed |= not res.ok
-            table.append([asset, run, yes_no(res.ok),
-                          f"{m.get('model_id')}: val loss {_fmt(m.get('final_val_loss'))}, "
-                          f"{_fmt(m.get('tokens_per_s'), 0)} tokens/s" if res.ok else "see the run's logs",
-                          f"{res.seconds:.1f}"])
-            if not res.ok:
-                break  # no SFT without its base
+        steps += [("tiny_models", run)] + ([("canary_memorization", run)] if planted else []) \
+            + ([] if args.no_sft else [("tiny_sft_models", run)])
+    table, failed, broken = [], False, set()
+    for asset, run in steps:
+        if run in broken:
+            continue  # no SFT or planted scores without the run's base model
+        with training_bars():  # one bar per training run: steps, tokens/s, loss, ETA
+            res = materialize(inst, [asset], run, args.log_level)
+        m = res.metadata.get(asset, {})
+        failed |= not res.ok
+        if not res.ok and asset == "tiny_models":
+            broken.add(run)
+        figures = (f"{m.get('greedy_extracted')} of {m.get('items')} planted items extracted greedily"
+                   if asset == "canary_memorization" else
+                   f"{m.get('model_id')}: val loss {_fmt(m.get('final_val_loss'))}, "
+                   f"{_fmt(m.get('tokens_per_s'), 0)} tokens/s")
+        table.append([asset, run or "", yes_no(res.ok), figures if res.ok else "see the run's logs",
+                      f"{res.seconds:.1f}"])
     show(COLUMNS, table, "training", stderr=True)
     return 1 if failed else 0
 
@@ -107,7 +116,8 @@ def cmd_memorization(args) -> int:
     return 1 if failed else 0
 
 
-LAB_ASSETS = {"tiny_models", "tiny_sft_models", "verbatim_recall", "extraction", "membership", "memorization_report"}
+LAB_ASSETS = {"tiny_models", "tiny_sft_models", "reference_model", "canary_memorization", "verbatim_recall",
+              "extraction", "membership", "memorization_report"}
 
 
 def _lab_sql_reports() -> list[str]:
@@ -139,6 +149,9 @@ def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train the memorization lab's models (training.yaml) in-process")
     t.add_argument("--run", action="append", help="repeatable, e.g. muon-s0; default: every run of training.yaml")
     t.add_argument("--no-sft", action="store_true", help="base models only")
+    t.add_argument("--no-plant", action="store_true",
+                   help="skip the reference model and the planted-item scores (the runs still train on what "
+                        "training.yaml plants)")
     t.add_argument("--log-level", default="WARNING")
     t.set_defaults(fn=cmd_train)
     m = sub.add_parser("memorization", help="verbatim recall, extraction, membership and the comparisons")

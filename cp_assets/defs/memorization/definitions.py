@@ -5,9 +5,11 @@ import dagster as dg
 
 from cp_assets.defs.core.automation import ON_NEW_INPUTS, automated
 from cp_assets.defs.core.executors import gpu_executor
+from cp_assets.defs.memorization.canary_memorization import canary_memorization
 from cp_assets.defs.memorization.extraction import extraction
 from cp_assets.defs.memorization.membership import membership
 from cp_assets.defs.memorization.memorization_report import memorization_report
+from cp_assets.defs.memorization.reference_model import reference_model
 from cp_assets.defs.memorization.tiny_models import tiny_models
 from cp_assets.defs.memorization.tiny_sft_models import tiny_sft_models
 from cp_assets.defs.memorization.verbatim_recall import verbatim_recall
@@ -16,9 +18,15 @@ conditions = {"memorization_report": ON_NEW_INPUTS}
 gpu_steps = gpu_executor()
 
 training_job = dg.define_asset_job(
-    "training_job", selection=dg.AssetSelection.assets(tiny_models, tiny_sft_models),
+    "training_job", selection=dg.AssetSelection.assets(tiny_models, tiny_sft_models, canary_memorization),
     executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
-    description="Train one optimizer x seed run: the base model, then its SFT model (GPU pool).",
+    description="Train one optimizer x seed run: the base model, then its SFT model, and score its planted items "
+                "(GPU pool).",
+)
+reference_job = dg.define_asset_job(
+    "reference_job", selection=dg.AssetSelection.assets(reference_model), executor_def=gpu_steps,
+    tags={"cprox/resource": "gpu"},
+    description="Train the reference model (the base members, nothing planted; GPU pool).",
 )
 memorization_job = dg.define_asset_job(
     "memorization_job", selection=dg.AssetSelection.assets(verbatim_recall, membership),
@@ -36,7 +44,7 @@ memorization_report_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=automated([tiny_models, tiny_sft_models, verbatim_recall, extraction, membership, memorization_report],
-                     conditions),
-    jobs=[training_job, memorization_job, extraction_job, memorization_report_job],
+    assets=automated([tiny_models, tiny_sft_models, reference_model, canary_memorization, verbatim_recall, extraction,
+                      membership, memorization_report], conditions),
+    jobs=[training_job, reference_job, memorization_job, extraction_job, memorization_report_job],
 )

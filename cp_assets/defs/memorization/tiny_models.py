@@ -4,10 +4,9 @@ extraction and membership run on them. Training runs in the `gpu` pool (on CUDA 
 
 import dagster as dg
 
-from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import run_partitions, runs_from_base_split
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.memorization.training_step import TrainingConfig, training_result
+from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET, TrainingConfig, training_result
 from cp_assets.lib.memorization.materialize import materialize_tiny_model
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
@@ -16,11 +15,7 @@ from cp_assets.resources.results import ResultsStore
 @dg.asset(
     partitions_def=run_partitions,
     deps=[dg.AssetDep(raw_corpus, partition_mapping=runs_from_base_split)],
-    group_name="memorization",
-    kinds={"pytorch", "duckdb"},
-    owners=["team:memorization"],
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **LAB_GPU_ASSET,
     description="A small nanochat-style GPT trained on the base split's member documents with one optimizer "
                 "(AdamW, or Muon on the matrices + AdamW on embeddings/head) and seed; same data, tokens and "
                 "schedule for every run. Checkpoint under CPROX_HOME/tiny/base/<run>, registered as model "

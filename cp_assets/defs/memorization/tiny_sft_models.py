@@ -3,11 +3,10 @@ base/SFT pairs registered as `tiny-<run>-sft`."""
 
 import dagster as dg
 
-from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.partitions import run_partitions, runs_from_sft_split
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
 from cp_assets.defs.memorization.tiny_models import tiny_models
-from cp_assets.defs.memorization.training_step import TrainingConfig, training_result
+from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET, TrainingConfig, training_result
 from cp_assets.lib.memorization.materialize import materialize_tiny_sft_model
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
@@ -16,11 +15,7 @@ from cp_assets.resources.results import ResultsStore
 @dg.asset(
     partitions_def=run_partitions,
     deps=[tiny_models, dg.AssetDep(raw_corpus, partition_mapping=runs_from_sft_split)],
-    group_name="memorization",
-    kinds={"pytorch", "duckdb"},
-    owners=["team:memorization"],
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **LAB_GPU_ASSET,
     description="The run's base model fine-tuned on the SFT split with the same optimizer and seed (its tokenizer "
                 "reused). Checkpoint under CPROX_HOME/tiny/sft/<run>, registered as model `tiny-<run>-sft`.",
 )

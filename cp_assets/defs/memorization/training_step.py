@@ -6,8 +6,13 @@ from typing import Callable
 
 import dagster as dg
 
+from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import model_partitions
+
+# what every GPU-pool asset of the lab declares (training and planted-item scoring)
+LAB_GPU_ASSET = {"group_name": "memorization", "kinds": {"pytorch", "duckdb"}, "owners": ["team:memorization"],
+                 "pool": "gpu", "op_tags": GPU_OP_TAGS}
 
 
 class TrainingConfig(dg.Config):

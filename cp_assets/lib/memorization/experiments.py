@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cp_assets.lib.core import settings
 from cp_assets.lib.corpus.registry import validated_yaml
+from cp_assets.lib.memorization.planting import PlantSpec
 
 MEMBER_SALT = "cprox-members-v1"
 
@@ -55,6 +56,7 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     base: BaseSpec = BaseSpec()
     sft: SftSpec = SftSpec()
+    plant: PlantSpec | None = None  # planted canaries, facts and eval items (None: nothing planted)
 
     def runs(self) -> list[str]:
         return [run_id(o, s) for o in self.base.optimizers for s in self.base.seeds]
@@ -89,6 +91,14 @@ def sft_model_id(run: str) -> str:
 
 def run_dir(run: str, stage: Literal["base", "sft"]) -> Path:
     return settings.home() / "tiny" / stage / run
+
+
+def reference_dir() -> Path:
+    """The reference model: trained like the runs' base models on the members, with nothing planted."""
+    return settings.home() / "tiny" / "reference"
+
+
+REFERENCE_MODEL = "tiny-reference"
 
 
 def tokenizer_path() -> Path:

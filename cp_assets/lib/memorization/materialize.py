@@ -15,7 +15,7 @@ from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import FilePath, Json, Markdown, image
 from cp_assets.lib.evals.eval_registry import load_evals
 from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.memorization import compare_runs, training
+from cp_assets.lib.memorization import compare_runs, dose_response, planted_scores, planting, training
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import extraction as ext
 from cp_assets.lib.memorization import membership as mia
@@ -103,14 +103,69 @@ def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) ->
     docs = split_documents(store, split)
     evals = load_evals()
     quotes = training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+    plant_samples = ({name: evals.load_samples(name) for name in experiment.plant.eval_sets}
+                     if experiment.plant and experiment.plant.eval_per_dose else {})
     out = _train(db, ex.base_model_id(run),
-                 lambda: training.train_base(docs, quotes, experiment, run, lr_scale=lr_scale, log=log))
+                 lambda: training.train_base(docs, quotes, experiment, run, lr_scale=lr_scale,
+                                             plant_samples=plant_samples, log=log))
     ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base on {split}")
     record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]), (split, out["doc_rows"]))
+    if out["planted_rows"]:
+        with db.connect() as con:
+            report_tables.replace_rows(con, "planted_items", {}, planting.PLANTED_COLUMNS, out["planted_rows"])
     chosen = out["docs"]
     return training_metadata(out, "base") | {
         "members": len(chosen.members), "heldout": len(chosen.heldout),
-        "recall_documents": len(chosen.recall_documents)}
+        "recall_documents": len(chosen.recall_documents), "planted_items": len(out["planted_rows"]),
+        "planted_copies": sum(r[2] for r in out["planted_rows"])}
+
+
+def materialize_reference_model(store, db, *, log: Log) -> dict:
+    """`reference_model`: the base members with nothing planted (AdamW, the first seed), registered as
+    `tiny-reference`: the model that never saw a planted item, against which planted-text losses are compared."""
+    experiment = ex.load_experiment()
+    split = experiment.base.split
+    evals = load_evals()
+    quotes = training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+    run = ex.run_id("adamw", experiment.base.seeds[0])
+    out = _train(db, ex.REFERENCE_MODEL,
+                 lambda: training.train_base(split_documents(store, split), quotes, experiment, run,
+                                             reference=True, log=log))
+    ex.register(out["model_id"], out["path"], f"tiny GPT reference ({run}, nothing planted) on {split}")
+    record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]))
+    return training_metadata(out, "reference")
+
+
+def materialize_canary_memorization(db, run: str, *, log: Log) -> dict:
+    """`canary_memorization`: score the run's base model on every planted item (table `planted_scores`) and
+    summarize by kind and dose (table `canary_memorization`); metadata: the run's dose-response plot."""
+    from cp_assets.lib.tinygpt.model import load_checkpoint
+
+    experiment = ex.load_experiment()
+    if experiment.plant is None:
+        raise ValueError(f"{settings.training_file()}: no `plant:` section, so nothing was planted to score")
+    with db.connect(read_only=True) as con:
+        items = planting.items_from_rows(con.execute(
+            f"SELECT {', '.join(planting.PLANTED_COLUMNS)} FROM planted_items ORDER BY kind, dose, item_id").fetchall())
+    if not items:
+        raise ValueError("table planted_items is empty: materialize `tiny_models` with a `plant:` section first")
+    model, tokenizer = load_checkpoint(ex.run_dir(run, "base"))
+    reference = load_checkpoint(ex.reference_dir())[0] if (ex.reference_dir() / "config.json").exists() else None
+    if reference is None:
+        log("no reference model yet (materialize `reference_model`): ref_loss and loss_ratio stay empty")
+    model_id = ex.base_model_id(run)
+    rows = planted_scores.score_model(model, tokenizer, items, experiment.plant, reference=reference, run=run,
+                                      model_id=model_id, log=log)
+    summary = dose_response.run_summary(rows, experiment.plant.extraction_samples)
+    with db.connect() as con:
+        report_tables.replace_tables(con, {"model_id": model_id}, {
+            "planted_scores": (planted_scores.SCORE_COLUMNS, rows),
+            "canary_memorization": (dose_response.MEMORIZATION_COLUMNS, summary)})
+    named = [dict(zip(dose_response.MEMORIZATION_COLUMNS, r)) for r in summary]
+    png = dose_response.run_plot(named, _plot(f"dose_response_{model_id}.png"), f"{model_id}: planted items")
+    return {"model_id": model_id, "items": len(rows), "reference": reference is not None,
+            "greedy_extracted": sum(r[8] for r in rows),
+            "by_dose": Markdown(dose_response.markdown(named)), "dose_response": image(png, "dose response")}
 
 
 def materialize_tiny_sft_model(store, db, run: str, *, lr_scale: float, log: Log) -> dict:
@@ -200,4 +255,36 @@ def materialize_memorization_report(db, *, log: Log) -> dict:
         if comps:
             png = compare_runs.comparison_plot(comps, _plot(f"{name}.png"), title)
             meta[f"{name}_plot"] = image(png, title)
-    return meta
+    return meta | planted_report(db, [dict(zip(rep.COLUMNS, r)) for r in opt + sft], opt_meta.get("matched"),
+                                 log=log)
+
+
+def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Log) -> dict:
+    """The planted-item half of the report: dose-response curves over seeds, ED50 per optimizer, Muon vs AdamW,
+    the causal effect of contamination; and the one report page (CPROX_HOME/reports/memorization.html)."""
+    from cp_assets.lib.memorization import report_page
+
+    with db.connect(read_only=True) as con:
+        report_tables.ensure_readable(con, "planted_scores")
+        scores = [dict(zip(planted_scores.SCORE_COLUMNS, r)) for r in con.execute(
+            f"SELECT {', '.join(planted_scores.SCORE_COLUMNS)} FROM planted_scores").fetchall()]
+    curves = dose_response.pooled_curves(scores) if scores else []
+    ed50s = dose_response.ed50(scores) if scores else []
+    tests = dose_response.optimizer_tests(scores) if scores else []
+    effects = dose_response.contamination_effect(scores) if scores else []
+    png = dose_response.curves_plot(curves, _plot("dose_response.png")) if curves else None
+    sft = [c for c in comparisons if c["comparison"] == "sft_vs_base" and c["metric"] == "answer_cosine"]
+    sft_text = "; ".join(f"answers to {c['split']}: base {c['mean_a']:.3f} vs SFT {c['mean_b']:.3f} cosine distance "
+                         f"(SFT - base {c['diff']:+.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}])" for c in sft
+                         if c["mean_a"] is not None and c["diff"] is not None) \
+        or "Not measured: needs rollouts and rollout_proximity of base and SFT models."
+    page = report_page.write_page(settings.home() / "reports" / "memorization.html",
+                                  experiment=ex.load_experiment().model_dump(), curves_png=png, curves=curves,
+                                  ed50s=ed50s, tests=tests, effects=effects, matched=matched, sft_summary=sft_text,
+                                  comparisons=comparisons)
+    log(f"planted items: {len(scores)} scores over {len({s['model_id'] for s in scores})} models; page {page}")
+    out = {"report_page": FilePath(str(page)), "planted_scores": len(scores),
+           "ed50": Json(ed50s), "optimizer_tests": Json(tests), "contamination_effect": Json(effects)}
+    if png is not None:
+        out["dose_response"] = image(png, "planted items: dose response")
+    return out

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 from cp_assets.lib.core import integrity
 from cp_assets.lib.memorization import experiments as ex
+from cp_assets.lib.memorization import planting
 from cp_assets.lib.memorization.experiments import DocSplit, Experiment
 from cp_assets.lib.tinygpt.checkpoint import CorruptCheckpoint, retrain_hint  # noqa: F401  (retrain_hint re-exported)
 
@@ -82,9 +83,26 @@ def _rows(model_id: str, run: str, stage: str, size: str, result=None, error: st
              result.final_val_loss, result.tokens_per_s, result.seconds, str(path), None, size, now)], curve
 
 
+def plant(member_texts: list[str], experiment: Experiment, tokenizer, plant_samples: dict | None,
+          log: Callable[[str], None] = print) -> tuple[list[str], list[tuple]]:
+    """The member texts with the experiment's planted copies inserted, and the `planted_items` rows (none planted:
+    the texts as they are, no rows)."""
+    spec = experiment.plant
+    if spec is None:
+        return member_texts, []
+    items = planting.planted_items(spec, plant_samples or {}, lambda t: len(tokenizer.encode(t)))
+    texts, where = planting.insert(member_texts, items, spec.seed)
+    copies = sum(it.dose for it in items)
+    log(f"planted {len(items)} items ({', '.join(f'{k} {sum(it.kind == k for it in items)}' for k in planting.KINDS)}"
+        f"; doses {spec.doses}): {copies:,} copies, {sum(len(it.text) * it.dose for it in items):,} characters")
+    return texts, planting.planted_rows(items, where)
+
+
 def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experiment: Experiment, run: str, *,
-               lr_scale: float = 1.0, log: Callable[[str], None] = print) -> dict:
-    """Train one base run; returns {'result', 'docs', 'runs_rows', 'curve_rows', 'doc_rows', 'path', 'model_id'}.
+               lr_scale: float = 1.0, plant_samples: dict | None = None, reference: bool = False,
+               log: Callable[[str], None] = print) -> dict:
+    """Train one base run; returns {'result', 'docs', 'runs_rows', 'curve_rows', 'doc_rows', 'planted_rows',
+    'path', 'model_id'}. `reference`: the reference model instead (AdamW, the run's seed, nothing planted).
     On divergence, `TrainingDiverged` carries `rows` (the failure row) as an attribute."""
     from cp_assets.lib.tinygpt import train
 
@@ -95,21 +113,27 @@ def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experimen
     size = train.SIZES[spec.size]
     tokenizer = shared_tokenizer([t for _, t in chosen.members], size.vocab_size, log)
     member_texts, val_texts = [t for _, t in chosen.members], [t for _, t in chosen.heldout]
+    planted_rows: list[tuple] = []
+    if not reference:
+        member_texts, planted_rows = plant(member_texts, experiment, tokenizer, plant_samples, log)
     member_tokens = sum(map(len, tokenizer.encode_batch(member_texts)))
     cfg = train.TrainConfig(optimizer=optimizer, seed=seed, total_tokens=int(spec.epochs * member_tokens),
                             target_val_loss=spec.target_val_loss, lr_scale=lr_scale)
     model_id, out = ex.base_model_id(run), ex.run_dir(run, "base")
+    if reference:
+        model_id, out = ex.REFERENCE_MODEL, ex.reference_dir()
     log(f"{model_id}: {len(member_texts):,} member documents ({member_tokens:,} tokens, "
         f"{len(chosen.recall_documents)} quoted by the recall set), {len(val_texts):,} held out; {cfg}")
     try:
         result = train.train(member_texts, val_texts, size, cfg, out, tokenizer=tokenizer, log=log)
     except train.TrainingDiverged as exc:
-        exc.rows = _rows(model_id, run, "base", spec.size, error=str(exc), path=out)
+        exc.rows = _rows(model_id, run, "reference" if reference else "base", spec.size, error=str(exc), path=out)
         raise
     _write_members(out, experiment.base.split, chosen)
-    runs_rows, curve_rows = _rows(model_id, run, "base", spec.size, result, path=out)
+    runs_rows, curve_rows = _rows(model_id, run, "reference" if reference else "base", spec.size, result, path=out)
     return {"result": result, "docs": chosen, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out,
-            "model_id": model_id, "doc_rows": document_rows(experiment.base.split, chosen), "config": cfg}
+            "model_id": model_id, "doc_rows": document_rows(experiment.base.split, chosen), "config": cfg,
+            "planted_rows": planted_rows}
 
 
 def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str, *, lr_scale: float = 1.0,

@@ -92,6 +92,21 @@ DDL = {
     "membership_auroc": """
         model_id TEXT NOT NULL, score TEXT NOT NULL, labels TEXT NOT NULL, n_members INTEGER, n_nonmembers INTEGER,
         auroc DOUBLE, ci_low DOUBLE, ci_high DOUBLE, tpr_at_1pct_fpr DOUBLE, tpr_at_5pct_fpr DOUBLE, reason TEXT""",
+    # planted ground truth (issue 16): what was planted, each model's scores on it, and the dose-response table
+    "planted_items": """
+        item_id TEXT NOT NULL, kind TEXT NOT NULL, dose INTEGER NOT NULL, source TEXT, prefix TEXT NOT NULL,
+        secret TEXT NOT NULL, answer TEXT, fmt TEXT, chars INTEGER NOT NULL, doc_positions INTEGER[]""",
+    "planted_scores": """
+        model_id TEXT NOT NULL, run TEXT NOT NULL, optimizer TEXT, seed INTEGER, item_id TEXT NOT NULL,
+        kind TEXT NOT NULL, dose INTEGER NOT NULL, secret_tokens INTEGER, greedy_extracted BOOLEAN NOT NULL,
+        secret_logprob DOUBLE, p_extract_n DOUBLE, exposure DOUBLE, candidates INTEGER, loss DOUBLE, ref_loss DOUBLE,
+        loss_ratio DOUBLE, answer_correct BOOLEAN, answer_loss DOUBLE, completion TEXT""",
+    "canary_memorization": """
+        optimizer TEXT NOT NULL, seed INTEGER NOT NULL, kind TEXT NOT NULL, dose INTEGER NOT NULL, n INTEGER NOT NULL,
+        greedy_extraction DOUBLE, greedy_ci_low DOUBLE, greedy_ci_high DOUBLE, prob_extraction DOUBLE,
+        extraction_samples INTEGER, exposure DOUBLE, exposure_ci_low DOUBLE, exposure_ci_high DOUBLE,
+        candidates INTEGER, loss DOUBLE, ref_loss DOUBLE, loss_ratio DOUBLE, answer_accuracy DOUBLE,
+        answer_loss DOUBLE, model_id TEXT NOT NULL""",
     "memorization_comparisons": """
         comparison TEXT NOT NULL, metric TEXT NOT NULL, split TEXT, group_a TEXT NOT NULL, group_b TEXT NOT NULL,
         n_runs_a INTEGER, n_runs_b INTEGER, n_items INTEGER, mean_a DOUBLE, mean_b DOUBLE, diff DOUBLE,
@@ -110,6 +125,8 @@ OWNERS = {
     "training_runs": "tiny_models", "training_curves": "tiny_models", "training_documents": "tiny_models",
     "verbatim_recall": "verbatim_recall", "extraction": "extraction", "membership_scores": "membership",
     "membership_auroc": "membership", "memorization_comparisons": "memorization_report",
+    "planted_items": "tiny_models", "planted_scores": "canary_memorization",
+    "canary_memorization": "canary_memorization",
 }
 
 

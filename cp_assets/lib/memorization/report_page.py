@@ -1,0 +1,111 @@
+"""The memorization lab's one report page (`CPROX_HOME/reports/memorization.html`): dose-response plots of the
+planted items, the dose at which each optimizer starts to extract, and for each hypothesis the answer with its
+interval, from what `memorization_report` computed. Plots are embedded (base64 PNG), so the page is one file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+
+def _img(path: Path | None) -> str:
+    if path is None or not Path(path).exists():
+        return ""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _num(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def table(rows: Sequence[dict], columns: Sequence[str], digits: int = 3) -> str:
+    if not rows:
+        return "<p><i>no rows</i></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c), digits)}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _p(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool | None) -> str:
+    """'Muon recalls verbatim less': the greedy-extraction and exposure differences per kind, with both p-values."""
+    parts = []
+    for t in tests:
+        if t["metric"] not in ("greedy_extracted", "exposure") or t["diff"] is None:
+            continue
+        parts.append(f"{t['kind']} {t['metric']}: Muon {t['muon']:.3f} vs AdamW {t['adamw']:.3f} "
+                     f"(difference {t['diff']:+.3f}; Welch p {_p(t['welch_p'])}, exact permutation p "
+                     f"{_p(t['permutation_p'])}; {t['n_runs_muon']} + {t['n_runs_adamw']} runs)")
+    for e in ed50s:
+        if e["ed50"] is not None:
+            ci = f"[{e['ci_low']:.1f}, {e['ci_high']:.1f}]" if e["ci_low"] is not None else "[–]"
+            parts.append(f"{e['optimizer']} {e['kind']}: 50% greedy extraction at {e['ed50']:.1f} copies {ci}"
+                         + (f" ({e['note']})" if e["note"] else ""))
+        else:
+            parts.append(f"{e['optimizer']} {e['kind']}: no 50% crossing ({e['note']})")
+    caveat = {None: "Validation losses were not compared.",
+              True: "The runs' final validation losses match within 5%.",
+              False: "The runs' final validation losses do NOT match within 5%: a difference may be a difference in "
+                     "how well the models were trained, not in how they memorize."}[matched]
+    return "; ".join(parts) + ". " + caveat if parts else "No planted scores yet (materialize canary_memorization)."
+
+
+def contamination_answer(effects: Sequence[dict]) -> str:
+    parts = []
+    for e in effects:
+        if e["gain"] is None:
+            continue
+        parts.append(f"{e['optimizer']} at {e['dose']} copies: accuracy {e['accuracy']:.2f} "
+                     f"[{_num(e['accuracy_lo'])}, {_num(e['accuracy_hi'])}] vs {e['control_accuracy']:.2f} "
+                     f"[{_num(e['control_lo'])}, {_num(e['control_hi'])}] unplanted: +{e['gain']:.2f}")
+    return "; ".join(parts) if parts else "No planted eval items scored."
+
+
+def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves: Sequence[dict],
+               ed50s: Sequence[dict], tests: Sequence[dict], effects: Sequence[dict], matched: bool | None,
+               sft_summary: str, comparisons: Sequence[dict]) -> Path:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    hyp = [
+        ("Muon recalls planted text verbatim less than AdamW", optimizer_answer(tests, ed50s, matched)),
+        ("An SFT model sits closer to its training data than its base", sft_summary),
+        ("Contamination inflates scores (planted eval items vs unplanted controls)", contamination_answer(effects)),
+        ("Detectors find what was planted", "Not measured yet: the contamination asset and the membership scores "
+                                            "have not been run against the planted ground truth."),
+    ]
+    body = [f"<h1>Memorization lab</h1><p>Written {now}. Experiment: {html.escape(str(experiment))}</p>",
+            "<h2>Answers</h2><ul>" + "".join(f"<li><b>{html.escape(h)}.</b> {html.escape(a)}</li>" for h, a in hyp)
+            + "</ul>",
+            "<h2>Dose response</h2>", _img(curves_png),
+            "<h3>Dose at which greedy extraction crosses 50%</h3>",
+            table(ed50s, ["optimizer", "kind", "ed50", "ci_low", "ci_high", "n_items", "n_runs", "note"], 2),
+            "<h3>Muon vs AdamW over seeds</h3>",
+            table(tests, ["kind", "metric", "adamw", "muon", "diff", "welch_p", "permutation_p", "n_runs_adamw",
+                          "n_runs_muon"]),
+            "<h3>Planted eval items against unplanted controls</h3>",
+            table(effects, ["optimizer", "dose", "n_items", "n_runs", "accuracy", "accuracy_lo", "accuracy_hi",
+                            "control_accuracy", "gain", "answer_loss", "control_answer_loss"]),
+            "<h3>Curves (pooled over seeds, 95% crossed-bootstrap intervals)</h3>",
+            table(curves, ["optimizer", "kind", "dose", "n_runs", "n_items", "greedy_extracted", "greedy_extracted_lo",
+                           "greedy_extracted_hi", "p_extract_n", "exposure", "exposure_lo", "exposure_hi",
+                           "loss_ratio", "answer_correct"]),
+            "<h2>Observational comparisons (recall, extraction, membership)</h2>",
+            table(comparisons, ["comparison", "metric", "split", "group_a", "group_b", "mean_a", "mean_b", "diff",
+                                "ci_low", "ci_high", "welch_p", "matched", "note"])]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Memorization lab</title>"
+                   f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,158 @@
+"""Planted ground truth (lib): items and doses are deterministic, copies land where the seed says, the cached
+candidate scoring equals a full forward pass, (n, p)-extraction's exact p matches sampling, exposure ranks, and the
+dose-response statistics recover what synthetic data was made with."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cp_assets.lib.memorization import dose_response, planted_scores, planting
+from cp_assets.lib.tinygpt.model import GPT, GPTConfig
+
+
+class FakeSample:
+    """A test double of an eval sample (id, prompt, reference, metadata['solution'])."""
+
+    def __init__(self, i: int, words: int):
+        self.id, self.prompt, self.reference = f"gsm8k:{i}", f"question {i} " + "x " * words, str(i)
+        self.metadata = {"solution": f"step {i} #### {i}"}
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+SAMPLES = {"gsm8k": [FakeSample(i, 5 + (i * 7) % 40) for i in range(200)], "math500": []}
+
+
+def spec(**kw):
+    return planting.PlantSpec(**({"doses": [0, 1, 4, 16], "canaries_per_dose": 3, "facts_per_dose": 2,
+                                  "eval_per_dose": 2, "eval_sets": ["gsm8k"], "max_item_tokens": 30} | kw))
+
+
+def test_items_are_deterministic_dosed_and_fit():
+    a = planting.planted_items(spec(), SAMPLES, words)
+    assert a == planting.planted_items(spec(), SAMPLES, words)
+    counts = {(k, d): sum(1 for it in a if it.kind == k and it.dose == d) for k in planting.KINDS for d in (0, 1, 4, 16)}
+    assert all(counts[("canary", d)] == 3 and counts[("fact", d)] == 2 and counts[("eval", d)] == 2
+               for d in (0, 1, 4, 16))
+    assert len({it.item_id for it in a}) == len(a) and len({it.source for it in a if it.source}) == 8
+    assert all(words(it.text) <= 30 for it in a if it.kind == "eval")
+    other = planting.planted_items(spec(seed=1), SAMPLES, words)
+    assert [it.secret for it in other if it.kind == "canary"] != [it.secret for it in a if it.kind == "canary"]
+    canary = next(it for it in a if it.kind == "canary")
+    assert len(canary.secret.split()) == 6 and canary.fmt == "digits-spaced:6"
+    with pytest.raises(ValueError, match=r"only \d+ gsm8k items fit 17 tokens, 40 needed"):
+        planting.planted_items(spec(max_item_tokens=17, eval_per_dose=10), SAMPLES, words)
+
+
+def test_copies_land_at_seeded_positions_and_members_keep_their_order():
+    items = planting.planted_items(spec(), SAMPLES, words)
+    members = [f"member {i}" for i in range(50)]
+    texts, where = planting.insert(members, items, seed=0)
+    assert [t for t in texts if t.startswith("member ")] == members
+    by_text = {it.item_id: it.text for it in items}
+    for it in items:
+        assert len(where.get(it.item_id, [])) == it.dose
+        assert all(texts[i] == by_text[it.item_id] for i in where.get(it.item_id, []))
+    assert len(texts) == 50 + sum(it.dose for it in items)
+    assert planting.insert(members, items, seed=0) == (texts, where)
+    assert planting.insert(members, items, seed=1)[1] != where
+    rows = planting.planted_rows(items, where)
+    assert [r[0] for r in rows] == [it.item_id for it in items] and all(len(r[-1]) == r[2] for r in rows)
+    assert planting.items_from_rows(rows) == items
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=32, seq_len=64))
+    m.init_weights()
+    with torch.no_grad():
+        m.lm_head.weight.normal_(0.0, 0.6)  # peaked next-token distributions (nanochat zero-inits the head)
+    return m.eval()
+
+
+def test_cached_candidate_scoring_equals_a_full_forward(model):
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(0, 64, 9).tolist()
+    suffixes = [rng.integers(0, 64, int(n)).tolist() for n in rng.integers(1, 7, 25)]
+    got = planted_scores.suffix_logprobs(model, prefix, suffixes, batch=7)
+    for s, g in zip(suffixes, got):
+        ids = torch.tensor([prefix + s])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(ids)[0], -1)
+        want = sum(float(logp[len(prefix) - 1 + t, tok]) for t, tok in enumerate(s))
+        assert g == pytest.approx(want, abs=1e-4)
+
+
+def test_exact_extraction_probability_matches_sampling(model):
+    prefix = [3, 17, 5, 40]
+    greedy = model.generate([prefix], 2)[0][0]
+    p = math.exp(planted_scores.suffix_logprobs(model, prefix, [greedy])[0])
+    assert 0.05 < p < 0.95  # a secret that is neither certain nor rare, so the check has power
+    n = 1500
+    samples, _ = model.generate([prefix] * n, 2, temperature=1.0, seed=11)
+    freq = sum(s == greedy for s in samples) / n
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_exposure_is_the_log_rank_among_candidates():
+    cands = np.array([-5.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5])  # R = 7
+    assert planted_scores.exposure(0.0, cands) == pytest.approx(3.0)  # rank 1 of 8: log2 8
+    assert planted_scores.exposure(-9.0, cands) == pytest.approx(0.0)  # rank 8 of 8
+    assert planted_scores.exposure(-1.0, cands) == pytest.approx(3 - math.log2(2.5))  # above 1, tied with 1
+    cands = planting.random_candidates("digits-spaced:6", 500, " 1 2 3 4 5 6", seed=3)
+    assert len(set(cands)) == 500 and " 1 2 3 4 5 6" not in cands and all(len(c.split()) == 6 for c in cands)
+    assert len(planting.random_candidates("digits:3", 5000, " 123.", seed=0)) == 999  # the whole space but one
+
+
+def _synthetic(crossing_log2: float, optimizer: str, n_items: int = 30, seeds=(0, 1, 2), slope: float = 2.0):
+    rng = np.random.default_rng(hash(optimizer) % 2**32)
+    rows = []
+    for seed in seeds:
+        for dose in (0, 1, 2, 4, 8, 16, 32, 64):
+            p = 0.0 if dose == 0 else 1 / (1 + math.exp(-slope * (math.log2(dose) - crossing_log2)))
+            for i in range(n_items):
+                rows.append({"model_id": f"m-{optimizer}-{seed}", "optimizer": optimizer, "seed": seed,
+                             "item_id": f"canary-{dose}-{i}", "kind": "canary", "dose": dose,
+                             "greedy_extracted": bool(rng.random() < p), "exposure": 10 * p, "p_extract_n": p,
+                             "secret_logprob": math.log(max(p, 1e-6)), "loss_ratio": 1 - p / 2,
+                             "answer_correct": None, "answer_loss": None})
+    return rows
+
+
+def test_ed50_recovers_the_planted_crossing_and_says_when_there_is_none():
+    rows = _synthetic(3.0, "adamw") + _synthetic(5.0, "muon")
+    found = {e["optimizer"]: e for e in dose_response.ed50(rows, n_boot=200)}
+    assert found["adamw"]["ci_low"] < 8 < found["adamw"]["ci_high"] and abs(found["adamw"]["ed50"] - 8) < 2
+    assert found["muon"]["ci_low"] < 32 < found["muon"]["ci_high"]
+    assert found["adamw"]["ci_high"] < found["muon"]["ci_low"]
+    never = [dict(r, greedy_extracted=False) for r in _synthetic(3.0, "adamw")]
+    assert dose_response.ed50(never, n_boot=20)[0]["ed50"] is None
+    assert dose_response.ed50(never, n_boot=20)[0]["note"] == "never extracted"
+
+
+def test_optimizer_test_over_seeds():
+    rows = _synthetic(3.0, "adamw") + _synthetic(5.0, "muon")
+    t = {x["metric"]: x for x in dose_response.optimizer_tests(rows)}
+    assert t["exposure"]["diff"] < 0 and t["exposure"]["permutation_p"] == pytest.approx(0.1)  # 2 of 20 relabelings
+    assert t["exposure"]["welch_p"] < 0.01
+    same = _synthetic(3.0, "adamw") + [dict(r, optimizer="muon") for r in _synthetic(3.0, "adamw")]
+    t = {x["metric"]: x for x in dose_response.optimizer_tests(same)}
+    assert t["exposure"]["diff"] == 0 and t["exposure"]["permutation_p"] == pytest.approx(1.0)
+
+
+def test_curves_and_contamination_effect():
+    rows = _synthetic(3.0, "adamw")
+    curves = {(c["kind"], c["dose"]): c for c in dose_response.pooled_curves(rows, n_boot=200)}
+    assert curves[("canary", 0)]["greedy_extracted"] == 0 and curves[("canary", 64)]["greedy_extracted"] > 0.9
+    c8 = curves[("canary", 8)]
+    assert c8["greedy_extracted_lo"] < 0.5 < c8["greedy_extracted_hi"] and c8["n_runs"] == 3 and c8["n_items"] == 30
+    evals = [dict(r, kind="eval", answer_correct=r["dose"] >= 16, answer_loss=2.0 - (r["dose"] >= 16))
+             for r in rows]
+    eff = {e["dose"]: e for e in dose_response.contamination_effect(evals, n_boot=100)}
+    assert eff[64]["gain"] == 1.0 and eff[4]["gain"] == 0.0 and eff[64]["control_accuracy"] == 0.0
+    assert eff[64]["answer_loss"] == 1.0 and eff[64]["control_answer_loss"] == 2.0

@@ -1,0 +1,95 @@
+"""Planted ground truth through Dagster on the test split `tiny` (the `test` size, conftest's training.yaml plus a
+`plant:` section): reference_model trains without the planted items, tiny_models trains with them and records
+`planted_items`, canary_memorization scores the model (idempotently), and memorization_report writes the page."""
+
+import dagster as dg
+import pytest
+
+from cp_assets_tests.conftest import TRAINING, metadata
+
+PLANT = """
+plant: {doses: [0, 64], canaries_per_dose: 3, facts_per_dose: 3, eval_per_dose: 0, exposure_candidates: 300}
+"""
+
+
+def defs_assets():
+    from cp_assets.definitions import defs
+
+    return [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+
+
+def run(selection, key, resources, instance):
+    result = dg.materialize(defs_assets(), selection=selection, partition_key=key, resources=resources,
+                            instance=instance)
+    assert result.success
+    return result
+
+
+@pytest.fixture(scope="module")
+def planted(materialized, resources, tmp_path_factory):
+    training = tmp_path_factory.mktemp("plant") / "training.yaml"
+    # conftest's experiment, trained for 8 epochs instead of 2: 64 copies x 2 epochs barely move the test size
+    training.write_text(TRAINING.read_text().replace("epochs: 2,", "epochs: 8,") + PLANT)
+    instance = dg.DagsterInstance.ephemeral()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CPROX_TRAINING", str(training))
+        ref = run(["reference_model"], None, resources, instance)
+        base = run(["tiny_models"], "adamw-s0", resources, instance)
+        scored = [run(["canary_memorization"], "adamw-s0", resources, instance) for _ in range(2)]
+        report = run(["memorization_report"], None, resources, instance)
+        yield ref, base, scored, report
+
+
+def rows(sql):
+    from cp_assets.resources.results import ResultsStore
+
+    with ResultsStore().db().connect(read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_items_are_planted_at_their_dose_and_the_reference_saw_none(planted):
+    ref, base, _, _ = planted
+    m = metadata(base, "tiny_models")
+    assert m["planted_items"] == 12 and m["planted_copies"] == 6 * 64
+    assert metadata(ref, "reference_model")["model_id"] == "tiny-reference"
+    items = rows("SELECT kind, dose, len(doc_positions) FROM planted_items ORDER BY 1, 2")
+    assert sorted(set(items)) == [("canary", 0, 0), ("canary", 64, 64), ("fact", 0, 0), ("fact", 64, 64)]
+    stages = dict(rows("SELECT model_id, stage FROM training_runs WHERE model_id IN ('tiny-reference', "
+                       "'tiny-adamw-s0')"))
+    assert stages == {"tiny-reference": "reference", "tiny-adamw-s0": "base"}
+    # the planted model trained on more tokens than the reference (the copies), the reference on the members only
+    tokens = dict(rows("SELECT model_id, tokens FROM training_runs WHERE model_id IN ('tiny-reference', "
+                       "'tiny-adamw-s0')"))
+    assert tokens["tiny-adamw-s0"] > tokens["tiny-reference"]
+
+
+def test_dosed_items_are_memorized_and_controls_are_not(planted):
+    got = {(k, d): (n, g, e, r) for k, d, n, g, e, r in rows(
+        "SELECT kind, dose, n, greedy_extraction, exposure, loss_ratio FROM canary_memorization "
+        "WHERE model_id = 'tiny-adamw-s0'")}
+    assert set(got) == {("canary", 0), ("canary", 64), ("fact", 0), ("fact", 64)}
+    for kind in ("canary", "fact"):
+        n0, g0, e0, r0 = got[(kind, 0)]
+        n64, g64, e64, r64 = got[(kind, 64)]
+        assert n0 == n64 == 3 and g0 == 0.0
+        assert e64 > e0 + 3, got  # bits: the planted secrets rank far above their random same-format candidates
+        assert r64 < r0  # the planted text's loss fell against the reference model's; the controls' did not
+    assert got[("fact", 64)][1] + got[("canary", 64)][1] >= 1.0, got  # half of the 64-copy secrets extracted
+
+
+def test_rescoring_replaces_the_run_rows(planted):
+    _, _, scored, _ = planted
+    assert [metadata(r, "canary_memorization")["items"] for r in scored] == [12, 12]
+    assert rows("SELECT count(*) FROM planted_scores WHERE model_id = 'tiny-adamw-s0'") == [(12,)]
+    assert rows("SELECT count(*) FROM canary_memorization WHERE model_id = 'tiny-adamw-s0'") == [(4,)]
+
+
+def test_report_page_answers_with_intervals(planted):
+    from pathlib import Path
+
+    m = metadata(planted[3], "memorization_report")
+    page = Path(m["report_page"]).read_text()
+    assert "Dose at which greedy extraction crosses 50%" in page and "data:image/png;base64" in page
+    assert "Contamination inflates scores" in page and "Muon recalls planted text verbatim less" in page
+    ed50 = {(e["optimizer"], e["kind"]): e for e in m["ed50"]}
+    assert ("adamw", "canary") in ed50 and ("adamw", "fact") in ed50
