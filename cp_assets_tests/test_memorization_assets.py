@@ -140,7 +140,8 @@ def test_cprox_memorization_refreshes_the_sql_reports_over_the_lab():
     """`cprox memorization` materializes these after the lab (the demo printed empty columns when it did not)."""
     from cp_assets.cli.memorization import _lab_sql_reports
 
-    assert _lab_sql_reports() == ["base_vs_sft", "memorization_by_model", "optimizer_memorization"]
+    assert _lab_sql_reports() == ["base_vs_sft", "memorization_by_model", "optimizer_memorization",
+                                  "planted_dose_response"]
 
 
 def test_diverging_run_fails_cleanly_and_keeps_checkpoints(trained, resources, instance):

@@ -3,6 +3,7 @@ candidate scoring equals a full forward pass, (n, p)-extraction's exact p matche
 dose-response statistics recover what synthetic data was made with."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def test_exposure_is_the_log_rank_among_candidates():
 
 
 def _synthetic(crossing_log2: float, optimizer: str, n_items: int = 30, seeds=(0, 1, 2), slope: float = 2.0):
-    rng = np.random.default_rng(hash(optimizer) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(optimizer.encode()))
     rows = []
     for seed in seeds:
         for dose in (0, 1, 2, 4, 8, 16, 32, 64):
@@ -127,19 +128,30 @@ def _synthetic(crossing_log2: float, optimizer: str, n_items: int = 30, seeds=(0
 def test_ed50_recovers_the_planted_crossing_and_says_when_there_is_none():
     rows = _synthetic(3.0, "adamw") + _synthetic(5.0, "muon")
     found = {e["optimizer"]: e for e in dose_response.ed50(rows, n_boot=200)}
-    assert found["adamw"]["ci_low"] < 8 < found["adamw"]["ci_high"] and abs(found["adamw"]["ed50"] - 8) < 2
-    assert found["muon"]["ci_low"] < 32 < found["muon"]["ci_high"]
+    assert abs(found["adamw"]["ed50"] - 8) < 2.5 and abs(found["muon"]["ed50"] - 32) < 10
     assert found["adamw"]["ci_high"] < found["muon"]["ci_low"]
     never = [dict(r, greedy_extracted=False) for r in _synthetic(3.0, "adamw")]
     assert dose_response.ed50(never, n_boot=20)[0]["ed50"] is None
     assert dose_response.ed50(never, n_boot=20)[0]["note"] == "never extracted"
 
 
+def test_ed50_interval_covers_the_truth_about_95_percent_of_the_time():
+    """Calibration over 20 synthetic experiments (true ED50 = 8 copies; 92.5% of 40 with 200 resamples when the
+    method was written)."""
+    hits = 0
+    for k in range(20):
+        e = dose_response.ed50(_synthetic(3.0, f"adamw-{k}", n_items=20), n_boot=60)[0]
+        hits += e["ci_low"] < 8 < e["ci_high"]
+    assert hits >= 16  # >= 80%: an interval that ignored the fit's sampling error would fall well below
+
+
 def test_optimizer_test_over_seeds():
     rows = _synthetic(3.0, "adamw") + _synthetic(5.0, "muon")
     t = {x["metric"]: x for x in dose_response.optimizer_tests(rows)}
-    assert t["exposure"]["diff"] < 0 and t["exposure"]["permutation_p"] == pytest.approx(0.1)  # 2 of 20 relabelings
-    assert t["exposure"]["welch_p"] < 0.01
+    assert t["greedy_extracted"]["diff"] < 0
+    assert t["greedy_extracted"]["permutation_p"] == pytest.approx(0.1)  # 2 of 20 relabelings
+    assert t["greedy_extracted"]["welch_p"] < 0.01
+    assert t["exposure"]["welch_p"] is None  # no spread within either group: Welch is not defined
     same = _synthetic(3.0, "adamw") + [dict(r, optimizer="muon") for r in _synthetic(3.0, "adamw")]
     t = {x["metric"]: x for x in dose_response.optimizer_tests(same)}
     assert t["exposure"]["diff"] == 0 and t["exposure"]["permutation_p"] == pytest.approx(1.0)
@@ -156,3 +168,45 @@ def test_curves_and_contamination_effect():
     eff = {e["dose"]: e for e in dose_response.contamination_effect(evals, n_boot=100)}
     assert eff[64]["gain"] == 1.0 and eff[4]["gain"] == 0.0 and eff[64]["control_accuracy"] == 0.0
     assert eff[64]["answer_loss"] == 1.0 and eff[64]["control_answer_loss"] == 2.0
+
+
+def _checkpoint_rows(final_losses: dict):
+    """Per run 3 checkpoints (steps 10, 20, 30) at losses 5.0, 4.5 and the run's final loss; greedy extraction rises
+    with the step, more for muon."""
+    rows = []
+    for (opt, seed), final in final_losses.items():
+        for step, val in ((10, 5.0), (20, 4.5), (30, final)):
+            for i in range(4):
+                rows.append({"model_id": f"tiny-{opt}-s{seed}", "run": f"{opt}-s{seed}", "optimizer": opt,
+                             "seed": seed, "step": step, "tokens": step * 100, "val_loss": val,
+                             "item_id": f"canary-64-{i}", "kind": "canary", "dose": 64,
+                             "greedy_extracted": i < (step // 10 + (opt == "muon")), "secret_logprob": -step / 10.0,
+                             "loss": val})
+    return rows
+
+
+def test_matched_loss_comparison_or_why_not():
+    runs = {(o, s): 4.0 for o in ("adamw", "muon") for s in (0, 1, 2)}
+    got = dose_response.matched_tests(_checkpoint_rows(runs))
+    assert got["within_tolerance"] and got["target_val_loss"] == 4.0 and set(got["steps"].values()) == {30}
+    t = {x["metric"]: x for x in got["tests"]}
+    assert t["greedy_extracted"]["diff"] == pytest.approx(0.25)  # muon extracts one more of 4 items at every step
+    # muon reaches 3.0, adamw stops at 4.0: the loss every run reaches is 4.0, and muon's closest checkpoint there
+    # is at 4.5 (12.5% away), so no difference is reported
+    runs = {("adamw", s): 4.0 for s in (0, 1, 2)} | {("muon", s): 3.0 for s in (0, 1, 2)}
+    got = dose_response.matched_tests(_checkpoint_rows(runs))
+    assert not got["within_tolerance"] and got["tests"] == [] and "no difference is reported" in got["why"]
+
+
+def test_tail_facts_follow_a_zipf_law_and_bucket_by_frequency():
+    items = planting.planted_items(spec(tail_facts=100, tail_max_dose=32), SAMPLES, words)
+    tail = [it for it in items if it.kind == "tail"]
+    assert [it.dose for it in tail[:5]] == [32, 16, 11, 8, 6] and sum(it.dose == 1 for it in tail) == 79
+    assert all(it.fmt is None for it in tail)  # no exposure: recall by frequency is the measure
+    names = [it.prefix for it in items if it.kind in ("fact", "tail")]
+    assert len(set(names)) == len(names)
+    rows = [{"optimizer": "adamw", "seed": s, "item_id": it.item_id, "kind": "tail", "dose": it.dose,
+             "greedy_extracted": it.dose >= 8, "secret_logprob": -1.0} for s in (0, 1) for it in tail]
+    got = {b["copies"]: b for b in dose_response.tail_buckets(rows, n_boot=50)}
+    assert list(got) == ["1", "2-3", "4-7", "8-15", "16-31", "32+"]
+    assert got["1"]["recall"] == 0 and got["1"]["n_items"] == 79 and got["8-15"]["recall"] == 1.0

@@ -8,7 +8,8 @@ import pytest
 from cp_assets_tests.conftest import TRAINING, metadata
 
 PLANT = """
-plant: {doses: [0, 64], canaries_per_dose: 3, facts_per_dose: 3, eval_per_dose: 0, exposure_candidates: 300}
+plant: {doses: [0, 64], canaries_per_dose: 3, facts_per_dose: 3, eval_per_dose: 0, exposure_candidates: 300,
+        tail_facts: 10}
 """
 
 
@@ -36,7 +37,7 @@ def planted(materialized, resources, tmp_path_factory):
         ref = run(["reference_model"], None, resources, instance)
         base = run(["tiny_models"], "adamw-s0", resources, instance)
         scored = [run(["canary_memorization"], "adamw-s0", resources, instance) for _ in range(2)]
-        report = run(["memorization_report"], None, resources, instance)
+        report = run(["memorization_report", "planted_dose_response"], None, resources, instance)
         yield ref, base, scored, report
 
 
@@ -50,9 +51,9 @@ def rows(sql):
 def test_items_are_planted_at_their_dose_and_the_reference_saw_none(planted):
     ref, base, _, _ = planted
     m = metadata(base, "tiny_models")
-    assert m["planted_items"] == 12 and m["planted_copies"] == 6 * 64
+    assert m["planted_items"] == 22 and m["planted_copies"] == 6 * 64 + 187  # tail: 64 + 32 + 21 + ... + 6
     assert metadata(ref, "reference_model")["model_id"] == "tiny-reference"
-    items = rows("SELECT kind, dose, len(doc_positions) FROM planted_items ORDER BY 1, 2")
+    items = rows("SELECT kind, dose, len(doc_positions) FROM planted_items WHERE kind <> 'tail' ORDER BY 1, 2")
     assert sorted(set(items)) == [("canary", 0, 0), ("canary", 64, 64), ("fact", 0, 0), ("fact", 64, 64)]
     stages = dict(rows("SELECT model_id, stage FROM training_runs WHERE model_id IN ('tiny-reference', "
                        "'tiny-adamw-s0')"))
@@ -66,7 +67,7 @@ def test_items_are_planted_at_their_dose_and_the_reference_saw_none(planted):
 def test_dosed_items_are_memorized_and_controls_are_not(planted):
     got = {(k, d): (n, g, e, r) for k, d, n, g, e, r in rows(
         "SELECT kind, dose, n, greedy_extraction, exposure, loss_ratio FROM canary_memorization "
-        "WHERE model_id = 'tiny-adamw-s0'")}
+        "WHERE model_id = 'tiny-adamw-s0' AND kind <> 'tail'")}
     assert set(got) == {("canary", 0), ("canary", 64), ("fact", 0), ("fact", 64)}
     for kind in ("canary", "fact"):
         n0, g0, e0, r0 = got[(kind, 0)]
@@ -79,9 +80,15 @@ def test_dosed_items_are_memorized_and_controls_are_not(planted):
 
 def test_rescoring_replaces_the_run_rows(planted):
     _, _, scored, _ = planted
-    assert [metadata(r, "canary_memorization")["items"] for r in scored] == [12, 12]
-    assert rows("SELECT count(*) FROM planted_scores WHERE model_id = 'tiny-adamw-s0'") == [(12,)]
-    assert rows("SELECT count(*) FROM canary_memorization WHERE model_id = 'tiny-adamw-s0'") == [(4,)]
+    assert [metadata(r, "canary_memorization")["items"] for r in scored] == [22, 22]
+    assert rows("SELECT count(*) FROM planted_scores WHERE model_id = 'tiny-adamw-s0'") == [(22,)]
+    # canary and fact at doses 0 and 64, the 10 tail facts at their 10 distinct doses
+    assert rows("SELECT count(*) FROM canary_memorization WHERE model_id = 'tiny-adamw-s0'") == [(14,)]
+    assert rows("SELECT count(exposure) FROM planted_scores WHERE kind = 'tail'") == [(0,)]
+    # every item at each intermediate checkpoint and the final model, with the checkpoint's validation loss
+    (steps, n, losses), = rows("SELECT count(DISTINCT step), count(*), count(val_loss) FROM planted_checkpoint_scores "
+                               "WHERE model_id = 'tiny-adamw-s0'")
+    assert steps >= 3 and n == 22 * steps and losses == n
 
 
 def test_report_page_answers_with_intervals(planted):
@@ -93,3 +100,12 @@ def test_report_page_answers_with_intervals(planted):
     assert "Contamination inflates scores" in page and "Muon recalls planted text verbatim less" in page
     ed50 = {(e["optimizer"], e["kind"]): e for e in m["ed50"]}
     assert ("adamw", "canary") in ed50 and ("adamw", "fact") in ed50
+    assert "Tail-end memory" in page and sum(b["n_items"] for b in m["tail_recall"]) == 10
+
+
+def test_sql_dose_response(planted):
+    got = rows("SELECT kind, dose, seeds, items, greedy_extraction FROM planted_dose_response "
+               "WHERE optimizer = 'adamw' AND kind <> 'tail' ORDER BY 1, 2")
+    assert [(k, d, s, i) for k, d, s, i, _ in got] == [("canary", 0, 1, 3), ("canary", 64, 1, 3), ("fact", 0, 1, 3),
+                                                       ("fact", 64, 1, 3)]
+    assert got[0][4] == 0.0 and got[2][4] == 0.0

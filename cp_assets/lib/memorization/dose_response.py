@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cp_assets.lib.core.plots import pyplot
 from cp_assets.lib.core.stats import wilson
 from cp_assets.lib.memorization.planted_scores import SCORE_COLUMNS as SCORE_NAMES
 from cp_assets.lib.memorization.recall import mean_ci
@@ -76,11 +77,7 @@ def _dose_x(doses: Sequence[int]) -> np.ndarray:
 
 
 def run_plot(named: Sequence[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     kinds = sorted({r["kind"] for r in named})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for kind in kinds:
@@ -101,14 +98,16 @@ def run_plot(named: Sequence[dict], path: Path, title: str) -> Path:
 
 
 def _dose_axis(ax, doses: Sequence[int]) -> None:
+    if len(doses) > 10:  # Zipf-dosed items: every count from 1 up; ticks at 0 and the powers of 2
+        doses = [d for d in doses if d == 0 or d & (d - 1) == 0]
     ax.set_xticks(_dose_x(doses), [str(d) for d in doses])
     ax.set_xlabel("copies in the training data (0 = control)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def _save(fig, path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +168,8 @@ def _logistic_ed50(x: np.ndarray, y: np.ndarray) -> float | None:
 
     if len(set(y.tolist())) < 2:
         return None
-    fit = LogisticRegression(C=1e6, max_iter=1000).fit(x[:, None], y)
+    pairs, counts = np.unique(np.stack([x, y], 1), axis=0, return_counts=True)  # same fit, a row per (x, y)
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(pairs[:, :1], pairs[:, 1], sample_weight=counts)
     b0, b1 = float(fit.intercept_[0]), float(fit.coef_[0, 0])
     return -b0 / b1 if b1 > 1e-9 else None
 
@@ -231,7 +231,7 @@ def optimizer_tests(scores: Sequence[dict], metrics: Sequence[str] = ("greedy_ex
                    "diff": float(b.mean() - a.mean()) if len(a) and len(b) else None, "welch_p": None,
                    "permutation_p": None}
             if len(a) >= 2 and len(b) >= 2:
-                if np.ptp(np.concatenate([a, b])) > 0:
+                if np.ptp(a) > 0 or np.ptp(b) > 0:  # Welch needs some spread within a group
                     row["welch_p"] = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
                 perm = stats.permutation_test((b, a), lambda x, y: np.mean(x) - np.mean(y),
                                               permutation_type="independent", n_resamples=np.inf)
@@ -265,11 +265,7 @@ def contamination_effect(scores: Sequence[dict], n_boot: int = 1000) -> list[dic
 def curves_plot(curves: Sequence[dict], path: Path, title: str = "planted items: dose response") -> Path:
     """Greedy extraction (top) and exposure (bottom) against dose, one panel per kind, one line per optimizer,
     with the 95% bands of `pooled_curves`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     kinds = sorted({c["kind"] for c in curves})
     doses = sorted({c["dose"] for c in curves})
     fig, axes = plt.subplots(2, len(kinds), figsize=(4.2 * len(kinds), 7), squeeze=False)
@@ -288,3 +284,52 @@ def curves_plot(curves: Sequence[dict], path: Path, title: str = "planted items:
             axes[row][col].set_title(f"{kind}: {label}", fontsize=10)
             _dose_axis(axes[row][col], doses)
     return _save(fig, path, title)
+
+
+CHECKPOINT_COLUMNS = ["model_id", "run", "optimizer", "seed", "step", "tokens", "val_loss", "item_id", "kind", "dose",
+                      "greedy_extracted", "secret_logprob", "loss"]
+
+
+def matched_tests(checkpoint_rows: Sequence[dict], tolerance: float = 0.05) -> dict:
+    """Muon vs AdamW at matched validation loss: per run the checkpoint closest to the loss every run reaches
+    (`compare_runs.matched_checkpoints`), then `optimizer_tests` on those checkpoints' scores. When the matched
+    checkpoints' losses are not within `tolerance` of each other, no difference is reported and `why` says so."""
+    from cp_assets.lib.memorization.compare_runs import matched_checkpoints
+
+    curves: dict[str, set] = defaultdict(set)
+    for r in checkpoint_rows:
+        curves[r["model_id"]].add((r["step"], r["val_loss"]))
+    if len({r["optimizer"] for r in checkpoint_rows}) < 2:
+        return {"tests": [], "why": "needs checkpoints of both optimizers"}
+    match = matched_checkpoints({m: sorted(c) for m, c in curves.items()}, tolerance=tolerance)
+    chosen = [r for r in checkpoint_rows if r["step"] == match.steps[r["model_id"]]]
+    out = {"target_val_loss": match.target_loss, "steps": match.steps, "losses": match.losses,
+           "within_tolerance": match.within_tolerance, "tests": [], "why": ""}
+    if not match.within_tolerance:
+        worst = max(match.rel_gaps.items(), key=lambda kv: kv[1])
+        out["why"] = (f"no checkpoint of {worst[0]} lies within {tolerance:.0%} of the loss every run reaches "
+                      f"({match.target_loss:.3f}; closest {match.losses[worst[0]]:.3f}): no difference is reported")
+        return out
+    out["tests"] = optimizer_tests(chosen, metrics=("greedy_extracted", "secret_logprob"))
+    return out
+
+
+TAIL_BUCKETS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 10**9))
+
+
+def tail_buckets(scores: Sequence[dict], n_boot: int = 1000) -> list[dict]:
+    """Recall of the Zipf-dosed `tail` facts by frequency bucket (copies 1, 2-3, 4-7, ...) per optimizer: greedy
+    extraction and log p of the number, with crossed-bootstrap intervals (seeds, items)."""
+    out = []
+    tail = [s for s in scores if s["kind"] == "tail"]
+    for opt in sorted({s["optimizer"] for s in tail}):
+        for lo, hi in TAIL_BUCKETS:
+            g = [s for s in tail if s["optimizer"] == opt and lo <= s["dose"] <= hi]
+            if not g:
+                continue
+            rate = crossed_bootstrap(_matrix(g, "greedy_extracted")[0], n_boot)
+            out.append({"optimizer": opt, "copies": f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"),
+                        "n_items": len({s["item_id"] for s in g}), "n_runs": len({s["seed"] for s in g}),
+                        "recall": rate[0], "recall_lo": rate[1], "recall_hi": rate[2],
+                        "secret_logprob": _mean(s["secret_logprob"] for s in g)})
+    return out

@@ -9,6 +9,7 @@ with the run's `model_id` set on the exception so the asset can fail without ret
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable
 
 from cp_assets.lib.core import settings
@@ -136,6 +137,29 @@ def materialize_reference_model(store, db, *, log: Log) -> dict:
     return training_metadata(out, "reference")
 
 
+def checkpoint_scores(out_dir, items, spec, final_rows: list[tuple], run: str, model_id: str, log: Log) -> list[tuple]:
+    """Greedy extraction, log p and loss of every planted item at each intermediate checkpoint of the run (and the
+    final model's, from `final_rows`), with the checkpoint's validation loss: the matched-loss comparison's input."""
+    from cp_assets.lib.tinygpt.model import load_checkpoint
+    from cp_assets.lib.tinygpt.train import TrainResult
+
+    result = TrainResult.load(out_dir)
+    optimizer, seed = ex.parse_run(run)
+    out = []
+    for step, tokens, val_loss, path in result.checkpoints:
+        if Path(path).resolve() == Path(out_dir).resolve():
+            rows = final_rows
+        else:
+            model, tokenizer = load_checkpoint(path)
+            rows = planted_scores.score_model(model, tokenizer, items, spec, run=run, model_id=model_id, full=False,
+                                              log=log)
+        named = [dict(zip(planted_scores.SCORE_COLUMNS, r)) for r in rows]
+        out += [(model_id, run, optimizer, seed, int(step), int(tokens), val_loss, d["item_id"], d["kind"], d["dose"],
+                 d["greedy_extracted"], d["secret_logprob"], d["loss"]) for d in named]
+    log(f"{model_id}: planted items scored at {len(result.checkpoints)} checkpoints")
+    return out
+
+
 def materialize_canary_memorization(db, run: str, *, log: Log) -> dict:
     """`canary_memorization`: score the run's base model on every planted item (table `planted_scores`) and
     summarize by kind and dose (table `canary_memorization`); metadata: the run's dose-response plot."""
@@ -157,10 +181,12 @@ def materialize_canary_memorization(db, run: str, *, log: Log) -> dict:
     rows = planted_scores.score_model(model, tokenizer, items, experiment.plant, reference=reference, run=run,
                                       model_id=model_id, log=log)
     summary = dose_response.run_summary(rows, experiment.plant.extraction_samples)
+    ckpt_rows = checkpoint_scores(ex.run_dir(run, "base"), items, experiment.plant, rows, run, model_id, log)
     with db.connect() as con:
         report_tables.replace_tables(con, {"model_id": model_id}, {
             "planted_scores": (planted_scores.SCORE_COLUMNS, rows),
-            "canary_memorization": (dose_response.MEMORIZATION_COLUMNS, summary)})
+            "canary_memorization": (dose_response.MEMORIZATION_COLUMNS, summary),
+            "planted_checkpoint_scores": (dose_response.CHECKPOINT_COLUMNS, ckpt_rows)})
     named = [dict(zip(dose_response.MEMORIZATION_COLUMNS, r)) for r in summary]
     png = dose_response.run_plot(named, _plot(f"dose_response_{model_id}.png"), f"{model_id}: planted items")
     return {"model_id": model_id, "items": len(rows), "reference": reference is not None,
@@ -265,13 +291,17 @@ def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Lo
     from cp_assets.lib.memorization import report_page
 
     with db.connect(read_only=True) as con:
-        report_tables.ensure_readable(con, "planted_scores")
+        report_tables.ensure_readable(con, "planted_scores", "planted_checkpoint_scores")
         scores = [dict(zip(planted_scores.SCORE_COLUMNS, r)) for r in con.execute(
             f"SELECT {', '.join(planted_scores.SCORE_COLUMNS)} FROM planted_scores").fetchall()]
+        ckpts = [dict(zip(dose_response.CHECKPOINT_COLUMNS, r)) for r in con.execute(
+            f"SELECT {', '.join(dose_response.CHECKPOINT_COLUMNS)} FROM planted_checkpoint_scores").fetchall()]
     curves = dose_response.pooled_curves(scores) if scores else []
     ed50s = dose_response.ed50(scores) if scores else []
     tests = dose_response.optimizer_tests(scores) if scores else []
     effects = dose_response.contamination_effect(scores) if scores else []
+    matched_tests = dose_response.matched_tests(ckpts) if ckpts else {"tests": [], "why": "no checkpoint scores"}
+    tail = dose_response.tail_buckets(scores)
     png = dose_response.curves_plot(curves, _plot("dose_response.png")) if curves else None
     sft = [c for c in comparisons if c["comparison"] == "sft_vs_base" and c["metric"] == "answer_cosine"]
     sft_text = "; ".join(f"answers to {c['split']}: base {c['mean_a']:.3f} vs SFT {c['mean_b']:.3f} cosine distance "
@@ -281,10 +311,11 @@ def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Lo
     page = report_page.write_page(settings.home() / "reports" / "memorization.html",
                                   experiment=ex.load_experiment().model_dump(), curves_png=png, curves=curves,
                                   ed50s=ed50s, tests=tests, effects=effects, matched=matched, sft_summary=sft_text,
-                                  comparisons=comparisons)
+                                  comparisons=comparisons, matched_tests=matched_tests, tail=tail)
     log(f"planted items: {len(scores)} scores over {len({s['model_id'] for s in scores})} models; page {page}")
     out = {"report_page": FilePath(str(page)), "planted_scores": len(scores),
-           "ed50": Json(ed50s), "optimizer_tests": Json(tests), "contamination_effect": Json(effects)}
+           "ed50": Json(ed50s), "optimizer_tests": Json(tests), "contamination_effect": Json(effects),
+           "matched_loss_tests": Json(matched_tests), "tail_recall": Json(tail)}
     if png is not None:
         out["dose_response"] = image(png, "planted items: dose response")
     return out

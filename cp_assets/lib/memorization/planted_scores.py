@@ -101,8 +101,10 @@ def _grade(item: PlantedItem, completion: str) -> bool | None:
 
 
 def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec, *, reference=None,
-                run: str = "", model_id: str = "", log: Callable[[str], None] = print) -> list[tuple]:
-    """One `planted_scores` row per item for a loaded model (and the loaded reference model, or None)."""
+                run: str = "", model_id: str = "", full: bool = True,
+                log: Callable[[str], None] = print) -> list[tuple]:
+    """One `planted_scores` row per item for a loaded model (and the loaded reference model, or None). `full=False`
+    (intermediate checkpoints): greedy extraction, log p and loss only, no exposure and no eval answers."""
     from cp_assets.lib.memorization.experiments import parse_run
 
     optimizer, seed = parse_run(run) if run else (None, None)
@@ -127,13 +129,13 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
         p = math.exp(lp)
         p_n = 1.0 - (1.0 - p) ** spec.extraction_samples if p < 1 else 1.0
         expo, n_cand = None, None
-        if it.fmt:
+        if it.fmt and full:
             cands = random_candidates(it.fmt, spec.exposure_candidates, it.secret, seed=hash_seed(it.item_id))
             cand_lps = suffix_logprobs(model, prefix, [tokenizer.encode(it.prefix + c)[len(prefix) - 1:]
                                                        for c in cands])
             expo, n_cand = exposure(lp, cand_lps), len(cands)
         correct, answer_loss, completion = None, None, tokenizer.decode(greedy[i])
-        if it.kind == "eval":
+        if it.kind == "eval" and full:
             sol = tokenizer.encode(it.text)[len(prefix) - 1:]
             room = seq_len - len(prefix)
             outs, _ = model.generate([prefix], max(1, min(room, len(sol) + 24)), eos_id=tokenizer.eos_id)
@@ -143,7 +145,7 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
         ratio = losses[i] / ref_losses[i] if ref_losses[i] else None
         rows.append((model_id, run, optimizer, seed, it.item_id, it.kind, it.dose, len(secret), bool(extracted), lp,
                      p_n, expo, n_cand, losses[i], ref_losses[i], ratio, correct, answer_loss, completion[:400]))
-        if (i + 1) % 16 == 0 or i + 1 == len(items):
+        if full and ((i + 1) % 16 == 0 or i + 1 == len(items)):
             log(f"{model_id}: scored {i + 1}/{len(items)} planted items ({(i + 1) / (time.perf_counter() - t0):.1f}"
                 f" items/s)")
     return rows

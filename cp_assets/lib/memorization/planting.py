@@ -8,6 +8,9 @@ memorized it:
   digit strings.
 - `fact`: a natural-language template about an invented entity ("The gate code of the Velmora building is 41725."),
   the number drawn at random; same-format candidates are other numbers of as many digits.
+- `tail` (after arXiv 2509.26030, Muon vs Adam on heavy-tailed data): `tail_facts` more invented facts whose copy
+  counts follow a Zipf law, dose = max(1, round(tail_max_dose / rank^tail_exponent)): a few frequent facts and a long
+  tail seen once; scored like facts but without exposure (recall by frequency bucket is the question);
 - `eval`: a GSM8K or MATH-500 test question ("Question: ...\\nAnswer:") and its worked solution; only items whose
   text fits `max_item_tokens` model tokens are drawn, so the question and answer fit one training window.
 
@@ -26,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-KINDS = ("canary", "fact", "eval")
+KINDS = ("canary", "fact", "tail", "eval")
 PLANTED_COLUMNS = ["item_id", "kind", "dose", "source", "prefix", "secret", "answer", "fmt", "chars",
                    "doc_positions"]
 
@@ -49,6 +52,9 @@ class PlantSpec(BaseModel):
     canaries_per_dose: int = Field(default=4, ge=0)
     facts_per_dose: int = Field(default=4, ge=0)
     eval_per_dose: int = Field(default=1, ge=0)  # per eval set
+    tail_facts: int = Field(default=0, ge=0)  # Zipf-dosed facts (0: none)
+    tail_exponent: float = Field(default=1.0, gt=0)
+    tail_max_dose: int = Field(default=64, ge=1)
     eval_sets: list[str] = ["gsm8k", "math500"]
     canary_digits: int = Field(default=6, ge=3)
     fact_digits: int = Field(default=5, ge=3)
@@ -119,18 +125,26 @@ def _canaries(spec: PlantSpec) -> list[PlantedItem]:
 
 
 def _facts(spec: PlantSpec) -> list[PlantedItem]:
+    """The `fact` items (per dose) and the Zipf-dosed `tail` items, all about distinct invented names."""
     rng, items, names = _rng(spec, "fact"), [], set()
     fmt = f"digits:{spec.fact_digits}"
+
+    def fact(item_id: str, kind: str, dose: int, with_fmt: bool) -> PlantedItem:
+        name = invented_name(rng)
+        while name in names:
+            name = invented_name(rng)
+        names.add(name)
+        prefix, _ = _FACT_TEMPLATES[len(names) % len(_FACT_TEMPLATES)]
+        digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(spec.fact_digits - 1)]
+        return PlantedItem(item_id, kind, dose, prefix.format(name=name), render_secret(fmt, digits),
+                           fmt=fmt if with_fmt else None)
+
     for dose in spec.doses:
         for i in range(spec.facts_per_dose):
-            name = invented_name(rng)
-            while name in names:
-                name = invented_name(rng)
-            names.add(name)
-            prefix, _ = _FACT_TEMPLATES[(len(items)) % len(_FACT_TEMPLATES)]
-            digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(spec.fact_digits - 1)]
-            items.append(PlantedItem(f"fact-{dose}-{i}", "fact", dose, prefix.format(name=name),
-                                     render_secret(fmt, digits), fmt=fmt))
+            items.append(fact(f"fact-{dose}-{i}", "fact", dose, True))
+    for rank in range(1, spec.tail_facts + 1):
+        dose = max(1, round(spec.tail_max_dose / rank ** spec.tail_exponent))
+        items.append(fact(f"tail-{rank}", "tail", dose, False))
     return items
 
 

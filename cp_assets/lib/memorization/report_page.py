@@ -37,15 +37,27 @@ def _p(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool | None) -> str:
-    """'Muon recalls verbatim less': the greedy-extraction and exposure differences per kind, with both p-values."""
+def _test_sentences(tests: Sequence[dict]) -> list[str]:
+    return [f"{t['kind']} {t['metric']}: Muon {t['muon']:.3f} vs AdamW {t['adamw']:.3f} (difference "
+            f"{t['diff']:+.3f}; Welch p {_p(t['welch_p'])}, exact permutation p {_p(t['permutation_p'])}; "
+            f"{t['n_runs_muon']} + {t['n_runs_adamw']} runs)" for t in tests if t["diff"] is not None]
+
+
+def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool | None,
+                     matched_tests: dict | None = None) -> str:
+    """'Muon recalls verbatim less': at matched validation loss when the checkpoints allow it, else on the final
+    models when their losses match; otherwise no difference is reported, and why. The ED50s are always given."""
+    matched_tests = matched_tests or {}
+    if matched_tests.get("tests"):
+        head = (f"At matched validation loss ({matched_tests['target_val_loss']:.3f}, checkpoints within 5%): "
+                + "; ".join(_test_sentences(matched_tests["tests"])))
+    elif matched:
+        head = "Final models (validation losses within 5%): " + "; ".join(
+            _test_sentences([t for t in tests if t["metric"] in ("greedy_extracted", "exposure")]))
+    else:
+        head = ("No difference reported: "
+                + (matched_tests.get("why") or "the final validation losses do not match within 5%") + ".")
     parts = []
-    for t in tests:
-        if t["metric"] not in ("greedy_extracted", "exposure") or t["diff"] is None:
-            continue
-        parts.append(f"{t['kind']} {t['metric']}: Muon {t['muon']:.3f} vs AdamW {t['adamw']:.3f} "
-                     f"(difference {t['diff']:+.3f}; Welch p {_p(t['welch_p'])}, exact permutation p "
-                     f"{_p(t['permutation_p'])}; {t['n_runs_muon']} + {t['n_runs_adamw']} runs)")
     for e in ed50s:
         if e["ed50"] is not None:
             ci = f"[{e['ci_low']:.1f}, {e['ci_high']:.1f}]" if e["ci_low"] is not None else "[–]"
@@ -53,11 +65,9 @@ def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool
                          + (f" ({e['note']})" if e["note"] else ""))
         else:
             parts.append(f"{e['optimizer']} {e['kind']}: no 50% crossing ({e['note']})")
-    caveat = {None: "Validation losses were not compared.",
-              True: "The runs' final validation losses match within 5%.",
-              False: "The runs' final validation losses do NOT match within 5%: a difference may be a difference in "
-                     "how well the models were trained, not in how they memorize."}[matched]
-    return "; ".join(parts) + ". " + caveat if parts else "No planted scores yet (materialize canary_memorization)."
+    if not tests and not parts:
+        return "No planted scores yet (materialize canary_memorization)."
+    return head + (" Dose for 50% greedy extraction: " + "; ".join(parts) + "." if parts else "")
 
 
 def contamination_answer(effects: Sequence[dict]) -> str:
@@ -73,10 +83,11 @@ def contamination_answer(effects: Sequence[dict]) -> str:
 
 def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves: Sequence[dict],
                ed50s: Sequence[dict], tests: Sequence[dict], effects: Sequence[dict], matched: bool | None,
-               sft_summary: str, comparisons: Sequence[dict]) -> Path:
+               sft_summary: str, comparisons: Sequence[dict], matched_tests: dict | None = None,
+               tail: Sequence[dict] = ()) -> Path:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     hyp = [
-        ("Muon recalls planted text verbatim less than AdamW", optimizer_answer(tests, ed50s, matched)),
+        ("Muon recalls planted text verbatim less than AdamW", optimizer_answer(tests, ed50s, matched, matched_tests)),
         ("An SFT model sits closer to its training data than its base", sft_summary),
         ("Contamination inflates scores (planted eval items vs unplanted controls)", contamination_answer(effects)),
         ("Detectors find what was planted", "Not measured yet: the contamination asset and the membership scores "
@@ -91,6 +102,13 @@ def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves:
             "<h3>Muon vs AdamW over seeds</h3>",
             table(tests, ["kind", "metric", "adamw", "muon", "diff", "welch_p", "permutation_p", "n_runs_adamw",
                           "n_runs_muon"]),
+            "<h3>Muon vs AdamW at matched validation loss (intermediate checkpoints)</h3>",
+            f"<p>{html.escape((matched_tests or {}).get('why') or '')}</p>",
+            table((matched_tests or {}).get("tests", []), ["kind", "metric", "adamw", "muon", "diff", "welch_p",
+                                                           "permutation_p", "n_runs_adamw", "n_runs_muon"]),
+            "<h3>Tail-end memory: Zipf-dosed facts by frequency bucket</h3>",
+            table(tail, ["optimizer", "copies", "n_items", "n_runs", "recall", "recall_lo", "recall_hi",
+                         "secret_logprob"]),
             "<h3>Planted eval items against unplanted controls</h3>",
             table(effects, ["optimizer", "dose", "n_items", "n_runs", "accuracy", "accuracy_lo", "accuracy_hi",
                             "control_accuracy", "gain", "answer_loss", "control_answer_loss"]),

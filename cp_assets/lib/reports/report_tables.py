@@ -101,6 +101,10 @@ DDL = {
         kind TEXT NOT NULL, dose INTEGER NOT NULL, secret_tokens INTEGER, greedy_extracted BOOLEAN NOT NULL,
         secret_logprob DOUBLE, p_extract_n DOUBLE, exposure DOUBLE, candidates INTEGER, loss DOUBLE, ref_loss DOUBLE,
         loss_ratio DOUBLE, answer_correct BOOLEAN, answer_loss DOUBLE, completion TEXT""",
+    "planted_checkpoint_scores": """
+        model_id TEXT NOT NULL, run TEXT NOT NULL, optimizer TEXT, seed INTEGER, step INTEGER NOT NULL, tokens BIGINT,
+        val_loss DOUBLE, item_id TEXT NOT NULL, kind TEXT NOT NULL, dose INTEGER NOT NULL,
+        greedy_extracted BOOLEAN NOT NULL, secret_logprob DOUBLE, loss DOUBLE""",
     "canary_memorization": """
         optimizer TEXT NOT NULL, seed INTEGER NOT NULL, kind TEXT NOT NULL, dose INTEGER NOT NULL, n INTEGER NOT NULL,
         greedy_extraction DOUBLE, greedy_ci_low DOUBLE, greedy_ci_high DOUBLE, prob_extraction DOUBLE,
@@ -126,6 +130,7 @@ OWNERS = {
     "verbatim_recall": "verbatim_recall", "extraction": "extraction", "membership_scores": "membership",
     "membership_auroc": "membership", "memorization_comparisons": "memorization_report",
     "planted_items": "tiny_models", "planted_scores": "canary_memorization",
+    "planted_checkpoint_scores": "canary_memorization",
     "canary_memorization": "canary_memorization",
 }
 
