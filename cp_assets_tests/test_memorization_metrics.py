@@ -257,6 +257,17 @@ def test_tpr_at_fpr():
     assert tpr_at_fpr(y, s, 0.25) == 1.0
 
 
+def test_tpr_at_a_tenth_of_a_percent_fpr():
+    """With 2,000 non-members, 0.1% FPR allows 2 false positives: the members above the third-highest non-member."""
+    rng = np.random.default_rng(0)
+    others = rng.normal(size=2000)
+    top3 = np.sort(others)[-3]
+    members = np.r_[np.full(30, top3 + 1.0), np.full(70, top3 - 1.0)]
+    a = auroc(members.tolist(), others.tolist(), n_boot=0)
+    assert a.tpr_at_01pct_fpr == pytest.approx(0.3) and a.tpr_at_1pct_fpr >= 0.3
+    assert auroc([2.0, 0.5], [1.0, 0.0], n_boot=0).tpr_at_01pct_fpr == 0.5  # 0 false positives of 2 allowed
+
+
 @pytest.mark.parametrize("members,nonmembers,reason,n_missing", [
     ([], [1.0, 2.0], "no member scores (none given)", 0),
     ([1.0], [], "no non-member scores (none given)", 0),
@@ -366,3 +377,39 @@ def test_comparison_plot(tmp_path):
     comps = {"exact": compare(*_groups(0.1, True, 60), n_boot=200), "similarity": compare(*_groups(0.0, False, 60),
                                                                                            n_boot=200)}
     assert _png(comparison_plot(comps, tmp_path / "cmp.png", "muon vs adamw at matched loss"))
+
+
+def test_blind_baseline_sees_a_distribution_shift_and_nothing_else():
+    """The text-only baseline (never queries a model): near 0.5 when members and non-members come from one
+    distribution, near 1 when the members are about something else."""
+    from cp_assets.lib.memorization.membership import blind_scores
+
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(300)]
+    same = [" ".join(rng.choice(vocab, 40)) for _ in range(200)]
+    member = [i % 2 == 0 for i in range(200)]
+    s = blind_scores(same, member)
+    a = auroc([x for x, m in zip(s, member) if m], [x for x, m in zip(s, member) if not m], n_boot=200)
+    assert a.ci_low < 0.5 < a.ci_high
+    shifted = [t + (" ocean tide harbor" if m else " desert dune sand") for t, m in zip(same, member)]
+    s = blind_scores(shifted, member)
+    assert auroc([x for x, m in zip(s, member) if m], [x for x, m in zip(s, member) if not m], n_boot=0).auroc > 0.95
+    assert blind_scores(["a b", "c d"], [True, False]) == [None, None]  # too few of a class to cross-validate
+
+
+def test_dataset_inference_finds_a_trained_set_and_not_a_random_half():
+    """Per passage the member shift is small (AUROC ~0.64), over 150 passages the set-level test finds it; the control
+    (half the non-members against the other half) does not."""
+    from cp_assets.lib.memorization import dataset_inference
+
+    rng = np.random.default_rng(5)
+    rows = [{"member": m, "loss": float(rng.normal(-0.5 if m else 0.0)), "zlib": float(rng.normal()),
+             "min_k_pp_20": None} for m in [True] * 150 + [False] * 150]
+    got = {r[1]: dict(zip(dataset_inference.COLUMNS, r)) for r in
+           dataset_inference.run("m", rows, ["loss", "zlib", "min_k_pp_20"])}
+    trained, control = got["members_vs_heldout"], got["control_heldout_halves"]
+    assert trained["features"] == "loss,zlib"  # a score no passage has is left out
+    assert trained["p_value"] < 0.01 and control["p_value"] > 0.05
+    assert (trained["n_suspect"], trained["n_validation"], control["n_suspect"]) == (150, 150, 75)
+    few = dataset_inference.test(rows[:5], rows[-5:], ["loss"])
+    assert few["p_value"] is None and "8+" in few["reason"]

@@ -36,7 +36,8 @@ def spec(**kw):
 def test_items_are_deterministic_dosed_and_fit():
     a = planting.planted_items(spec(), SAMPLES, words)
     assert a == planting.planted_items(spec(), SAMPLES, words)
-    counts = {(k, d): sum(1 for it in a if it.kind == k and it.dose == d) for k in planting.KINDS for d in (0, 1, 4, 16)}
+    counts = {(k, d): sum(1 for it in a if it.kind == k and it.dose == d)
+              for k in planting.KINDS for d in (0, 1, 4, 16)}
     assert all(counts[("canary", d)] == 3 and counts[("fact", d)] == 2 and counts[("eval", d)] == 2
                for d in (0, 1, 4, 16))
     assert len({it.item_id for it in a}) == len(a) and len({it.source for it in a if it.source}) == 8
@@ -210,3 +211,17 @@ def test_tail_facts_follow_a_zipf_law_and_bucket_by_frequency():
     got = {b["copies"]: b for b in dose_response.tail_buckets(rows, n_boot=50)}
     assert list(got) == ["1", "2-3", "4-7", "8-15", "16-31", "32+"]
     assert got["1"]["recall"] == 0 and got["1"]["n_items"] == 79 and got["8-15"]["recall"] == 1.0
+
+
+def test_the_tokenizer_trains_on_documents_that_are_neither_members_nor_held_out():
+    from cp_assets.lib.memorization.experiments import choose_members
+
+    docs = [(f"d{i}", "text " * 50) for i in range(100)]
+    chosen = choose_members(docs, member_chars=2000, heldout_documents=10, tokenizer_chars=3000)
+    used = {d for d, _ in chosen.members} | {d for d, _ in chosen.heldout}
+    tok = {d for d, _ in chosen.tokenizer_docs}
+    assert len(tok) == 12 and not tok & used and chosen.tokenizer_texts()[1] == "disjoint"
+    small = choose_members(docs[:18], member_chars=2000, heldout_documents=10, tokenizer_chars=3000)
+    assert small.tokenizer_docs == [] and small.tokenizer_texts() == ([t for _, t in small.members], "members")
+    # 3 documents (750 characters) left: under half of the members' 2,000, too little to fit a vocabulary on
+    assert choose_members(docs[:21], member_chars=2000, heldout_documents=10, tokenizer_chars=3000).tokenizer_docs == []

@@ -41,6 +41,10 @@ class BaseSpec(BaseModel):
     member_chars: int = Field(default=1_200_000, gt=0)
     epochs: float = Field(default=4.0, gt=0)
     heldout_documents: int = Field(default=150, gt=1)
+    # the BPE tokenizer is trained on documents that are neither members nor held out (the next ones in hash order),
+    # up to these characters; a split with less than half of min(tokenizer_chars, member characters) left falls
+    # back to the members and says so (a leak: membership scores then see a vocabulary fitted to the members)
+    tokenizer_chars: int = Field(default=0, ge=0)  # 0: the members (the old behaviour)
     include_recall_documents: bool = True
     target_val_loss: float | None = Field(default=None, gt=0)
 
@@ -114,6 +118,13 @@ class DocSplit:
     members: list[tuple[str, str]]  # (doc_id, text)
     heldout: list[tuple[str, str]]
     recall_documents: list[str]  # quoted documents: only excerpts around the quotes are members
+    tokenizer_docs: list[tuple[str, str]] = ()  # disjoint from members and held out; empty: none were left
+
+    def tokenizer_texts(self) -> tuple[list[str], str]:
+        """The texts the tokenizer trains on and where they come from ('disjoint' or 'members', the fallback)."""
+        if self.tokenizer_docs:
+            return [t for _, t in self.tokenizer_docs], "disjoint"
+        return [t for _, t in self.members], "members"
 
     def member_ids(self) -> list[str]:
         return [d for d, _ in self.members]
@@ -142,7 +153,7 @@ def excerpt(text: str, quotes: Sequence[str], context_chars: int) -> str:
 
 
 def choose_members(docs: Iterable[tuple[str, str]], *, member_chars: int, heldout_documents: int,
-                   quotes: Sequence[str] = (), context_chars: int = 1500) -> DocSplit:
+                   quotes: Sequence[str] = (), context_chars: int = 1500, tokenizer_chars: int = 0) -> DocSplit:
     """Members: the passages the verbatim-recall set quotes (each with `context_chars` around it, so a whole play is
     not trained for one quote), then whole documents in seeded-hash order until `member_chars`; held out: the next
     `heldout_documents` whole documents in that order. Deterministic for a document set.
@@ -157,6 +168,7 @@ def choose_members(docs: Iterable[tuple[str, str]], *, member_chars: int, heldou
             forced.append((doc_id, excerpt(text, hit, context_chars)))
     forced_ids = {d for d, _ in forced}
     members, heldout, chars = list(forced), [], sum(len(t) for _, t in forced)
+    tokenizer_docs, tok_chars = [], 0
     for doc in ordered:
         if doc[0] in forced_ids:
             continue
@@ -165,12 +177,17 @@ def choose_members(docs: Iterable[tuple[str, str]], *, member_chars: int, heldou
             chars += len(doc[1])
         elif len(heldout) < heldout_documents:
             heldout.append(doc)
+        elif tok_chars < tokenizer_chars:
+            tokenizer_docs.append(doc)
+            tok_chars += len(doc[1])
         else:
             break
     if len(heldout) < 2:
         raise ExperimentError(f"only {len(heldout)} documents are left to hold out after {len(members)} members "
                               f"({chars:,} chars): lower member_chars or use a larger split")
-    return DocSplit(members, heldout, sorted(forced_ids))
+    if tok_chars < 0.5 * min(tokenizer_chars, chars):  # too little text left to fit a vocabulary on: fall back
+        tokenizer_docs = []
+    return DocSplit(members, heldout, sorted(forced_ids), tokenizer_docs)
 
 
 def sft_documents(docs: Iterable[tuple[str, str]], max_chars: int) -> list[tuple[str, str]]:

@@ -16,7 +16,8 @@ from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import FilePath, Json, Markdown, image
 from cp_assets.lib.evals.eval_registry import load_evals
 from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.memorization import compare_runs, dose_response, planted_scores, planting, training
+from cp_assets.lib.memorization import (compare_runs, dataset_inference, dose_response, planted_scores, planting,
+                                        training)
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import extraction as ext
 from cp_assets.lib.memorization import membership as mia
@@ -118,6 +119,7 @@ def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) ->
     return training_metadata(out, "base") | {
         "members": len(chosen.members), "heldout": len(chosen.heldout),
         "recall_documents": len(chosen.recall_documents), "planted_items": len(out["planted_rows"]),
+        "tokenizer_source": chosen.tokenizer_texts()[1], "tokenizer_documents": len(chosen.tokenizer_docs),
         "planted_copies": sum(r[2] for r in out["planted_rows"])}
 
 
@@ -256,14 +258,16 @@ def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, w
     docs = [d for d in split_documents(store, split) if d[0] in member_ids | other_ids]
     members = passages([d for d in docs if d[0] in member_ids], n, words, seed)
     nonmembers = passages([d for d in docs if d[0] in other_ids], n, words, seed)
-    rows, aurocs, figures = membership_rows(backend, members, nonmembers, labels=labels, max_tokens=max_tokens,
-                                            log=log)
+    rows, aurocs, inference, figures = membership_rows(backend, members, nonmembers, labels=labels,
+                                                       max_tokens=max_tokens, log=log)
     with db.connect() as con:
         report_tables.replace_tables(con, {"model_id": model_id}, {
-            "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs)})
+            "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs),
+            "dataset_inference": (dataset_inference.COLUMNS, inference)})
     png = mia.roc_plot(scores_by_class(rows), _plot(f"membership_{model_id}.png"),
                        f"{model_id}: membership ROC ({labels} labels, {split})")
-    return figures | {"split": split, "auroc": Markdown(auroc_markdown(aurocs)), "roc": image(png, "ROC curves")}
+    return figures | {"split": split, "auroc": Markdown(auroc_markdown(aurocs)), "roc": image(png, "ROC curves"),
+                      "dataset_inference": Json([dict(zip(dataset_inference.COLUMNS, r)) for r in inference])}
 
 
 def materialize_memorization_report(db, *, log: Log) -> dict:

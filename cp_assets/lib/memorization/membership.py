@@ -38,6 +38,25 @@ SIGMA_FLOOR = 1e-8
 DEFAULT_KS = (10, 20, 50)
 
 
+def blind_scores(texts: Sequence[str], member: Sequence[bool], folds: int = 5, seed: int = 0) -> list[float | None]:
+    """A blind baseline that never queries the model (Das et al. 2024): a TF-IDF bag-of-words logistic regression
+    trained to tell members from non-members by their text alone, each passage scored by a model that did not see
+    it (stratified k-fold, out-of-fold probabilities). Its AUROC near 0.5 says members and non-members come from one
+    distribution, so a model-based score above it measures the model, not a shift between the two sets."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    y = np.asarray(member, dtype=int)
+    k = min(folds, int(y.sum()), int(len(y) - y.sum()))
+    if k < 2:
+        return [None] * len(texts)
+    clf = make_pipeline(TfidfVectorizer(min_df=2, sublinear_tf=True), LogisticRegression(max_iter=1000))
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return cross_val_predict(clf, list(texts), y, cv=cv, method="predict_proba")[:, 1].tolist()
+
+
 def _lowest_mean(values: np.ndarray, k: float) -> float:
     if not 0 < k <= 100:
         raise ValueError(f"k must be a percentage in (0, 100], got {k}")
@@ -96,6 +115,7 @@ class AUROC:
     tpr_at_5pct_fpr: float
     n_missing: int = 0  # items left out: score None or not finite
     reason: str | None = None  # why auroc is NaN, when it is
+    tpr_at_01pct_fpr: float = float("nan")  # TPR at 0.1% FPR: 0 unless a non-member count of 1,000+ allows it
 
     @property
     def defined(self) -> bool:
@@ -145,7 +165,8 @@ def auroc(member_scores: Sequence[float | None], nonmember_scores: Sequence[floa
         boots = u / (len(m) * len(o))
         tail = (1 - confidence) / 2 * 100
         low, high = (float(v) for v in np.percentile(boots, [tail, 100 - tail]))
-    return AUROC(point, low, high, len(m), len(o), tpr_at_fpr(y, s, 0.01), tpr_at_fpr(y, s, 0.05), n_missing)
+    return AUROC(point, low, high, len(m), len(o), tpr_at_fpr(y, s, 0.01), tpr_at_fpr(y, s, 0.05), n_missing,
+                 tpr_at_01pct_fpr=tpr_at_fpr(y, s, 0.001))
 
 
 def split_by_member(rows: Sequence[Mapping], score: str) -> tuple[list, list]:
@@ -166,14 +187,16 @@ def _score_names(rows: Sequence[Mapping]) -> list[str]:
 
 def evaluate(rows: Sequence[Mapping], score_names: Sequence[str] | None = None, n_boot: int = 1000,
              seed: int = 0) -> list[dict]:
-    """One row per score: score, auroc, ci_low, ci_high, tpr_at_1pct_fpr, tpr_at_5pct_fpr, n_members, n_nonmembers,
+    """One row per score: score, auroc, ci_low, ci_high, tpr_at_01pct_fpr (0.1%), tpr_at_1pct_fpr, tpr_at_5pct_fpr,
+    n_members, n_nonmembers,
     n_missing, reason. Input rows hold 'member' (bool) and score columns; by default every numeric (or None) column
     other than 'member' is a score."""
     out = []
     for name in score_names or _score_names(rows):
         a = auroc(*split_by_member(rows, name), n_boot=n_boot, seed=seed)
         out.append({"score": name, "auroc": a.auroc, "ci_low": a.ci_low, "ci_high": a.ci_high,
-                    "tpr_at_1pct_fpr": a.tpr_at_1pct_fpr, "tpr_at_5pct_fpr": a.tpr_at_5pct_fpr,
+                    "tpr_at_01pct_fpr": a.tpr_at_01pct_fpr, "tpr_at_1pct_fpr": a.tpr_at_1pct_fpr,
+                    "tpr_at_5pct_fpr": a.tpr_at_5pct_fpr,
                     "n_members": a.n_members, "n_nonmembers": a.n_nonmembers, "n_missing": a.n_missing,
                     "reason": a.reason})
     return out

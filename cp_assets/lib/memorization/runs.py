@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from cp_assets.lib.evals.generation import GenerationError, SamplingParams
 from cp_assets.lib.evals.scoring import ScoringUnavailable
 from cp_assets.lib.memorization import extraction as ext
+from cp_assets.lib.memorization import dataset_inference
 from cp_assets.lib.memorization import membership as mia
 from cp_assets.lib.memorization import recall as recall_scores
 from cp_assets.lib.memorization.training import members_of
@@ -31,7 +32,7 @@ EXTRACTION_COLUMNS = ["model_id", "split", "text_id", "doc_id", "member", "prefi
                       "generated_text"]
 MEMBERSHIP_COLUMNS = ["model_id", "text_id", "doc_id", "member", "n_tokens", "truncated", "score", "value"]
 AUROC_COLUMNS = ["model_id", "score", "labels", "n_members", "n_nonmembers", "auroc", "ci_low", "ci_high",
-                 "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "reason"]
+                 "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "reason", "tpr_at_01pct_fpr"]
 
 
 # ---------------------------------------------------------------------------------------------- verbatim recall
@@ -116,9 +117,11 @@ def passages(docs: Sequence[tuple[str, str]], n: int, words: int, seed: int) -> 
 
 def membership_rows(backend, members: Sequence[tuple[str, str, str]], nonmembers: Sequence[tuple[str, str, str]],
                     *, labels: str, max_tokens: int = 256, batch_size: int = 16, ks: Sequence[int] = (10, 20, 50),
-                    log: Callable[[str], None] = print) -> tuple[list[tuple], list[tuple], dict]:
-    """Score every passage with the model (teacher forcing), compute the membership scores, and the AUROC of each
-    at telling members from non-members. Raises ScoringUnavailable when the model gives no token logprobs."""
+                    log: Callable[[str], None] = print) -> tuple[list[tuple], list[tuple], list[tuple], dict]:
+    """Score every passage with the model (teacher forcing), compute the membership scores, the AUROC of each at
+    telling members from non-members (and of the text-only blind baseline), and dataset inference over the sets.
+    Returns (score rows, AUROC rows, dataset-inference rows, figures). Raises ScoringUnavailable when the model gives
+    no token logprobs."""
     if not hasattr(backend, "score"):
         raise ScoringUnavailable(backend.model_id, f"the {backend.backend} backend gives no token logprobs for a "
                                  "given text, which membership inference needs")
@@ -134,11 +137,18 @@ def membership_rows(backend, members: Sequence[tuple[str, str, str]], nonmembers
                         for name, value in values.items())
         done = start + len(batch)
         log(f"{backend.model_id}: scored {done}/{len(items)} passages ({done / (time.perf_counter() - t0):.1f}/s)")
+    blind = mia.blind_scores([x for _, _, x, _ in items], [m for *_, m in items])
+    for (text_id, doc_id, _, member), row, value in zip(items, per_text, blind):
+        row["blind_bow"] = value  # the text-only baseline: never asks the model
+        rows.append((backend.model_id, text_id, doc_id, member, None, None, "blind_bow", value))
     evaluated = mia.evaluate(per_text)
+    inference = dataset_inference.run(backend.model_id, per_text, [k for k in per_text[0] if k not in
+                                                                   ("member", "blind_bow")] if per_text else [])
     aurocs = [(backend.model_id, e["score"], labels, e["n_members"], e["n_nonmembers"], e["auroc"], e["ci_low"],
-               e["ci_high"], e["tpr_at_1pct_fpr"], e["tpr_at_5pct_fpr"], e.get("reason")) for e in evaluated]
-    return rows, aurocs, {"passages": len(items), "members": len(members), "nonmembers": len(nonmembers),
-                          "labels": labels, "seconds": round(time.perf_counter() - t0, 2)}
+               e["ci_high"], e["tpr_at_1pct_fpr"], e["tpr_at_5pct_fpr"], e.get("reason"), e["tpr_at_01pct_fpr"])
+              for e in evaluated]
+    return rows, aurocs, inference, {"passages": len(items), "members": len(members), "nonmembers": len(nonmembers),
+                                     "labels": labels, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------- labels and tables
@@ -195,6 +205,10 @@ def extraction_markdown(named: Sequence[dict], suffix_tokens: int, top: int = 5)
 
 def auroc_markdown(aurocs: Sequence[tuple]) -> str:
     named = [dict(zip(AUROC_COLUMNS, a)) for a in aurocs]
-    return "| score | AUROC [95% CI] | TPR@1%FPR | TPR@5%FPR |\n|---|---|---|---|\n" + "\n".join(
-        f"| {a['score']} | {_fmt(a['auroc'])} [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] | "
-        f"{_fmt(a['tpr_at_1pct_fpr'])} | {_fmt(a['tpr_at_5pct_fpr'])} |" for a in named)
+    n = max((a["n_nonmembers"] or 0 for a in named), default=0)
+    return (f"n = {max((a['n_members'] or 0 for a in named), default=0)} members, {n} non-members (TPR at 0.1% FPR "
+            f"needs 1,000+ non-members to mean anything)\n\n"
+            "| score | AUROC [95% CI] | TPR@0.1%FPR | TPR@1%FPR | TPR@5%FPR |\n|---|---|---|---|---|\n" + "\n".join(
+                f"| {a['score']} | {_fmt(a['auroc'])} [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] | "
+                f"{_fmt(a['tpr_at_01pct_fpr'])} | {_fmt(a['tpr_at_1pct_fpr'])} | {_fmt(a['tpr_at_5pct_fpr'])} |"
+                for a in named))

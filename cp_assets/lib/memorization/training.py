@@ -2,7 +2,8 @@
 (or SFT from a base) -> checkpoint registered as a model -> rows for the results DuckDB.
 
 The asset bodies (`tiny_models`, `tiny_sft_models`) call `train_base` / `train_sft`. The shared tokenizer is trained
-once on the member documents (under a file lock) and reused by every run, so runs differ only by optimizer and seed.
+once (under a file lock) on documents that are neither members nor held out, and reused by every run, so runs differ
+only by optimizer and seed.
 A diverging run raises `TrainingDiverged` (from cp_assets.lib.tinygpt.train) after its failure is written; its earlier
 checkpoints stay on disk. A checkpoint damaged on disk (it fails its sha256 manifest, see cp_assets.lib.core.integrity)
 is a training result, not a cache: it is never rebuilt silently, and `CorruptCheckpoint` names the file and the
@@ -50,7 +51,8 @@ def document_rows(split: str, docs: DocSplit) -> list[tuple]:
 
 
 def shared_tokenizer(texts: Sequence[str], vocab_size: int, log: Callable[[str], None] = print):
-    """The experiment's BPE tokenizer: trained once from the member texts (keyed by their hash), then loaded."""
+    """The experiment's BPE tokenizer: trained once from `texts` (documents disjoint from the members and the held-out
+    ones, see `DocSplit.tokenizer_texts`; keyed by their hash), then loaded."""
     import hashlib
 
     from cp_assets.lib.tinygpt import model as tiny_gpt
@@ -109,9 +111,14 @@ def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experimen
     spec = experiment.base
     optimizer, seed = ex.parse_run(run)
     chosen = ex.choose_members(docs, member_chars=spec.member_chars, heldout_documents=spec.heldout_documents,
-                                       quotes=quotes if spec.include_recall_documents else ())
+                               quotes=quotes if spec.include_recall_documents else (),
+                               tokenizer_chars=spec.tokenizer_chars)
     size = train.SIZES[spec.size]
-    tokenizer = shared_tokenizer([t for _, t in chosen.members], size.vocab_size, log)
+    tok_texts, tok_source = chosen.tokenizer_texts()
+    if tok_source != "disjoint":
+        log(f"WARNING: no documents are left after the members and the held-out ones: the tokenizer is trained on "
+            f"the members (membership scores then see a vocabulary fitted to them)")
+    tokenizer = shared_tokenizer(tok_texts, size.vocab_size, log)
     member_texts, val_texts = [t for _, t in chosen.members], [t for _, t in chosen.heldout]
     planted_rows: list[tuple] = []
     if not reference:
@@ -178,7 +185,9 @@ def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str,
 def _write_members(out: Path, split: str, docs: DocSplit) -> None:
     (out / "members.json").write_text(json.dumps({"split": split, "members": docs.whole_member_ids(),
                                                   "heldout": [d for d, _ in docs.heldout],
-                                                  "recall_documents": docs.recall_documents}))
+                                                  "recall_documents": docs.recall_documents,
+                                                  "tokenizer_source": docs.tokenizer_texts()[1],
+                                                  "tokenizer_documents": [d for d, _ in docs.tokenizer_docs]}))
 
 
 def members_of(model_path: Path | str) -> dict | None:

@@ -91,7 +91,8 @@ DDL = {
         n_tokens INTEGER, truncated BOOLEAN, score TEXT NOT NULL, value DOUBLE""",
     "membership_auroc": """
         model_id TEXT NOT NULL, score TEXT NOT NULL, labels TEXT NOT NULL, n_members INTEGER, n_nonmembers INTEGER,
-        auroc DOUBLE, ci_low DOUBLE, ci_high DOUBLE, tpr_at_1pct_fpr DOUBLE, tpr_at_5pct_fpr DOUBLE, reason TEXT""",
+        auroc DOUBLE, ci_low DOUBLE, ci_high DOUBLE, tpr_at_1pct_fpr DOUBLE, tpr_at_5pct_fpr DOUBLE, reason TEXT,
+        tpr_at_01pct_fpr DOUBLE""",
     # planted ground truth (issue 16): what was planted, each model's scores on it, and the dose-response table
     "planted_items": """
         item_id TEXT NOT NULL, kind TEXT NOT NULL, dose INTEGER NOT NULL, source TEXT, prefix TEXT NOT NULL,
@@ -111,6 +112,9 @@ DDL = {
         extraction_samples INTEGER, exposure DOUBLE, exposure_ci_low DOUBLE, exposure_ci_high DOUBLE,
         candidates INTEGER, loss DOUBLE, ref_loss DOUBLE, loss_ratio DOUBLE, answer_accuracy DOUBLE,
         answer_loss DOUBLE, model_id TEXT NOT NULL""",
+    "dataset_inference": """
+        model_id TEXT NOT NULL, test TEXT NOT NULL, n_suspect INTEGER, n_validation INTEGER, features TEXT,
+        statistic DOUBLE, p_value DOUBLE, reason TEXT""",
     "memorization_comparisons": """
         comparison TEXT NOT NULL, metric TEXT NOT NULL, split TEXT, group_a TEXT NOT NULL, group_b TEXT NOT NULL,
         n_runs_a INTEGER, n_runs_b INTEGER, n_items INTEGER, mean_a DOUBLE, mean_b DOUBLE, diff DOUBLE,
@@ -129,6 +133,7 @@ OWNERS = {
     "training_runs": "tiny_models", "training_curves": "tiny_models", "training_documents": "tiny_models",
     "verbatim_recall": "verbatim_recall", "extraction": "extraction", "membership_scores": "membership",
     "membership_auroc": "membership", "memorization_comparisons": "memorization_report",
+    "dataset_inference": "membership",
     "planted_items": "tiny_models", "planted_scores": "canary_memorization",
     "planted_checkpoint_scores": "canary_memorization",
     "canary_memorization": "canary_memorization",
