@@ -98,13 +98,18 @@ def _train(db, model_id: str, fit: Callable[[], dict]) -> dict:
         raise
 
 
+def _recall_quotes(evals) -> list[str]:
+    """The verbatim-recall passages the members must contain (none without a `recall` eval set)."""
+    return training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+
+
 def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) -> dict:
     """`tiny_models`: train the run's base model on the base split's members, register it, record its rows."""
     experiment = ex.load_experiment()
     split = experiment.base.split
     docs = split_documents(store, split)
     evals = load_evals()
-    quotes = training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+    quotes = _recall_quotes(evals)
     plant_samples = ({name: evals.load_samples(name) for name in experiment.plant.eval_sets}
                      if experiment.plant and experiment.plant.eval_per_dose else {})
     out = _train(db, ex.base_model_id(run),
@@ -129,7 +134,7 @@ def materialize_reference_model(store, db, *, log: Log) -> dict:
     experiment = ex.load_experiment()
     split = experiment.base.split
     evals = load_evals()
-    quotes = training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
+    quotes = _recall_quotes(evals)
     run = ex.run_id("adamw", experiment.base.seeds[0])
     out = _train(db, ex.REFERENCE_MODEL,
                  lambda: training.train_base(split_documents(store, split), quotes, experiment, run,

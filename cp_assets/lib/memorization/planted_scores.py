@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cp_assets.lib.memorization.planting import PlantedItem, PlantSpec, random_candidates
+from cp_assets.lib.memorization.planting import PlantedItem, PlantSpec, candidate_seed, random_candidates
 
 SCORE_COLUMNS = ["model_id", "run", "optimizer", "seed", "item_id", "kind", "dose", "secret_tokens",
                  "greedy_extracted", "secret_logprob", "p_extract_n", "exposure", "candidates", "loss", "ref_loss",
@@ -125,15 +125,15 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
     for i, it in enumerate(items):
         prefix, secret = pairs[i]
         extracted = greedy[i][:len(secret)] == secret
-        lp = float(suffix_logprobs(model, prefix, [secret])[0])
+        cands = (random_candidates(it.fmt, spec.exposure_candidates, it.secret, seed=candidate_seed(it.item_id))
+                 if it.fmt and full else [])
+        # the secret and its candidates in one pass over the shared prefix
+        lps = suffix_logprobs(model, prefix, [secret] + [tokenizer.encode(it.prefix + c)[len(prefix) - 1:]
+                                                         for c in cands])
+        lp = float(lps[0])
         p = math.exp(lp)
         p_n = 1.0 - (1.0 - p) ** spec.extraction_samples if p < 1 else 1.0
-        expo, n_cand = None, None
-        if it.fmt and full:
-            cands = random_candidates(it.fmt, spec.exposure_candidates, it.secret, seed=hash_seed(it.item_id))
-            cand_lps = suffix_logprobs(model, prefix, [tokenizer.encode(it.prefix + c)[len(prefix) - 1:]
-                                                       for c in cands])
-            expo, n_cand = exposure(lp, cand_lps), len(cands)
+        expo, n_cand = (exposure(lp, lps[1:]), len(cands)) if cands else (None, None)
         correct, answer_loss, completion = None, None, tokenizer.decode(greedy[i])
         if it.kind == "eval" and full:
             sol = tokenizer.encode(it.text)[len(prefix) - 1:]
@@ -149,9 +149,3 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
             log(f"{model_id}: scored {i + 1}/{len(items)} planted items ({(i + 1) / (time.perf_counter() - t0):.1f}"
                 f" items/s)")
     return rows
-
-
-def hash_seed(text: str) -> int:
-    import hashlib
-
-    return int(hashlib.sha256(f"cprox-candidates:{text}".encode()).hexdigest()[:12], 16)

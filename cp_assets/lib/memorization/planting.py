@@ -80,6 +80,11 @@ class PlantedItem:
         return self.prefix + self.secret
 
 
+def candidate_seed(item_id: str) -> int:
+    """The seed of an item's same-format candidates (fixed per item, so every model is ranked among the same ones)."""
+    return int(hashlib.sha256(f"cprox-candidates:{item_id}".encode()).hexdigest()[:12], 16)
+
+
 def _rng(spec: PlantSpec, what: str) -> random.Random:
     return random.Random(int(hashlib.sha256(f"cprox-plant:{spec.seed}:{what}".encode()).hexdigest()[:16], 16))
 
