@@ -63,9 +63,9 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 
 lab: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(CPROX) materialize
-	time $(CPROX) rollouts --model smollm2-135m-instruct --limit 32 --max-tokens 192 --log-level WARNING
+	time $(CPROX) rollouts --model smollm2-135m-instruct --limit 16 --max-tokens 192 --log-level WARNING
 	time $(CPROX) train
-	time $(CPROX) rollouts --trained --limit 64 --max-tokens 64 --log-level WARNING
+	time $(CPROX) rollouts --trained --limit 32 --max-tokens 64 --log-level WARNING
 	time $(CPROX) reports --log-level WARNING
 	time $(CPROX) clusters --naming-model smollm2-135m-instruct --llm-max-depth 2 --log-level WARNING
 	time $(CPROX) memorization --log-level WARNING

@@ -400,16 +400,16 @@ def test_blind_baseline_sees_a_distribution_shift_and_nothing_else():
 def test_dataset_inference_finds_a_trained_set_and_not_a_random_half():
     """Per passage the member shift is small (AUROC ~0.64), over 150 passages the set-level test finds it; the control
     (half the non-members against the other half) does not."""
-    from cp_assets.lib.memorization import dataset_inference
+    from cp_assets.lib.memorization import membership as mia
 
     rng = np.random.default_rng(5)
     rows = [{"member": m, "loss": float(rng.normal(-0.5 if m else 0.0)), "zlib": float(rng.normal()),
              "min_k_pp_20": None} for m in [True] * 150 + [False] * 150]
-    got = {r[1]: dict(zip(dataset_inference.COLUMNS, r)) for r in
-           dataset_inference.run("m", rows, ["loss", "zlib", "min_k_pp_20"])}
+    got = {r[1]: dict(zip(mia.DATASET_INFERENCE_COLUMNS, r)) for r in
+           mia.dataset_inference("m", rows, ["loss", "zlib", "min_k_pp_20"])}
     trained, control = got["members_vs_heldout"], got["control_heldout_halves"]
     assert trained["features"] == "loss,zlib"  # a score no passage has is left out
     assert trained["p_value"] < 0.01 and control["p_value"] > 0.05
     assert (trained["n_suspect"], trained["n_validation"], control["n_suspect"]) == (150, 150, 75)
-    few = dataset_inference.test(rows[:5], rows[-5:], ["loss"])
+    few = mia.dataset_test(rows[:5], rows[-5:], ["loss"])
     assert few["p_value"] is None and "8+" in few["reason"]

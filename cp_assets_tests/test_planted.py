@@ -225,3 +225,43 @@ def test_the_tokenizer_trains_on_documents_that_are_neither_members_nor_held_out
     assert small.tokenizer_docs == [] and small.tokenizer_texts() == ([t for _, t in small.members], "members")
     # 3 documents (750 characters) left: under half of the members' 2,000, too little to fit a vocabulary on
     assert choose_members(docs[:21], member_chars=2000, heldout_documents=10, tokenizer_chars=3000).tokenizer_docs == []
+
+
+def test_the_contamination_flag_is_scored_against_what_was_planted(tmp_path):
+    """Eval questions planted 0, 2 and 32 times into a stream of other text, and 40 never-planted questions: the
+    flag finds both planted ones and nothing else; the n-gram rule alone misses the 32-copy item (its windows occur
+    in more than 10 documents, so the rare-match rule takes it for boilerplate) and the substring probes catch it."""
+    from types import SimpleNamespace
+
+    from cp_assets.lib.memorization import planted_detection as pd
+
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}x{'abcdefgh'[i % 8]}" for i in range(3000)]
+
+    def sentence(n=40):
+        return " ".join(rng.choice(vocab, n))
+
+    questions = [SimpleNamespace(id=f"q{i}", prompt="How many " + sentence(30) + "?") for i in range(43)]
+    items = [planting.PlantedItem(f"eval-gsm8k-{d}-0", "eval", d, f"Question: {q.prompt}\nAnswer:", " 42",
+                                  answer="42", source=q.id) for d, q in zip((0, 2, 32), questions)]
+    stream, _ = planting.insert([sentence(200) for _ in range(300)], items, seed=0)
+    rows = pd.detection_rows(stream, items, {"gsm8k": questions}, index_dir=tmp_path / "idx", controls_per_set=40)
+    named = [dict(zip(pd.DETECTION_COLUMNS, r)) for r in rows]
+    assert len(named) == 43 and not (tmp_path / "idx").exists()
+    by_dose = {r["dose"]: r for r in named if r["item_id"]}
+    assert by_dose[2]["flagged"] and by_dose[32]["flagged"] and not by_dose[0]["flagged"]
+    assert by_dose[2]["flag_reason"] == "ngram,substring" and by_dose[32]["flag_reason"] == "substring"
+    summary = pd.detection_summary(named)
+    flag = next(r for r in summary["overall"] if r["evidence"] == "flag")
+    assert (flag["precision"], flag["recall"], flag["n_planted"], flag["n_unplanted"]) == (1.0, 1.0, 2, 41)
+    ngram = next(r for r in summary["overall"] if r["evidence"] == "ngram")
+    assert ngram["recall"] == 0.5
+
+
+def test_membership_view_separates_planted_from_unplanted_items():
+    from cp_assets.lib.memorization import planted_detection as pd
+
+    scores = [{"optimizer": "adamw", "kind": "canary", "dose": d, "loss": 1.0 if d else 3.0 + i,
+               "loss_ratio": 0.5 if d else 1.0} for i, d in enumerate([0, 0, 0, 8, 8, 8, 8])]
+    view = {v["score"]: v for v in pd.membership_view(scores, n_boot=100)}
+    assert view["loss"]["auroc"] == 1.0 and view["loss"]["n_planted"] == 4 and view["loss"]["n_unplanted"] == 3

@@ -30,15 +30,18 @@ def run(selection, key, resources, instance):
 def planted(materialized, resources, tmp_path_factory):
     training = tmp_path_factory.mktemp("plant") / "training.yaml"
     # conftest's experiment, trained for 8 epochs instead of 2: 64 copies x 2 epochs barely move the test size
-    training.write_text(TRAINING.read_text().replace("epochs: 2,", "epochs: 8,") + PLANT)
+    training.write_text(TRAINING.read_text().replace("epochs: 2,", "epochs: 8, lr_sweep: [2.0],") + PLANT)
     instance = dg.DagsterInstance.ephemeral()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CPROX_TRAINING", str(training))
         ref = run(["reference_model"], None, resources, instance)
         base = run(["tiny_models"], "adamw-s0", resources, instance)
         scored = [run(["canary_memorization"], "adamw-s0", resources, instance) for _ in range(2)]
+        lira = run(["lira_references"], None, resources, instance)
+        sweep = run(["lr_sweep"], None, resources, instance)
+        member = run(["membership"], "tiny-adamw-s0", resources, instance)
         report = run(["memorization_report", "planted_dose_response"], None, resources, instance)
-        yield ref, base, scored, report
+        yield ref, base, scored, report, lira, sweep, member
 
 
 def rows(sql):
@@ -49,7 +52,7 @@ def rows(sql):
 
 
 def test_items_are_planted_at_their_dose_and_the_reference_saw_none(planted):
-    ref, base, _, _ = planted
+    ref, base, *_ = planted
     m = metadata(base, "tiny_models")
     assert m["planted_items"] == 22 and m["planted_copies"] == 6 * 64 + 187  # tail: 64 + 32 + 21 + ... + 6
     assert metadata(ref, "reference_model")["model_id"] == "tiny-reference"
@@ -79,7 +82,7 @@ def test_dosed_items_are_memorized_and_controls_are_not(planted):
 
 
 def test_rescoring_replaces_the_run_rows(planted):
-    _, _, scored, _ = planted
+    _, _, scored, *_ = planted
     assert [metadata(r, "canary_memorization")["items"] for r in scored] == [22, 22]
     assert rows("SELECT count(*) FROM planted_scores WHERE model_id = 'tiny-adamw-s0'") == [(22,)]
     # canary and fact at doses 0 and 64, the 10 tail facts at their 10 distinct doses
@@ -109,3 +112,53 @@ def test_sql_dose_response(planted):
     assert [(k, d, s, i) for k, d, s, i, _ in got] == [("canary", 0, 1, 3), ("canary", 64, 1, 3), ("fact", 0, 1, 3),
                                                        ("fact", 64, 1, 3)]
     assert got[0][4] == 0.0 and got[2][4] == 0.0
+
+
+def test_lira_references_train_on_disjoint_halves_and_score_every_passage(planted):
+    import json
+
+    from cp_assets.lib.memorization import experiments as ex
+
+    halves = json.loads((ex.lira_dir() / "halves.json").read_text())["halves"]
+    members = json.loads((ex.run_dir("adamw-s0", "base") / "members.json").read_text())
+    pool = set(members["members"]) | set(members["heldout"])
+    assert set(halves) == pool and {"a", "b"} == set(halves.values())  # every pool document in exactly one half
+    docs = dict(rows("SELECT model_id, tokens FROM training_runs WHERE stage = 'lira'"))
+    assert set(docs) == {"tiny-lira-a", "tiny-lira-b"}
+    got = {s: (a, nm, no) for s, a, nm, no in rows(
+        "SELECT score, auroc, n_members, n_nonmembers FROM membership_auroc "
+        "WHERE model_id = 'tiny-adamw-s0' AND score IN ('loss', 'ref_out', 'lira')")}
+    scored = dict(rows("SELECT score, count(value) FROM membership_scores WHERE model_id = 'tiny-adamw-s0' "
+                       "AND score IN ('loss', 'ref_out', 'lira') GROUP BY score"))
+    assert set(got) == {"loss", "ref_out", "lira"}
+    assert scored["lira"] == scored["ref_out"] == scored["loss"] > 20  # every passage has its LiRA scores
+    for score, (a, n_members, n_nonmembers) in got.items():
+        assert 0.0 <= a <= 1.0, (score, got)
+        assert (n_members, n_nonmembers) == got["loss"][1:]  # the true n, the same passages for every score
+    # the LiRA models are calibration models: not among the models the lab evaluates
+    assert not ex.lab_model("tiny-lira-a") and ex.lab_model("tiny-adamw-s0")
+
+
+def test_lr_sweep_trains_each_multiple_at_the_same_budget(planted):
+    sweep = {(o, s): (src, tokens, loss, canary) for o, s, src, tokens, loss, canary in rows(
+        "SELECT optimizer, lr_scale, source, tokens, final_val_loss, greedy_canary FROM lr_sweep")}
+    # the default multiple is the experiment's own run; muon-s0 is not trained in this module, so it has no 1.0
+    assert set(sweep) == {("adamw", 1.0), ("adamw", 2.0), ("muon", 2.0)}
+    assert sweep[("adamw", 1.0)][0] == "tiny_models" and sweep[("adamw", 2.0)][0] == "lr_sweep"
+    assert sweep[("adamw", 1.0)][1] == sweep[("adamw", 2.0)][1] == sweep[("muon", 2.0)][1]  # same token budget
+    assert sweep[("adamw", 1.0)][2] != sweep[("adamw", 2.0)][2]
+    assert all(v[3] is not None for v in sweep.values())  # planted canaries scored at every point
+    best = {b["optimizer"]: b for b in metadata(planted[3], "memorization_report")["lr_sweep"]}
+    assert best["adamw"]["points"] == 2 and best["muon"]["points"] == 1
+
+
+def test_the_detector_view_is_on_the_page(planted):
+    from pathlib import Path
+
+    m = metadata(planted[3], "memorization_report")
+    page = Path(m["report_page"]).read_text()
+    assert "Learning-rate sweep" in page and "Membership scores of planted against unplanted items" in page
+    view = {(v["kind"], v["score"]): v for v in m["planted_membership"] if v["optimizer"] == "adamw"}
+    # 3 items at dose 64 against 3 unplanted, per kind: the loss against the reference separates them
+    assert view[("canary", "loss / reference loss")]["n_planted"] == 3
+    assert view[("canary", "loss / reference loss")]["auroc"] >= 0.8

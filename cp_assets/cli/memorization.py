@@ -2,7 +2,8 @@
 in DAGSTER_HOME like the UI's).
 
   cprox train [--run muon-s0 ...] [--no-sft]           tiny_models (+ tiny_sft_models) for each run of training.yaml;
-      with a `plant:` section, first reference_model, and canary_memorization after each base model
+      with a `plant:` section, first reference_model, and canary_memorization after each base model; without --run
+      (the whole lab) also lira_references first and lr_sweep last (when training.yaml has base.lr_sweep)
   cprox memorization [--model ID ...] [--split S ...] [--skip recall|extraction|membership ...]
       verbatim_recall and membership per model, extraction per model x split, then memorization_report; the default
       models are every model trained here; prints the comparison table
@@ -30,10 +31,13 @@ def cmd_train(args) -> int:
     inst, experiment = instance(), load_experiment()
     runs = args.run or experiment.runs()
     planted = experiment.plant is not None and not args.no_plant
-    steps = [("reference_model", None)] if planted else []
+    whole = not args.run  # the whole lab: also the LiRA references and the learning-rate sweep
+    steps = ([("reference_model", None)] if planted else []) + ([("lira_references", None)] if whole else [])
     for run in runs:
         steps += [("tiny_models", run)] + ([("canary_memorization", run)] if planted else []) \
             + ([] if args.no_sft else [("tiny_sft_models", run)])
+    if whole and experiment.base.lr_sweep:
+        steps.append(("lr_sweep", None))
     table, failed, broken = [], False, set()
     for asset, run in steps:
         if run in broken:
@@ -45,7 +49,9 @@ def cmd_train(args) -> int:
         if not res.ok and asset == "tiny_models":
             broken.add(run)
         figures = (f"{m.get('greedy_extracted')} of {m.get('items')} planted items extracted greedily"
-                   if asset == "canary_memorization" else
+                   if asset == "canary_memorization" else f"{m.get('points')} points" if asset == "lr_sweep" else
+                   f"val loss {_fmt(m.get('tiny-lira-a_val_loss'))} / {_fmt(m.get('tiny-lira-b_val_loss'))}"
+                   if asset == "lira_references" else
                    f"{m.get('model_id')}: val loss {_fmt(m.get('final_val_loss'))}, "
                    f"{_fmt(m.get('tokens_per_s'), 0)} tokens/s")
         table.append([asset, run or "", yes_no(res.ok), figures if res.ok else "see the run's logs",
@@ -57,7 +63,9 @@ def cmd_train(args) -> int:
 def _trained_models() -> list[str]:
     from cp_assets.lib.evals.model_registry import load_models
 
-    return [m for m, spec in load_models().models.items() if spec.backend == "tiny"]
+    from cp_assets.lib.memorization.experiments import lab_model
+
+    return [m for m, spec in load_models().models.items() if spec.backend == "tiny" and lab_model(m)]
 
 
 def _figures(asset: str, m: dict) -> str:
@@ -116,7 +124,8 @@ def cmd_memorization(args) -> int:
     return 1 if failed else 0
 
 
-LAB_ASSETS = {"tiny_models", "tiny_sft_models", "reference_model", "canary_memorization", "verbatim_recall",
+LAB_ASSETS = {"tiny_models", "tiny_sft_models", "reference_model", "lira_references", "lr_sweep", "canary_memorization",
+              "verbatim_recall",
               "extraction", "membership", "memorization_report"}
 
 

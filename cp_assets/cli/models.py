@@ -74,8 +74,10 @@ def cmd_rollouts(args) -> int:
     models = list(args.model)
     if args.trained:
         from cp_assets.lib.evals.model_registry import load_models
+        from cp_assets.lib.memorization.experiments import lab_model
 
-        models += [m for m, spec in load_models().models.items() if spec.backend == "tiny" and m not in models]
+        models += [m for m, spec in load_models().models.items() if spec.backend == "tiny" and m not in models
+                   and lab_model(m)]
     if not models:
         err.print("no models: name them with --model, or use --trained after `cprox train`")
         return 2

@@ -7,6 +7,8 @@ from cp_assets.defs.core.automation import ON_NEW_INPUTS, automated
 from cp_assets.defs.core.executors import gpu_executor
 from cp_assets.defs.memorization.canary_memorization import canary_memorization
 from cp_assets.defs.memorization.extraction import extraction
+from cp_assets.defs.memorization.lira_references import lira_references
+from cp_assets.defs.memorization.lr_sweep import lr_sweep
 from cp_assets.defs.memorization.membership import membership
 from cp_assets.defs.memorization.memorization_report import memorization_report
 from cp_assets.defs.memorization.reference_model import reference_model
@@ -24,9 +26,10 @@ training_job = dg.define_asset_job(
                 "(GPU pool).",
 )
 reference_job = dg.define_asset_job(
-    "reference_job", selection=dg.AssetSelection.assets(reference_model), executor_def=gpu_steps,
-    tags={"cprox/resource": "gpu"},
-    description="Train the reference model (the base members, nothing planted; GPU pool).",
+    "reference_job", selection=dg.AssetSelection.assets(reference_model, lira_references, lr_sweep),
+    executor_def=gpu_steps, tags={"cprox/resource": "gpu"},
+    description="Train the models that judge the runs: the reference model (the base members, nothing planted), the "
+                "LiRA references (halves of the membership pool) and the learning-rate sweep (GPU pool).",
 )
 memorization_job = dg.define_asset_job(
     "memorization_job", selection=dg.AssetSelection.assets(verbatim_recall, membership),
@@ -44,7 +47,7 @@ memorization_report_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=automated([tiny_models, tiny_sft_models, reference_model, canary_memorization, verbatim_recall, extraction,
-                      membership, memorization_report], conditions),
+    assets=automated([tiny_models, tiny_sft_models, reference_model, lira_references, lr_sweep, canary_memorization,
+                      verbatim_recall, extraction, membership, memorization_report], conditions),
     jobs=[training_job, reference_job, memorization_job, extraction_job, memorization_report_job],
 )

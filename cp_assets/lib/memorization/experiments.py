@@ -47,6 +47,9 @@ class BaseSpec(BaseModel):
     tokenizer_chars: int = Field(default=0, ge=0)  # 0: the members (the old behaviour)
     include_recall_documents: bool = True
     target_val_loss: float | None = Field(default=None, gt=0)
+    # the learning-rate sweep (`lr_sweep` asset): multiples of each optimizer's learning rates trained at the first
+    # seed with the same token budget; 1.0 is the experiment's own run (empty: no sweep)
+    lr_sweep: list[float] = Field(default=[], max_length=8)
 
 
 class SftSpec(BaseModel):
@@ -103,6 +106,23 @@ def reference_dir() -> Path:
 
 
 REFERENCE_MODEL = "tiny-reference"
+
+
+LIRA_PREFIX = "tiny-lira-"  # the LiRA references: calibration models, left out of `--trained` model lists
+
+
+def lab_model(model_id: str) -> bool:
+    """A model trained here that the lab evaluates (rollouts, recall, membership): not a LiRA reference."""
+    return not model_id.startswith(LIRA_PREFIX)
+
+
+def lira_dir() -> Path:
+    """The LiRA reference models (`lira_references`): `a/`, `b/` and `halves.json`."""
+    return settings.home() / "tiny" / "lira"
+
+
+def sweep_dir(optimizer: str, lr_scale: float, seed: int) -> Path:
+    return settings.home() / "tiny" / "sweep" / f"{optimizer}-lr{lr_scale:g}-s{seed}"
 
 
 def tokenizer_path() -> Path:

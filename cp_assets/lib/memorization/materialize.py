@@ -16,8 +16,8 @@ from cp_assets.lib.core import settings
 from cp_assets.lib.core.metadata import FilePath, Json, Markdown, image
 from cp_assets.lib.evals.eval_registry import load_evals
 from cp_assets.lib.evals.rollouts import run_eval
-from cp_assets.lib.memorization import (compare_runs, dataset_inference, dose_response, planted_scores, planting,
-                                        training)
+from cp_assets.lib.memorization import (compare_runs, dose_response, planted_detection,
+                                        planted_scores, planting, references, training)
 from cp_assets.lib.memorization import experiments as ex
 from cp_assets.lib.memorization import extraction as ext
 from cp_assets.lib.memorization import membership as mia
@@ -117,15 +117,22 @@ def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) ->
                                              plant_samples=plant_samples, log=log))
     ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base on {split}")
     record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]), (split, out["doc_rows"]))
+    detected = []
     if out["planted_rows"]:
+        # what the contamination detector says about the planted eval items, against the stream the model saw
+        detected = planted_detection.detection_rows(
+            out["stream"], planting.items_from_rows(out["planted_rows"]), plant_samples,
+            index_dir=ex.run_dir(run, "base").parent / f".stream-index-{run}", log=log)
         with db.connect() as con:
             report_tables.replace_rows(con, "planted_items", {}, planting.PLANTED_COLUMNS, out["planted_rows"])
+            report_tables.replace_rows(con, "planted_detection", {}, planted_detection.DETECTION_COLUMNS, detected)
     chosen = out["docs"]
     return training_metadata(out, "base") | {
         "members": len(chosen.members), "heldout": len(chosen.heldout),
         "recall_documents": len(chosen.recall_documents), "planted_items": len(out["planted_rows"]),
         "tokenizer_source": chosen.tokenizer_texts()[1], "tokenizer_documents": len(chosen.tokenizer_docs),
-        "planted_copies": sum(r[2] for r in out["planted_rows"])}
+        "planted_copies": sum(r[2] for r in out["planted_rows"]),
+        "planted_eval_items_flagged": f"{sum(r[5] for r in detected if r[4])} of {sum(r[4] for r in detected)}"}
 
 
 def materialize_reference_model(store, db, *, log: Log) -> dict:
@@ -263,16 +270,26 @@ def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, w
     docs = [d for d in split_documents(store, split) if d[0] in member_ids | other_ids]
     members = passages([d for d in docs if d[0] in member_ids], n, words, seed)
     nonmembers = passages([d for d in docs if d[0] in other_ids], n, words, seed)
+    lira = None
+    side = references.lira_halves(split) if labels == "exact" else None
+    if side:
+        from cp_assets.lib.evals.model_registry import load_models
+        from cp_assets.lib.evals.rollouts import backend_for
+
+        registry = load_models()
+        lira = (side, {h: backend_for(registry.get(references.lira_model_id(h))) for h in references.HALVES})
+    else:
+        log("no LiRA references for this split (materialize `lira_references`): no ref_out / lira scores")
     rows, aurocs, inference, figures = membership_rows(backend, members, nonmembers, labels=labels,
-                                                       max_tokens=max_tokens, log=log)
+                                                       max_tokens=max_tokens, lira=lira, log=log)
     with db.connect() as con:
         report_tables.replace_tables(con, {"model_id": model_id}, {
             "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs),
-            "dataset_inference": (dataset_inference.COLUMNS, inference)})
+            "dataset_inference": (mia.DATASET_INFERENCE_COLUMNS, inference)})
     png = mia.roc_plot(scores_by_class(rows), _plot(f"membership_{model_id}.png"),
                        f"{model_id}: membership ROC ({labels} labels, {split})")
     return figures | {"split": split, "auroc": Markdown(auroc_markdown(aurocs)), "roc": image(png, "ROC curves"),
-                      "dataset_inference": Json([dict(zip(dataset_inference.COLUMNS, r)) for r in inference])}
+                      "dataset_inference": Json([dict(zip(mia.DATASET_INFERENCE_COLUMNS, r)) for r in inference])}
 
 
 def materialize_memorization_report(db, *, log: Log) -> dict:
@@ -305,12 +322,19 @@ def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Lo
             f"SELECT {', '.join(planted_scores.SCORE_COLUMNS)} FROM planted_scores").fetchall()]
         ckpts = [dict(zip(dose_response.CHECKPOINT_COLUMNS, r)) for r in con.execute(
             f"SELECT {', '.join(dose_response.CHECKPOINT_COLUMNS)} FROM planted_checkpoint_scores").fetchall()]
+        report_tables.ensure_readable(con, "planted_detection", "lr_sweep")
+        sweep = [dict(zip(references.SWEEP_COLUMNS, r)) for r in con.execute(
+            f"SELECT {', '.join(references.SWEEP_COLUMNS)} FROM lr_sweep ORDER BY optimizer, lr_scale").fetchall()]
+        detected = [dict(zip(planted_detection.DETECTION_COLUMNS, r)) for r in con.execute(
+            f"SELECT {', '.join(planted_detection.DETECTION_COLUMNS)} FROM planted_detection").fetchall()]
     curves = dose_response.pooled_curves(scores) if scores else []
     ed50s = dose_response.ed50(scores) if scores else []
     tests = dose_response.optimizer_tests(scores) if scores else []
     effects = dose_response.contamination_effect(scores) if scores else []
     matched_tests = dose_response.matched_tests(ckpts) if ckpts else {"tests": [], "why": "no checkpoint scores"}
     tail = dose_response.tail_buckets(scores)
+    detection = planted_detection.detection_summary(detected) if detected else None
+    member_view = planted_detection.membership_view(scores) if scores else []
     png = dose_response.curves_plot(curves, _plot("dose_response.png")) if curves else None
     sft = [c for c in comparisons if c["comparison"] == "sft_vs_base" and c["metric"] == "answer_cosine"]
     sft_text = "; ".join(f"answers to {c['split']}: base {c['mean_a']:.3f} vs SFT {c['mean_b']:.3f} cosine distance "
@@ -320,11 +344,15 @@ def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Lo
     page = report_page.write_page(settings.home() / "reports" / "memorization.html",
                                   experiment=ex.load_experiment().model_dump(), curves_png=png, curves=curves,
                                   ed50s=ed50s, tests=tests, effects=effects, matched=matched, sft_summary=sft_text,
-                                  comparisons=comparisons, matched_tests=matched_tests, tail=tail)
+                                  comparisons=comparisons, matched_tests=matched_tests, tail=tail,
+                                  detection=detection, membership_view=member_view, sweep=sweep,
+                                  sweep_text=references.sweep_sentence(references.best_lrs(sweep)))
     log(f"planted items: {len(scores)} scores over {len({s['model_id'] for s in scores})} models; page {page}")
     out = {"report_page": FilePath(str(page)), "planted_scores": len(scores),
            "ed50": Json(ed50s), "optimizer_tests": Json(tests), "contamination_effect": Json(effects),
-           "matched_loss_tests": Json(matched_tests), "tail_recall": Json(tail)}
+           "matched_loss_tests": Json(matched_tests), "tail_recall": Json(tail),
+           "planted_detection": Json(detection), "planted_membership": Json(member_view),
+           "lr_sweep": Json(references.best_lrs(sweep))}
     if png is not None:
         out["dose_response"] = image(png, "planted items: dose response")
     return out

@@ -81,17 +81,39 @@ def contamination_answer(effects: Sequence[dict]) -> str:
     return "; ".join(parts) if parts else "No planted eval items scored."
 
 
+def detection_answer(detection: dict | None, membership_view: Sequence[dict]) -> str:
+    """'Detectors find what was planted': the contamination flag's precision and recall against the planted eval
+    items, and the best membership AUROC of planted against unplanted items per kind."""
+    parts = []
+    if detection:
+        flag = next(r for r in detection["overall"] if r["evidence"] == "flag")
+        ngram = next(r for r in detection["overall"] if r["evidence"] == "ngram")
+        parts.append(f"contamination flag over the training stream: precision {_num(flag['precision'])}, recall "
+                     f"{_num(flag['recall'])} ({flag['tp']} of {flag['n_planted']} planted eval items, {flag['fp']} "
+                     f"of {flag['n_unplanted']} unplanted flagged); its n-gram evidence alone: recall "
+                     f"{_num(ngram['recall'])}")
+    else:
+        parts.append("contamination: no planted eval items (eval_per_dose 0)")
+    for v in membership_view:
+        if v["score"] == "loss / reference loss" and v["reason"] is None:
+            parts.append(f"{v['optimizer']} {v['kind']} membership (loss vs reference): AUROC {v['auroc']:.2f} "
+                         f"[{_num(v['ci_low'])}, {_num(v['ci_high'])}], n {v['n_planted']} planted / "
+                         f"{v['n_unplanted']} unplanted")
+    return "; ".join(parts) + "."
+
+
 def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves: Sequence[dict],
                ed50s: Sequence[dict], tests: Sequence[dict], effects: Sequence[dict], matched: bool | None,
                sft_summary: str, comparisons: Sequence[dict], matched_tests: dict | None = None,
-               tail: Sequence[dict] = ()) -> Path:
+               tail: Sequence[dict] = (), detection: dict | None = None,
+               membership_view: Sequence[dict] = (), sweep: Sequence[dict] = (), sweep_text: str = "") -> Path:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     hyp = [
-        ("Muon recalls planted text verbatim less than AdamW", optimizer_answer(tests, ed50s, matched, matched_tests)),
+        ("Muon recalls planted text verbatim less than AdamW",
+         optimizer_answer(tests, ed50s, matched, matched_tests) + (" " + sweep_text if sweep_text else "")),
         ("An SFT model sits closer to its training data than its base", sft_summary),
         ("Contamination inflates scores (planted eval items vs unplanted controls)", contamination_answer(effects)),
-        ("Detectors find what was planted", "Not measured yet: the contamination asset and the membership scores "
-                                            "have not been run against the planted ground truth."),
+        ("Detectors find what was planted", detection_answer(detection, membership_view)),
     ]
     body = [f"<h1>Memorization lab</h1><p>Written {now}. Experiment: {html.escape(str(experiment))}</p>",
             "<h2>Answers</h2><ul>" + "".join(f"<li><b>{html.escape(h)}.</b> {html.escape(a)}</li>" for h, a in hyp)
@@ -106,6 +128,9 @@ def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves:
             f"<p>{html.escape((matched_tests or {}).get('why') or '')}</p>",
             table((matched_tests or {}).get("tests", []), ["kind", "metric", "adamw", "muon", "diff", "welch_p",
                                                            "permutation_p", "n_runs_adamw", "n_runs_muon"]),
+            "<h3>Learning-rate sweep (first seed, same token budget)</h3>",
+            table(sweep, ["optimizer", "lr_scale", "final_val_loss", "greedy_canary", "greedy_fact", "top_dose",
+                          "source"]),
             "<h3>Tail-end memory: Zipf-dosed facts by frequency bucket</h3>",
             table(tail, ["optimizer", "copies", "n_items", "n_runs", "recall", "recall_lo", "recall_hi",
                          "secret_logprob"]),
@@ -116,6 +141,14 @@ def write_page(path: Path, *, experiment: dict, curves_png: Path | None, curves:
             table(curves, ["optimizer", "kind", "dose", "n_runs", "n_items", "greedy_extracted", "greedy_extracted_lo",
                            "greedy_extracted_hi", "p_extract_n", "exposure", "exposure_lo", "exposure_hi",
                            "loss_ratio", "answer_correct"]),
+            "<h3>Detectors against the planted truth: the contamination flag over the training stream</h3>",
+            table((detection or {}).get("overall", []), ["evidence", "precision", "recall", "tp", "fp", "n_planted",
+                                                         "n_unplanted"]),
+            table((detection or {}).get("by_dose", []), ["dose", "n", "flag_rate", "ngram_rate", "substring_rate",
+                                                         "any_13gram_rate", "mean_rare_share"]),
+            "<h3>Membership scores of planted against unplanted items</h3>",
+            table(membership_view, ["optimizer", "kind", "score", "auroc", "ci_low", "ci_high", "n_planted",
+                                    "n_unplanted", "tpr_at_1pct_fpr"]),
             "<h2>Observational comparisons (recall, extraction, membership)</h2>",
             table(comparisons, ["comparison", "metric", "split", "group_a", "group_b", "mean_a", "mean_b", "diff",
                                 "ci_low", "ci_high", "welch_p", "matched", "note"])]

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 from cp_assets.lib.evals.generation import GenerationError, SamplingParams
 from cp_assets.lib.evals.scoring import ScoringUnavailable
 from cp_assets.lib.memorization import extraction as ext
-from cp_assets.lib.memorization import dataset_inference
 from cp_assets.lib.memorization import membership as mia
 from cp_assets.lib.memorization import recall as recall_scores
 from cp_assets.lib.memorization.training import members_of
@@ -117,11 +116,13 @@ def passages(docs: Sequence[tuple[str, str]], n: int, words: int, seed: int) -> 
 
 def membership_rows(backend, members: Sequence[tuple[str, str, str]], nonmembers: Sequence[tuple[str, str, str]],
                     *, labels: str, max_tokens: int = 256, batch_size: int = 16, ks: Sequence[int] = (10, 20, 50),
+                    lira: tuple[dict, dict] | None = None,
                     log: Callable[[str], None] = print) -> tuple[list[tuple], list[tuple], list[tuple], dict]:
     """Score every passage with the model (teacher forcing), compute the membership scores, the AUROC of each at
     telling members from non-members (and of the text-only blind baseline), and dataset inference over the sets.
     Returns (score rows, AUROC rows, dataset-inference rows, figures). Raises ScoringUnavailable when the model gives
-    no token logprobs."""
+    no token logprobs. `lira`: (doc id -> half, half -> reference backend) of the LiRA references
+    (`references.py`): adds the scores `ref_out` and `lira`."""
     if not hasattr(backend, "score"):
         raise ScoringUnavailable(backend.model_id, f"the {backend.backend} backend gives no token logprobs for a "
                                  "given text, which membership inference needs")
@@ -137,12 +138,23 @@ def membership_rows(backend, members: Sequence[tuple[str, str, str]], nonmembers
                         for name, value in values.items())
         done = start + len(batch)
         log(f"{backend.model_id}: scored {done}/{len(items)} passages ({done / (time.perf_counter() - t0):.1f}/s)")
+    if lira:
+        from cp_assets.lib.memorization.references import lira_scores
+
+        side, refs = lira
+        got = lira_scores([x for _, _, x, _ in items], [d for _, d, _, _ in items], [r["loss"] for r in per_text],
+                          side, refs, max_tokens=max_tokens)
+        for (text_id, doc_id, _, member), row, (ref_out, lr) in zip(items, per_text, got):
+            row["ref_out"], row["lira"] = ref_out, lr
+            rows += [(backend.model_id, text_id, doc_id, member, None, None, "ref_out", ref_out),
+                     (backend.model_id, text_id, doc_id, member, None, None, "lira", lr)]
+        log(f"{backend.model_id}: LiRA references scored {len(items)} passages")
     blind = mia.blind_scores([x for _, _, x, _ in items], [m for *_, m in items])
     for (text_id, doc_id, _, member), row, value in zip(items, per_text, blind):
         row["blind_bow"] = value  # the text-only baseline: never asks the model
         rows.append((backend.model_id, text_id, doc_id, member, None, None, "blind_bow", value))
     evaluated = mia.evaluate(per_text)
-    inference = dataset_inference.run(backend.model_id, per_text, [k for k in per_text[0] if k not in
+    inference = mia.dataset_inference(backend.model_id, per_text, [k for k in per_text[0] if k not in
                                                                    ("member", "blind_bow")] if per_text else [])
     aurocs = [(backend.model_id, e["score"], labels, e["n_members"], e["n_nonmembers"], e["auroc"], e["ci_low"],
                e["ci_high"], e["tpr_at_1pct_fpr"], e["tpr_at_5pct_fpr"], e.get("reason"), e["tpr_at_01pct_fpr"])

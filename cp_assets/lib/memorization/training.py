@@ -102,9 +102,10 @@ def plant(member_texts: list[str], experiment: Experiment, tokenizer, plant_samp
 
 def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experiment: Experiment, run: str, *,
                lr_scale: float = 1.0, plant_samples: dict | None = None, reference: bool = False,
-               log: Callable[[str], None] = print) -> dict:
+               out_as: tuple[str, Path, str] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train one base run; returns {'result', 'docs', 'runs_rows', 'curve_rows', 'doc_rows', 'planted_rows',
     'path', 'model_id'}. `reference`: the reference model instead (AdamW, the run's seed, nothing planted).
+    `out_as`: (model id, checkpoint folder, stage) of a run that is not the experiment's own (the LR sweep's).
     On divergence, `TrainingDiverged` carries `rows` (the failure row) as an attribute."""
     from cp_assets.lib.tinygpt import train
 
@@ -127,20 +128,23 @@ def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experimen
     cfg = train.TrainConfig(optimizer=optimizer, seed=seed, total_tokens=int(spec.epochs * member_tokens),
                             target_val_loss=spec.target_val_loss, lr_scale=lr_scale)
     model_id, out = ex.base_model_id(run), ex.run_dir(run, "base")
+    stage = "reference" if reference else "base"
     if reference:
         model_id, out = ex.REFERENCE_MODEL, ex.reference_dir()
+    if out_as:
+        model_id, out, stage = out_as
     log(f"{model_id}: {len(member_texts):,} member documents ({member_tokens:,} tokens, "
         f"{len(chosen.recall_documents)} quoted by the recall set), {len(val_texts):,} held out; {cfg}")
     try:
         result = train.train(member_texts, val_texts, size, cfg, out, tokenizer=tokenizer, log=log)
     except train.TrainingDiverged as exc:
-        exc.rows = _rows(model_id, run, "reference" if reference else "base", spec.size, error=str(exc), path=out)
+        exc.rows = _rows(model_id, run, stage, spec.size, error=str(exc), path=out)
         raise
     _write_members(out, experiment.base.split, chosen)
-    runs_rows, curve_rows = _rows(model_id, run, "reference" if reference else "base", spec.size, result, path=out)
+    runs_rows, curve_rows = _rows(model_id, run, stage, spec.size, result, path=out)
     return {"result": result, "docs": chosen, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out,
             "model_id": model_id, "doc_rows": document_rows(experiment.base.split, chosen), "config": cfg,
-            "planted_rows": planted_rows}
+            "planted_rows": planted_rows, "stream": member_texts if planted_rows else []}
 
 
 def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str, *, lr_scale: float = 1.0,

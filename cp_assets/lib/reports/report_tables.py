@@ -112,6 +112,14 @@ DDL = {
         extraction_samples INTEGER, exposure DOUBLE, exposure_ci_low DOUBLE, exposure_ci_high DOUBLE,
         candidates INTEGER, loss DOUBLE, ref_loss DOUBLE, loss_ratio DOUBLE, answer_accuracy DOUBLE,
         answer_loss DOUBLE, model_id TEXT NOT NULL""",
+    "planted_detection": """
+        eval_set TEXT NOT NULL, sample_id TEXT NOT NULL, item_id TEXT, dose INTEGER, planted BOOLEAN NOT NULL,
+        flagged BOOLEAN NOT NULL, flag_reason TEXT, rare_share DOUBLE, contaminated_share DOUBLE, longest_span INTEGER,
+        substring_hits INTEGER, ngram_overlap DOUBLE, n_tokens INTEGER""",
+    "lr_sweep": """
+        optimizer TEXT NOT NULL, seed INTEGER NOT NULL, lr_scale DOUBLE NOT NULL, model_id TEXT NOT NULL,
+        source TEXT NOT NULL, final_val_loss DOUBLE, tokens BIGINT, seconds DOUBLE, n_items INTEGER,
+        greedy_canary DOUBLE, greedy_fact DOUBLE, top_dose INTEGER""",
     "dataset_inference": """
         model_id TEXT NOT NULL, test TEXT NOT NULL, n_suspect INTEGER, n_validation INTEGER, features TEXT,
         statistic DOUBLE, p_value DOUBLE, reason TEXT""",
@@ -134,7 +142,7 @@ OWNERS = {
     "verbatim_recall": "verbatim_recall", "extraction": "extraction", "membership_scores": "membership",
     "membership_auroc": "membership", "memorization_comparisons": "memorization_report",
     "dataset_inference": "membership",
-    "planted_items": "tiny_models", "planted_scores": "canary_memorization",
+    "planted_items": "tiny_models", "planted_detection": "tiny_models", "lr_sweep": "lr_sweep", "planted_scores": "canary_memorization",
     "planted_checkpoint_scores": "canary_memorization",
     "canary_memorization": "canary_memorization",
 }

@@ -1,0 +1,23 @@
+"""`lr_sweep`: each optimizer trained at the learning-rate multiples of training.yaml's `base.lr_sweep` (first seed,
+same members, planted items and token budget), with its validation loss and planted-item extraction; the multiple 1.0
+is read from `tiny_models`. Table `lr_sweep`; the report says whether each optimizer ran at its best rate."""
+
+import dagster as dg
+
+from cp_assets.defs.core.metadata import result
+from cp_assets.defs.core.partitions import runs_from_base_split
+from cp_assets.defs.corpus.raw_corpus import raw_corpus
+from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET
+from cp_assets.lib.memorization.references import materialize_lr_sweep
+from cp_assets.resources.pgvector_store import PgVectorStore
+from cp_assets.resources.results import ResultsStore
+
+
+@dg.asset(
+    deps=[dg.AssetDep(raw_corpus, partition_mapping=runs_from_base_split)],
+    **LAB_GPU_ASSET,
+    description="Learning-rate sweep per optimizer at the same token budget (first seed): validation loss and "
+                "greedy extraction of the planted items per multiple. Table `lr_sweep`.",
+)
+def lr_sweep(context: dg.AssetExecutionContext, pg: PgVectorStore, results: ResultsStore) -> dg.MaterializeResult:
+    return result(materialize_lr_sweep(pg.store(), results.db(), log=context.log.info))
