@@ -1,0 +1,219 @@
+"""The evidence that a text was seen in the corpus, as numbers (the inputs of `seen_score`), for many texts at once.
+
+Exact evidence, from every split's n-gram index (`cp_assets.lib.corpus.exact`): per text token, the longest match
+starting there; `exact_share` = the share of the text's tokens inside a match of at least `MIN_MATCH` tokens, and
+`longest_frac` = the longest match over the text's length (the best split of each).
+
+Semantic evidence, from the embedded chunks (`cp_assets.lib.corpus.search`, every split): `nn_similarity` = 1 -
+the cosine distance of the nearest chunk. A paraphrase of one corpus sentence sits far from the whole chunk that holds
+it (the nearest chunks missed the source of 14 of 90 dev-set paraphrases), so candidates also come from BM25 over
+every chunk (`Bm25Chunks`, `bm25s`: a paraphrase keeps its names, numbers and rarer words), and are looked at
+window by window: every window of the text's length in words (half-overlapping; verse and sentence breaks do not
+cut it) of the `k` nearest chunks and the `k` best BM25 chunks is compared with the text by its content words
+(lower-cased words that are not English stop words, each weighted by its inverse document frequency over the chunks:
+`content_overlap` = the IDF-weighted share of the text's content words the best window holds), and the `RERANK` best
+windows by that overlap are embedded: `sentence_similarity` = 1 - the cosine distance of the nearest of them. An
+invented sentence in the corpus's style finds passages on its topic and in its register, but not with its particulars
+(names, numbers, the rarer words), which a paraphrase keeps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+MIN_MATCH = 8  # tokens: a shorter verbatim match is common phrasing more often than a source
+K_CHUNKS = 10
+RERANK = 3
+FEATURES = ("exact_share", "longest_frac", "nn_similarity", "content_overlap", "sentence_similarity")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+@dataclass
+class Evidence:
+    text: str
+    n_tokens: int = 0
+    exact_share: float = 0.0
+    longest_frac: float = 0.0
+    longest_tokens: int = 0
+    exact_split: str | None = None
+    nn_similarity: float = 0.0
+    nn_split: str | None = None
+    content_overlap: float = 0.0
+    sentence_similarity: float = 0.0
+    best_sentence: str | None = None
+    best_doc: str | None = None
+    best_split: str | None = None
+    per_split: dict = field(default_factory=dict)  # split -> {"exact_share", "longest_tokens", "nn_distance"}
+
+    def features(self) -> np.ndarray:
+        return np.array([getattr(self, f) for f in FEATURES], dtype=float)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def content_words(text: str) -> set[str]:
+    stop = _stop_words()
+    return {w for w in _WORD.findall(text.lower()) if w not in stop and (len(w) > 2 or w.isdigit())}
+
+
+def sentences(text: str, min_words: int = 4) -> list[str]:
+    """Sentences cut at . ! ? only: line breaks are spaces (verse runs across lines; a chunk's first and last pieces
+    may be parts of sentences)."""
+    return [s for s in _SENT.split(" ".join(text.split())) if len(s.split()) >= min_words]
+
+
+def weighted_overlap(query: set[str], other: set[str], idf: dict[str, float] | None) -> float:
+    if not query:
+        return 0.0
+    w = (lambda t: idf.get(t, _MAX_IDF)) if idf else (lambda t: 1.0)
+    return sum(w(t) for t in query & other) / sum(w(t) for t in query)
+
+
+_MAX_IDF = 10.0
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+
+def exact_evidence(indexes: dict, texts: Sequence[str], out: Sequence[Evidence], min_match: int = MIN_MATCH) -> None:
+    """Fill the exact fields of `out` from each split's index (split -> NgramIndex or SplitIndex)."""
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
+    from cp_assets.lib.corpus.exact.ngram_search import longest_many
+    from cp_assets.lib.reports.trace import covered
+
+    for split, index in indexes.items():
+        toks = tokenize(index.tokenizer, list(texts))
+        for ev, tk, lg in zip(out, toks, longest_many(index.segments, [t.ids for t in toks])):
+            n = len(tk.ids)
+            ev.n_tokens = max(ev.n_tokens, n)
+            if not n:
+                continue
+            share = float(covered(lg.length, min_match).mean())
+            longest = int(lg.length.max())
+            ev.per_split.setdefault(split, {}).update(exact_share=share, longest_tokens=longest)
+            if (share, longest) > (ev.exact_share, ev.longest_tokens):
+                ev.exact_share, ev.longest_tokens, ev.exact_split = share, longest, split
+                ev.longest_frac = min(1.0, longest / n)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk offered as a possible source (a `search` hit or a BM25 hit)."""
+
+    split: str
+    doc_id: str
+    text: str
+    distance: float | None = None
+
+
+class Bm25Chunks:
+    """BM25 (`bm25s`) over the chunks of some splits, held in memory: the lexical candidates of `gather`."""
+
+    def __init__(self, store, splits: Sequence[str]):
+        import bm25s
+
+        from cp_assets.lib.reports.proximity import doc_of
+
+        self.keys: list[tuple[str, str]] = []
+        texts = []
+        for split in splits:
+            for chunk_id, _, text, _ in store.chunk_rows(split):
+                self.keys.append((split, doc_of(chunk_id)))
+                texts.append(text)
+        self.texts = texts
+        df: dict[str, int] = {}
+        for t in texts:
+            for w in content_words(t):
+                df[w] = df.get(w, 0) + 1
+        n = max(1, len(texts))
+        self.idf = {w: min(_MAX_IDF, float(np.log((n + 1) / (c + 0.5)))) for w, c in df.items()}
+        self.retriever = bm25s.BM25()
+        if texts:
+            self.retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+
+    def top(self, queries: Sequence[str], k: int) -> list[list[Candidate]]:
+        import bm25s
+
+        if not self.texts:
+            return [[] for _ in queries]
+        k = min(k, len(self.texts))
+        tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
+        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        out = []
+        for row, sc in zip(docs, scores):
+            out.append([Candidate(*self.keys[i], self.texts[i]) for i, v in zip(row, sc) if v > 0])
+        return out
+
+
+def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Sequence[Evidence], encode,
+                      rerank: int = RERANK, idf: dict[str, float] | None = None) -> None:
+    """Fill the semantic fields from each text's candidate chunks (`search` hits, any splits, and `Candidate`s from
+    BM25: those without a distance) and `encode` (texts -> unit vectors, the embedding model of the hits)."""
+    wanted: list[tuple[int, str, str, str]] = []  # (text index, sentence, doc, split)
+    for i, (ev, text, hs) in enumerate(zip(out, texts, hits)):
+        near = [h for h in hs if h.distance is not None]
+        if near:
+            best = min(near, key=lambda h: h.distance)
+            ev.nn_similarity, ev.nn_split = 1.0 - float(best.distance), best.split
+        for h in near:
+            ev.per_split.setdefault(h.split, {})
+            d = ev.per_split[h.split].get("nn_distance")
+            ev.per_split[h.split]["nn_distance"] = float(h.distance) if d is None else min(d, float(h.distance))
+        mine = content_words(text)
+        scored = []
+        for h in hs:
+            for s in sentences(h.text):
+                scored.append((weighted_overlap(mine, content_words(s), idf), s, h.doc_id, h.split))
+        scored.sort(key=lambda x: -x[0])
+        if scored:
+            ev.content_overlap = scored[0][0]
+        seen = set()
+        for overlap, s, doc, split in scored:
+            if s in seen:
+                continue
+            seen.add(s)
+            wanted.append((i, s, doc, split))
+            if len(seen) >= rerank:
+                break
+    if not wanted:
+        return
+    qv = encode(list(texts))
+    sv = encode([s for _, s, _, _ in wanted])
+    for (i, s, doc, split), v in zip(wanted, sv):
+        sim = float(np.dot(qv[i], v))
+        ev = out[i]
+        if sim > ev.sentence_similarity or ev.best_sentence is None:
+            ev.sentence_similarity, ev.best_sentence, ev.best_doc, ev.best_split = sim, s, doc, split
+
+
+def gather(store, texts: Sequence[str], *, indexes: dict | None = None, model: str | None = None,
+           k: int = K_CHUNKS, bm25: Bm25Chunks | None = None) -> list[Evidence]:
+    """Every piece of evidence for each text: exact from `indexes` (default: every split with an n-gram index),
+    semantic from the embeddings of `model` (default: the configured one) and BM25 candidates from `bm25` (default:
+    built over every embedded split's chunks; pass one to reuse it)."""
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.encoder import encode, model_slug
+    from cp_assets.lib.corpus.exact.ngram_split import built_splits, open_index
+    from cp_assets.lib.corpus.search import search
+
+    model = model or settings.embed_model()
+    out = [Evidence(t) for t in texts]
+    indexes = indexes if indexes is not None else {s: open_index(s) for s in built_splits()}
+    exact_evidence(indexes, texts, out)
+    hits = search(store, list(texts), model=model, k=k)
+    bm25 = bm25 or Bm25Chunks(store, store.embedded_splits(model_slug(model)))
+    lexical = bm25.top(texts, k)
+    semantic_evidence([list(h) + c for h, c in zip(hits, lexical)], texts, out, lambda xs: encode(model, xs),
+                      idf=bm25.idf)
+    return out
