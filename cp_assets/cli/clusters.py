@@ -87,7 +87,7 @@ def cmd_clusters(args) -> int:
 def add_parsers(sub) -> None:
     a = sub.add_parser("annotate", help="place each sentence of a text in a cluster tree (named path, distance)")
     a.add_argument("text", help='the text ("-": stdin)')
-    a.add_argument("--tree", default="pretrain", help="a split's tree or `all` (default pretrain)")
+    a.add_argument("--tree", default="all", help="a split's tree or `all`, over every split (default all)")
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=cmd_annotate)
     c = sub.add_parser("clusters", help="build cluster trees, names, question and rollout annotations in-process")

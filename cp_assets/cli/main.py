@@ -10,7 +10,9 @@
   cprox models [--json]                                   the models registry
   cprox trace "TEXT" [--split S] [--min-tokens 8] [--json] verbatim spans of a text in a split (exact counts, docs)
   cprox sql "SELECT ..." [--json]                         query the results DuckDB (read-only)
-  cprox annotate "TEXT" [--tree pretrain] [--json]        each sentence's cluster path in a split's cluster tree
+  cprox annotate "TEXT" [--tree all] [--json]             each sentence's cluster path in a cluster tree
+  cprox explain "TEXT"|-|--rollout M/ID|--queries F [--json] one text's provenance: spans, neighbours, clusters,
+                                                          contamination, membership, seen_score
   cprox train [--run muon-s0 ...] [--no-sft]              train the memorization lab's models (training.yaml)
   cprox memorization [--model ID ...]                     verbatim recall, extraction, membership, comparisons
   cprox backfill ASSET ... --all|--partitions K,K [--wait] a Dagster backfill, run by the daemon (as from the UI)
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cp_assets.cli import backfill as cli_backfill
     from cp_assets.cli import clusters as cli_clusters
     from cp_assets.cli import corpus as cli_corpus
+    from cp_assets.cli import explain as cli_explain
     from cp_assets.cli import memorization as cli_memorization
     from cp_assets.cli import models as cli_models
     from cp_assets.cli import reports as cli_reports
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_corpus.add_parsers(sub)
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
+    cli_explain.add_parsers(sub)
     cli_reports.add_parsers(sub)
     cli_clusters.add_parsers(sub)
     cli_memorization.add_parsers(sub)

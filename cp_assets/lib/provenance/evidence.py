@@ -69,10 +69,14 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in stop and (len(w) > 2 or w.isdigit())}
 
 
-def sentences(text: str, min_words: int = 4) -> list[str]:
+def sentences(text: str, min_words: int = 4, max_words: int = 60) -> list[str]:
     """Sentences cut at . ! ? only: line breaks are spaces (verse runs across lines; a chunk's first and last pieces
-    may be parts of sentences)."""
-    return [s for s in _SENT.split(" ".join(text.split())) if len(s.split()) >= min_words]
+    may be parts of sentences). A longer run without an end mark (a table, a list) is cut every `max_words`."""
+    out = []
+    for s in _SENT.split(" ".join(text.split())):
+        words = s.split()
+        out += [" ".join(words[i:i + max_words]) for i in range(0, len(words), max_words)]
+    return [s for s in out if len(s.split()) >= min_words]
 
 
 def weighted_overlap(query: set[str], other: set[str], idf: dict[str, float] | None) -> float:
@@ -157,9 +161,10 @@ class Bm25Chunks:
 
 
 def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Sequence[Evidence], encode,
-                      rerank: int = RERANK, idf: dict[str, float] | None = None) -> None:
+                      rerank: int = RERANK, idf: dict[str, float] | None = None, vectors=None) -> None:
     """Fill the semantic fields from each text's candidate chunks (`search` hits, any splits, and `Candidate`s from
-    BM25: those without a distance) and `encode` (texts -> unit vectors, the embedding model of the hits)."""
+    BM25: those without a distance) and `encode` (texts -> unit vectors, the embedding model of the hits);
+    `vectors`: the texts' own, when already encoded."""
     wanted: list[tuple[int, str, str, str]] = []  # (text index, sentence, doc, split)
     for i, (ev, text, hs) in enumerate(zip(out, texts, hits)):
         near = [h for h in hs if h.distance is not None]
@@ -188,7 +193,7 @@ def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Seque
                 break
     if not wanted:
         return
-    qv = encode(list(texts))
+    qv = encode(list(texts)) if vectors is None else vectors
     sv = encode([s for _, s, _, _ in wanted])
     for (i, s, doc, split), v in zip(wanted, sv):
         sim = float(np.dot(qv[i], v))
