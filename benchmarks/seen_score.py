@@ -8,7 +8,9 @@ Reads an existing CPROX_HOME (default .cprox) whose splits are embedded and inde
   3. prints the AUROCs (verbatim vs invented, paraphrased vs invented) of the hybrid score, plain search, plain
      tracing and each feature: on the dev half out-of-fold (cross-validated) and with the shipped weights, and on the
      test half with the shipped weights (scored once);
-  4. exits 1 when the shipped constants (seen_score.WEIGHTS, INTERCEPT, THRESHOLD) are not the ones the dev half gives.
+  4. writes the dev half's features to cp_assets_tests/data/seen_dev_features.json (the tests re-run the choice on
+     them);
+  5. exits 1 when the shipped constants (seen_score.WEIGHTS, INTERCEPT, THRESHOLD) are not the ones the dev half gives.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/seen_score.py [--home .cprox]
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 DEV_SET = Path(__file__).resolve().parents[1] / "cp_assets_tests" / "data" / "seen_sentences.json"
+DEV_FEATURES = DEV_SET.with_name("seen_dev_features.json")
 
 
 def main() -> int:
@@ -60,6 +63,11 @@ def main() -> int:
     dev = np.array([it["half"] == "dev" for it in items])
     if args.save:
         np.savez(args.save, x=x, kinds=kinds, dev=dev)
+    # the dev half's features, kept with the tests: test_explain.py checks that choose_weights gives the shipped
+    # constants from them (the test half's stay out of the repository's tests)
+    DEV_FEATURES.write_text(json.dumps({"features": list(ss.FEATURES), "home": str(settings.home()),
+                                        "rows": [{"kind": str(k), "x": [round(float(v), 6) for v in row]}
+                                                 for k, row in zip(kinds[dev], x[dev])]}, indent=0) + "\n")
     chosen = ss.choose_weights(x[dev], kinds[dev])
     print(f"chosen on the dev half: features {chosen['features']}, trained on {chosen['train_on']}, C {chosen['C']}: "
           f"weights {chosen['weights']}, intercept {chosen['intercept']}, threshold {chosen['threshold']}")

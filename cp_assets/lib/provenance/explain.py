@@ -77,7 +77,7 @@ class Explainer:
                                                    (f"embeddings for {model} (asset `embeddings`)", s in embedded))
                            if not have]
                 if missing:
-                    raise ExplainError(f"split {s!r} has no {' and no '.join(missing)}: build it with "
+                    raise ExplainError(f"split {s!r} lacks {' and '.join(missing)}: build it with "
                                        f"`cprox materialize --split {s}` (indexed: {indexed}; embedded: {embedded})")
             chosen = list(splits)
         else:
