@@ -271,7 +271,7 @@ def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, w
     members = passages([d for d in docs if d[0] in member_ids], n, words, seed)
     nonmembers = passages([d for d in docs if d[0] in other_ids], n, words, seed)
     lira = None
-    side = references.lira_halves(split) if labels == "exact" else None
+    side, why = references.lira_halves(split, n, words, seed) if labels == "exact" else (None, "proxy labels")
     if side:
         from cp_assets.lib.evals.model_registry import load_models
         from cp_assets.lib.evals.rollouts import backend_for
@@ -279,7 +279,7 @@ def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, w
         registry = load_models()
         lira = (side, {h: backend_for(registry.get(references.lira_model_id(h))) for h in references.HALVES})
     else:
-        log("no LiRA references for this split (materialize `lira_references`): no ref_out / lira scores")
+        log(f"no ref_out / lira scores: {why}")
     rows, aurocs, inference, figures = membership_rows(backend, members, nonmembers, labels=labels,
                                                        max_tokens=max_tokens, lira=lira, log=log)
     with db.connect() as con:

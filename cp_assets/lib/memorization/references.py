@@ -1,10 +1,13 @@
 """Models trained only to judge the lab's own: the LiRA reference models and the learning-rate sweep (no dagster).
 
 LiRA references (Carlini et al. 2022, "Membership Inference Attacks From First Principles", online, with one IN and
-one OUT model per passage): the membership pool (the member documents trained whole, and the held-out ones) is cut by
-a seeded hash of the document id into halves `a` and `b`. Reference `a` trains on half a, `b` on half b, each like
-the base runs (same size, tokenizer and epochs; AdamW, the first seed; nothing planted), validating on the other
-half's held-out documents. Every passage of the membership test is then IN for one reference and OUT for the other,
+one OUT model per passage): the passages the `membership` test scores (its defaults: 150 a class, 64 words, seed 0;
+`runs.passages` over the member documents trained whole and over the held-out ones) are cut by a seeded hash of their
+document id into halves `a` and `b`. Reference `a` trains on half a's passages, each in `CONTEXT_WORDS` words of its
+document on either side (a held-out document can be a whole play: training on whole documents would cost several
+base runs), `b` on half b's, each like the base runs (same size, tokenizer and epochs; AdamW, the first seed; nothing
+planted), validating on the other half. Every passage of the membership test is then IN for one reference and OUT
+for the other (a `membership` run with other n / words / seed gets no LiRA scores and says so),
 and `lira_scores` gives, from mean token logprobs l (target), l_in, l_out (references):
 - `ref_out` = l - l_out: the reference-model attack (offline: only the model that never saw the passage);
 - `lira` = [(l - l_out)^2 - (l - l_in)^2] / (2 s^2): the log-likelihood ratio of l under Gaussians centred on l_in
@@ -34,6 +37,8 @@ from cp_assets.lib.memorization import experiments as ex
 
 Log = Callable[[str], None]
 HALVES = ("a", "b")
+PASSAGES = {"n": 150, "words": 64, "seed": 0}  # the `membership` asset's defaults (MembershipConfig)
+CONTEXT_WORDS = 250
 SWEEP_COLUMNS = ["optimizer", "seed", "lr_scale", "model_id", "source", "final_val_loss", "tokens", "seconds",
                  "n_items", "greedy_canary", "greedy_fact", "top_dose"]
 
@@ -47,19 +52,36 @@ def halves(doc_ids: Sequence[str], seed: int = 0) -> dict[str, str]:
     return {d: HALVES[int(hashlib.sha256(f"cprox-lira:{seed}:{d}".encode()).hexdigest(), 16) % 2] for d in doc_ids}
 
 
+def passage_excerpts(docs, chosen, *, n: int, words: int, seed: int, context: int = CONTEXT_WORDS) -> dict:
+    """doc id -> (passage text id, the passage with `context` words of its document on either side), for the
+    passages `membership` scores (the same documents in the same order, the same `runs.passages`)."""
+    from cp_assets.lib.memorization.runs import passages
+
+    whole, heldout = set(chosen.whole_member_ids()), {d for d, _ in chosen.heldout}
+    pool = [d for d in docs if d[0] in whole | heldout]
+    texts = dict(pool)
+    out = {}
+    for ids in (whole, heldout):
+        for text_id, doc_id, _ in passages([d for d in pool if d[0] in ids], n, words, seed):
+            w = texts[doc_id].split()
+            start = int(text_id.rpartition("@")[2])
+            out[doc_id] = (text_id, " ".join(w[max(0, start - context):start + words + context]))
+    return out
+
+
 def train_lira_references(docs, quotes: Sequence[str], experiment, *, log: Log = print) -> list[dict]:
-    """Train references `a` and `b` on the two halves of the membership pool; returns each one's training output
-    ({'model_id', 'path', 'result', 'runs_rows', 'curve_rows', 'config', 'n_documents'})."""
+    """Train references `a` and `b` on the two halves of the membership passages (in context); returns each one's
+    training output ({'model_id', 'path', 'result', 'runs_rows', 'curve_rows', 'config', 'n_documents'})."""
     from cp_assets.lib.memorization import training
     from cp_assets.lib.tinygpt import train
 
     spec = experiment.base
+    docs = list(docs)
     chosen = ex.choose_members(docs, member_chars=spec.member_chars, heldout_documents=spec.heldout_documents,
                                quotes=quotes if spec.include_recall_documents else (),
                                tokenizer_chars=spec.tokenizer_chars)
-    whole = set(chosen.whole_member_ids())
-    pool = [(d, t) for d, t in chosen.members if d in whole] + list(chosen.heldout)
-    side = halves([d for d, _ in pool], seed=spec.seeds[0])
+    excerpts = passage_excerpts(docs, chosen, **PASSAGES)
+    side = halves(list(excerpts), seed=spec.seeds[0])
     size = train.SIZES[spec.size]
     tokenizer = training.shared_tokenizer(chosen.tokenizer_texts()[0], size.vocab_size, log)
     root = ex.lira_dir()
@@ -67,13 +89,13 @@ def train_lira_references(docs, quotes: Sequence[str], experiment, *, log: Log =
     run = ex.run_id("adamw", spec.seeds[0])
     outs = []
     for half in HALVES:
-        texts = [t for d, t in pool if side[d] == half]
-        val = [t for d, t in chosen.heldout if side[d] != half]
+        texts = [t for d, (_, t) in excerpts.items() if side[d] == half]
+        val = [t for d, (_, t) in excerpts.items() if side[d] != half][:40]
         n_tokens = sum(map(len, tokenizer.encode_batch(texts)))
         cfg = train.TrainConfig(optimizer="adamw", seed=spec.seeds[0], total_tokens=int(spec.epochs * n_tokens),
                                 n_checkpoints=0)
         model_id, out = lira_model_id(half), root / half
-        log(f"{model_id}: {len(texts):,} documents of half {half} ({n_tokens:,} tokens), {len(val)} held out; {cfg}")
+        log(f"{model_id}: {len(texts):,} passages of half {half} in context ({n_tokens:,} tokens); {cfg}")
         try:
             result = train.train(texts, val, size, cfg, out, tokenizer=tokenizer, log=log)
         except train.TrainingDiverged as exc:
@@ -82,17 +104,24 @@ def train_lira_references(docs, quotes: Sequence[str], experiment, *, log: Log =
         runs_rows, curve_rows = training._rows(model_id, run, "lira", spec.size, result, path=out)
         outs.append({"model_id": model_id, "path": out, "result": result, "runs_rows": runs_rows,
                      "curve_rows": curve_rows, "config": cfg, "n_documents": len(texts)})
-    (root / "halves.json").write_text(json.dumps({"split": spec.split, "halves": side}))
+    (root / "halves.json").write_text(json.dumps({"split": spec.split, "halves": side, "passages": PASSAGES,
+                                                  "passage_ids": {d: t for d, (t, _) in excerpts.items()}}))
     return outs
 
 
-def lira_halves(split: str) -> dict[str, str] | None:
-    """The halves of trained references over `split`, or None when there are none (or they are of another split)."""
+def lira_halves(split: str, n: int, words: int, seed: int) -> tuple[dict[str, str] | None, str | None]:
+    """(doc id -> half, None) of trained references over `split` whose passages are those of a membership run with
+    these n / words / seed; else (None, why not)."""
     path = ex.lira_dir() / "halves.json"
     if not path.exists() or not all((ex.lira_dir() / h / "config.json").exists() for h in HALVES):
-        return None
+        return None, "no LiRA references (materialize `lira_references`)"
     info = json.loads(path.read_text())
-    return info["halves"] if info.get("split") == split else None
+    if info.get("split") != split:
+        return None, f"the LiRA references are of split {info.get('split')!r}, not {split!r}"
+    if info.get("passages") != {"n": n, "words": words, "seed": seed}:
+        return None, (f"the LiRA references trained on the passages of n/words/seed {info.get('passages')}, this "
+                      f"membership run scores n={n}, words={words}, seed={seed}")
+    return info["halves"], None
 
 
 def lira_scores(texts: Sequence[str], doc_ids: Sequence[str], target: Sequence[float | None], side: dict[str, str],
