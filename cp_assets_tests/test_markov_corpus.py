@@ -47,20 +47,52 @@ def test_shorter_last_shard_is_a_prefix_of_the_full_one(tmp_path, runs):
     assert 0 < len(short) < len(full) and short == full[:len(short)]
 
 
-def test_distinct_8grams_of_200k_tokens(tmp_path):
-    """The share of distinct WordPiece 8-grams in the first 200k generated tokens. This value was measured, not
-    chosen to pass (2026-12-04): 0.9956 for seed 0 (0.994-0.995 for seeds 1-3). Three random 200k-token samples of
-    the source text give 0.991-0.994. If a share x of the text were repeats, the figure would be about 1 - x, so 0.97
-    fails a corpus with more than ~3% repeated text and still leaves room for the seed."""
-    mc.generate(tmp_path, 200_000, seed=0, shard_tokens=200_000, log=lambda s: None)
-    tok = mc.tokenizer()
-    texts = pq.read_table(tmp_path / "part-00000.parquet").column("text").to_pylist()
-    ids = [np.array(e.ids, np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
-    assert sum(map(len, ids)) >= 200_000  # the estimate from words holds within a few %: no short corpus
+# The floor of the distinct 8-gram share was chosen on some seeds and is checked on others. Chosen on seeds 0-9 (the
+# first 200k tokens of each, measured 2026-12-05): 0.9941-0.9956, mean 0.9950, sd 0.0005 (three random 200k-token
+# samples of the source text gave 0.991-0.994). If a share x of the text were repeats, the figure would fall by about
+# x, so 0.99, nine sds under the tuning mean, fails a generator that repeats ~0.5% more of its text than this one.
+# Checked on held-out seeds 10-13, which played no part in choosing it: with the floor fixed, seed 12 gave 0.982 (a
+# document caught in a two-state loop of `??` lines for 2,700 tokens), which is how `markov_corpus.open_traps` came
+# about; the floor was not moved.
+DISTINCT_8GRAM_FLOOR, HELD_OUT_SEEDS = 0.99, (10, 11, 12, 13)
+
+
+def first_tokens(tmp_path: Path, seed: int, n: int = 200_000) -> list[np.ndarray]:
+    """WordPiece ids of the first `n` tokens of a run of `n` (estimated) tokens of `seed`, per document."""
+    mc.generate(tmp_path / f"s{seed}", n, seed=seed, shard_tokens=n, log=lambda s: None)
+    texts = pq.read_table(tmp_path / f"s{seed}" / "part-00000.parquet").column("text").to_pylist()
+    ids = [np.array(e.ids, np.int64) for e in mc.tokenizer().encode_batch(texts, add_special_tokens=False)]
+    # the estimate from words is 0.3% high on average (markov_corpus's figures), so a run may fall a little short
+    # (seed 10: 199,649 of 200,000); 2% short would be a broken estimate, not one run's ~55 documents
+    assert sum(map(len, ids)) >= 0.98 * n
     ends = np.cumsum([len(x) for x in ids])
-    ids = [x[:max(0, 200_000 - (e - len(x)))] for x, e in zip(ids, ends)]  # exactly the first 200k tokens
-    h = mc.ngram_hashes(ids, 8)
-    assert len(np.unique(h)) / len(h) > 0.97
+    return [x[:max(0, n - (e - len(x)))] for x, e in zip(ids, ends)]
+
+
+def distinct_share(ids: list[np.ndarray], n: int = 8) -> float:
+    h = mc.ngram_hashes(ids, n)
+    return len(np.unique(h)) / len(h)
+
+
+@pytest.mark.parametrize("seed", HELD_OUT_SEEDS)
+def test_distinct_8grams_of_200k_tokens_on_held_out_seeds(tmp_path, seed):
+    ids = first_tokens(tmp_path, seed)
+    assert distinct_share(ids) > DISTINCT_8GRAM_FLOOR
+    # the check can fail: the same text with 1% of it repeated (a copy of its first 2,000 tokens) falls under it
+    assert distinct_share(ids + [np.concatenate(ids)[:2000]]) < DISTINCT_8GRAM_FLOOR
+
+
+def test_no_trap_in_the_chain():
+    """`open_traps` redirects the way into a trap (a closed set of states the chain reaches from its sentence start,
+    state 0, and cannot leave) to state 0 and changes nothing else: on a toy chain (0 -> 1 -> {2, 3}, 3 -> 0; 2 <-> 4
+    a trap) and on the fitted model, which has no trap left (it had one before version 4)."""
+    state = np.array([0, 1, 1, 2, 4, 3])
+    nxt = np.array([1, 2, 3, 4, 2, 0])
+    assert mc.open_traps(state, nxt, 5).tolist() == [1, 0, 3, 4, 2, 0]
+    m = mc.load_model(log=lambda s: None)
+    count = np.rint(m["states"][:, 1]).astype(np.int64)  # occurrences are sorted by state
+    nxt = m["occurrences"][:, 1].astype(np.int64)
+    assert np.array_equal(mc.open_traps(np.repeat(np.arange(len(count)), count), nxt, len(count)), nxt)
 
 
 def test_registry_reads_the_shards(tmp_path, runs):

@@ -97,6 +97,24 @@ def test_engines_agree(materialized, store, metric):
         assert {x.split for x in e} <= {"tiny", "math"}
 
 
+@pytest.mark.parametrize("engine", ["pgvector", "memory"])
+def test_a_search_reads_the_partition_registry_once_per_batch(materialized, store, monkeypatch, engine):
+    """The embedded splits, their versions and `embed_share` come from one read of cprox_partitions per call,
+    whatever the number of texts and splits, not one per query or per split."""
+    calls = []
+    for name in ("shard_partitions", "partition_version", "embedded_splits"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _n=name, _real=real, **kw: calls.append(_n) or _real(*a, **kw))
+    queries = known_sentences(store, "math", 6, seed=2) + known_sentences(store, "tiny", 6, seed=2)
+    hits = search(store, queries, k=3, engine=engine)
+    assert calls == ["shard_partitions"]
+    assert len(hits) == 12 and {h.split for top in hits for h in top} == {"tiny", "math"}
+    from cp_assets.lib.corpus.embed_sample import embed_shares
+    from cp_assets.lib.corpus.encoder import model_slug
+
+    shares = embed_shares(store, model_slug(settings.embed_model()))
+    assert all(h.embed_share == shares[h.split] for top in hits for h in top)
+
 def test_search_errors(materialized, store):
     with pytest.raises(ValueError, match="unknown metric"):
         search(store, ["x"], metric="hamming")

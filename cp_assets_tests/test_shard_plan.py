@@ -94,3 +94,32 @@ def test_a_new_file_changes_only_the_last_shards(lab_dir):
     moved = {s.key: s.fingerprint() for s in plan_shards(reg, "s")}
     [key] = [k for k in moved if moved[k] != after[k]]
     assert any(p.path == str(target) for p in plan_shards(reg, "s")[int(key)].pieces)
+
+
+def test_a_shard_step_plans_only_up_to_its_shard_and_reads_each_footer_once(lab_dir, monkeypatch):
+    """What one shard step computes (`planned_shard`, as `read_corpus` does) is the whole plan's shard; the plan
+    stops at that shard, and a Parquet footer is read once per process for one path, size and mtime, however many
+    steps plan the file; a rewritten file is read again. One listing gives the plan and the fingerprint alike."""
+    from cp_assets.lib.corpus import shards
+
+    for i in range(3):
+        write_parquet(lab_dir / "big" / f"b{i}.parquet", rows(60, start=1000 * i), row_group_size=10)
+    size = (lab_dir / "big" / "b0.parquet").stat().st_size
+    reg = registry(lab_dir, [{"path": "big/", "text_field": "text"}], shard_bytes=size // 3)
+    read, real = [], shards.parquet_row_group_bytes
+    monkeypatch.setattr(shards, "parquet_row_group_bytes", lambda path: read.append(path.name) or real(path))
+    shards._row_group_slices.cache_clear()
+    first, before = shards.planned_shard(reg, "s", "00000")
+    assert before == 0 and read == ["b0.parquet"]  # the first shard needs the first file's footer alone
+    plan = shards.plan_shards(reg, "s")
+    assert len(plan) >= 6 and first == plan[0] and read == ["b0.parquet", "b1.parquet", "b2.parquet"]
+    for shard in plan:
+        assert shards.planned_shard(reg, "s", shard.key) == (shard, shard.index)
+    assert shards.planned_shard(reg, "s", shards.shard_key(len(plan))) == (None, len(plan))  # past the plan
+    assert len(read) == 3  # every later step planned from the kept footers
+    target = lab_dir / "big" / "b1.parquet"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    assert [s.key for s in shards.plan_shards(reg, "s")] == [s.key for s in plan] and read[3:] == ["b1.parquet"]
+    listing = shards.list_split(reg, "s")
+    assert shards.split_sources(reg, "s", listing=listing) == shards.split_sources(reg, "s")
+    assert list(shards.iter_shards(reg, "s", listing)) == shards.plan_shards(reg, "s")

@@ -83,6 +83,29 @@ def test_empty_source_file_fails_or_warns(tmp_path, name, body):
     assert warning.startswith(f"{tmp_path / name}: empty file") and "split 's'" in warning
 
 
+def test_emptiness_is_seen_while_reading_each_file_once(tmp_path, monkeypatch):
+    """No second open to look for emptiness: each JSONL or text file of a directory source is opened once, and an
+    empty one is an error, or under `skip` a warning, in its place among the others."""
+    from cp_assets.lib.corpus import formats
+
+    opened, real = [], formats.open_binary
+    monkeypatch.setattr(formats, "open_binary", lambda path: opened.append(path.name) or real(path))
+    (tmp_path / "d").mkdir()
+    write_jsonl(tmp_path / "d" / "a.jsonl", [GOOD])
+    (tmp_path / "d" / "b.jsonl").write_bytes(b" \n\n")
+    write_jsonl(tmp_path / "d" / "c.jsonl.gz", [{"id": "c", "text": "gamma"}])
+    (tmp_path / "d" / "e.txt").write_text("a text shard\n")
+    source = {"path": "d/", "text_field": "text", "on_bad_record": "skip"}
+    docs, stats = read(tmp_path, source)
+    assert [d.text for d in docs] == ["alpha beta", "gamma", "a text shard"]
+    assert opened == ["a.jsonl", "b.jsonl", "c.jsonl.gz", "e.txt"]
+    assert stats.skipped == {"empty_file": 1}
+    assert stats.warnings == [f"{tmp_path / 'd' / 'b.jsonl'}: empty file: source 'd' of split 's' has no records in it"]
+    with pytest.raises(BadRecord) as exc:
+        read(tmp_path, source | {"on_bad_record": "error"})
+    assert exc.value.reason == "empty_file" and exc.value.where == str(tmp_path / "d" / "b.jsonl")
+    assert "`on_bad_record: skip` reads on past it" in str(exc.value)
+
 def test_missing_file_and_truncated_gzip(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read(tmp_path, {"path": "nope.jsonl", "text_field": "text"})

@@ -20,7 +20,7 @@ distance over the whole split.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from cp_assets.lib.corpus.pgvector_store import PgStore
@@ -52,11 +52,14 @@ def sampled_ids(store: PgStore, split: str, shard: str | None, rates: Mapping[st
     return {c for c, source in store.chunk_sources(split, shard).items() if is_sampled(c, rates.get(source, 1.0))}
 
 
-def embed_shares(store: PgStore, slug: str) -> dict[str, float]:
+def embed_shares(store: PgStore, slug: str, partitions: Sequence[Mapping] | None = None) -> dict[str, float]:
     """split -> the share of its chunks that hold a published vector of the model (vectors / chunks over the
     split's published shards), for every split with vectors. 1.0 when the split is embedded whole; below 1 under an
-    `embed_sample` rate (or while some shard is not embedded yet)."""
-    n = {(p["kind"], p["model_slug"], p["split"]): p["n_rows"] for p in store.partitions()}
+    `embed_sample` rate (or while some shard is not embedded yet). From `partitions` (rows of
+    `PgStore.partitions()`) when the caller has read them already, else read now: one query for a whole batch of
+    searches or a whole report, never one per query."""
+    rows = store.partitions() if partitions is None else partitions
+    n = {(p["kind"], p["model_slug"], p["split"]): p["n_rows"] for p in rows}
     chunks = {split: rows for (kind, _, split), rows in n.items() if kind == "chunks"}
     return {split: round(rows / chunks[split], 6) for (kind, model, split), rows in n.items()
             if kind == "embeddings" and model == slug and chunks.get(split)}

@@ -189,21 +189,3 @@ def parquet_records(path: Path, required: list[str], optional: list[str], row_gr
         except (pa.ArrowException, OSError) as exc:
             raise BadRecord(f"{path}:row_group={group}", "unreadable",
                             f"row group {group} of {pf.num_row_groups} cannot be read ({exc})") from exc
-
-
-def is_empty(path: Path, fmt: str, block: int = 1 << 16) -> bool:
-    """Whether the file holds no records: no rows (Parquet) or nothing but whitespace (decompressed); a damaged file
-    is not called empty, the reader names where it breaks."""
-    if fmt == "parquet":
-        try:
-            return parquet_rows(path) == 0
-        except BadRecord:
-            return False
-    with open_binary(path) as fh:
-        try:
-            while chunk := fh.read(block):
-                if chunk.strip():
-                    return False
-        except (OSError, EOFError, zstd.ZstdError):
-            return False
-    return True

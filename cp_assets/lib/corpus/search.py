@@ -13,6 +13,8 @@ l1 = Manhattan. With HNSW, l2 and inner_product rank like cosine on unit vectors
 
 Every hit of `search` carries `embed_share`, its split's vectors / chunks: below 1 when the registry's
 `embed_sample` embedded part of the split, where a distance is an upper bound of the distance to the whole split.
+A call reads the partition registry once for its whole batch of texts: the embedded splits, their versions and
+their shares.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +47,9 @@ def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, sp
         raise ValueError(f"k must be >= 1, got {k}")
     model = model or settings.embed_model()
     slug = model_slug(model)
-    available = store.embedded_splits(slug)
+    parts = store.partitions()  # read once per call (a batch of texts): the splits, their versions and shares
+    versions = {p["split"]: p["version"] for p in parts if (p["kind"], p["model_slug"]) == ("embeddings", slug)}
+    available = sorted(versions)
     if not available:
         raise LookupError(f"no split has embeddings for {model!r} yet: materialize the `embeddings` asset first")
     if split is not None and split not in available:
@@ -58,10 +62,10 @@ def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, sp
     elif engine == "memory":
         results = memory_search(store, slug, queries, [split] if split else available, k=k, metric=metric,
                                 exact=exact, ef_search=ef_search,
-                                cache_dir=cache_dir or settings.home() / "cache" / "indexes")
+                                cache_dir=cache_dir or settings.home() / "cache" / "indexes", versions=versions)
     else:
         raise ValueError(f"unknown engine {engine!r}: auto, pgvector or memory")
-    shares = embed_shares(store, slug)
+    shares = embed_shares(store, slug, parts)
     for hits in results:
         for h in hits:
             h.embed_share = shares.get(h.split)
@@ -69,10 +73,13 @@ def search(store: PgStore, texts: Sequence[str], *, model: str | None = None, sp
 
 
 def memory_search(store: PgStore, slug: str, queries: np.ndarray, splits: Sequence[str], *, k: int, metric: str,
-                  exact: bool, ef_search: int, cache_dir: Path) -> list[list[Hit]]:
+                  exact: bool, ef_search: int, cache_dir: Path,
+                  versions: Mapping[str, str] | None = None) -> list[list[Hit]]:
+    """Top-k hits per query vector over `splits` through their cached FAISS indexes; each split's published version
+    from `versions` when the caller has read them (`search`), else asked of the store."""
     per_query: list[list[tuple[float, str, str]]] = [[] for _ in range(len(queries))]
     for split in splits:
-        version = store.partition_version("embeddings", split, slug)
+        version = versions[split] if versions is not None else store.partition_version("embeddings", split, slug)
         ids, index = _index(store, slug, split, version, metric, exact, cache_dir)
         if not ids:
             continue

@@ -1,28 +1,37 @@
 """What a split is read from: its shards, and fingerprints that say when they changed.
 
-The shard planner (`plan_shards`) cuts a split into shards of about `shard_bytes` (registry, default 256 MiB on
-disk): files are packed in registry and name order; a Parquet file larger than that is cut into slices of whole row
-groups (unless the source needs to see the file whole: `group_by`, or positional ids with `where`/`exclude`); a
-JSONL or text file, compressed or not, is never cut (split it into files, or convert it to Parquet, to spread it);
-a source with `limit` stays in one shard, and so does an `hf:` source. A small split is one shard. Shard `k` of a
-split has the key `k` written with five digits (`00003`); `read_shard` reads just its documents, and reading every
-shard of a plan in order gives exactly `read_split`.
+The shard planner (`plan_shards`, `iter_shards`) cuts a split into shards of about `shard_bytes` (registry, default
+256 MiB on disk): files are packed in registry and name order; a Parquet file larger than that is cut into slices of
+whole row groups (unless the source needs to see the file whole: `group_by`, or positional ids with
+`where`/`exclude`); a JSONL or text file, compressed or not, is never cut (split it into files, or convert it to
+Parquet, to spread it); a source with `limit` stays in one shard, and so does an `hf:` source. A small split is one
+shard. Shard `k` of a split has the key `k` written with five digits (`00003`); `read_shard` reads just its
+documents, and reading every shard of a plan in order gives exactly `read_split`.
+
+A shard step (`read_corpus` with a shard key) lists and stats the split's files once, for both the fingerprint and
+the plan, and plans only as far as its own shard (`planned_shard`: the plan is lazy). The row-group sizes of a
+Parquet file that is cut (its footer) are read once per process and kept, keyed by path, size and modification time,
+so the steps of a split that run in one process (or one worker) read each footer once.
 
 A *streaming* split has a source that grows: a directory or glob of shard files (`path: crawl/shard-*.jsonl.gz`) or
 a Hugging Face dataset. Its fingerprint hashes, for each source, the file names, sizes and modification times (a
 file source is one file), or the `hf:` arguments. An `hf:` source pinned to a `revision` changes only when the
 revision does; an unpinned one cannot be listed offline, so its fingerprint includes the day (`as_of`): it is
-re-read every night. `raw_corpus` records the fingerprint it read in its metadata (`read_corpus`, the asset's work);
-the schedule compares the two.
+re-read every night. `raw_corpus` records the split's fingerprint and its shard's in its metadata (`read_corpus`,
+the asset's work); the nightly schedule compares each shard's recorded fingerprint with the plan's (`changed_shards`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
+import stat
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -89,47 +98,116 @@ def _sliceable(src: Source) -> bool:
     return not src.group_by and src.limit is None and (src.id_field is not None or not (src.where or src.exclude))
 
 
-def _file_pieces(src: Source, path: Path, target: int) -> list[Piece]:
-    st = path.stat() if path.is_file() else None
-    size, mtime = (st.st_size, st.st_mtime_ns) if st else (0, 0)
-    if st is None or size <= target or src.file_format(path) != "parquet" or not _sliceable(src):
-        return [Piece(src.label(), str(path), None, size, mtime)]
-    pieces, start, acc = [], 0, 0
-    group_bytes = parquet_row_group_bytes(path)
+@dataclass(frozen=True)
+class _Listed:
+    """A file of a source as listed now; `size` and `mtime_ns` are None when it is not a file (reading it gives the
+    clear error)."""
+
+    path: Path
+    size: int | None
+    mtime_ns: int | None
+
+
+Listing = list[tuple[Source, "tuple[_Listed, ...] | None"]]  # each source, with its files (None: an `hf:` source)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """One `stat` of a regular file (following links); None where `Path.is_file` says False."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return None
+        raise
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def list_split(registry: Registry, split: str) -> Listing:
+    """The split's sources with their files listed and statted once: what both the plan and the fingerprint read."""
+    out: Listing = []
+    for src in registry.split(split).sources:
+        if src.hf is not None:
+            out.append((src, None))
+            continue
+        files = []
+        for path in src.shard_paths(registry.data_dir):
+            st = _stat(path)
+            files.append(_Listed(path, st.st_size if st else None, st.st_mtime_ns if st else None))
+        out.append((src, tuple(files)))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _row_group_slices(path: str, size: int, mtime_ns: int, target: int) -> tuple[tuple[tuple[int, int], int], ...]:
+    """((start, stop), bytes) of the runs of whole row groups a Parquet file is cut into: its footer read once per
+    process for a given path, size and modification time (every shard step of a split plans the files before its
+    own shard)."""
+    slices, start, acc = [], 0, 0
+    group_bytes = parquet_row_group_bytes(Path(path))
     for g, b in enumerate(group_bytes):
         if acc and acc + b > target:
-            pieces.append(Piece(src.label(), str(path), (start, g), acc, mtime))
+            slices.append(((start, g), acc))
             start, acc = g, 0
         acc += b
-    pieces.append(Piece(src.label(), str(path), (start, len(group_bytes)), acc, mtime))
-    return pieces
+    slices.append(((start, len(group_bytes)), acc))
+    return tuple(slices)
 
 
-def _units(src: Source, data_dir: Path, target: int) -> list[list[Piece]]:
-    """A source's pieces, grouped into the units a shard holds whole."""
-    if src.hf is not None:
-        return [[Piece(src.label(), "", None, target, 0)]]  # streamed: one shard of its own
-    pieces = [p for path in src.shard_paths(data_dir) for p in _file_pieces(src, path, target)]
-    return [pieces] if src.limit is not None else [[p] for p in pieces]
+def _file_pieces(src: Source, file: _Listed, target: int) -> list[Piece]:
+    size, mtime = (file.size, file.mtime_ns) if file.size is not None else (0, 0)
+    if file.size is None or size <= target or src.file_format(file.path) != "parquet" or not _sliceable(src):
+        return [Piece(src.label(), str(file.path), None, size, mtime)]
+    return [Piece(src.label(), str(file.path), groups, acc, mtime)
+            for groups, acc in _row_group_slices(str(file.path), size, mtime, target)]
+
+
+def _units(src: Source, files: "tuple[_Listed, ...] | None", target: int) -> Iterator[list[Piece]]:
+    """A source's pieces, grouped into the units a shard holds whole, in order (lazily: a footer is read only when
+    the plan gets to its file)."""
+    if files is None:
+        yield [Piece(src.label(), "", None, target, 0)]  # streamed: one shard of its own
+        return
+    pieces = (p for file in files for p in _file_pieces(src, file, target))
+    if src.limit is not None:
+        yield list(pieces)
+    else:
+        yield from ([p] for p in pieces)
+
+
+def iter_shards(registry: Registry, split: str, listing: Listing | None = None) -> Iterator[Shard]:
+    """The split's shards in order, each yielded as soon as it is complete: units (files, Parquet slices, whole
+    limited sources) packed in order up to `shard_bytes`; a unit larger than that is a shard alone."""
+    listing = list_split(registry, split) if listing is None else listing
+    target = registry.split(split).shard_bytes
+    index, current, size = 0, [], 0
+    for src, files in listing:
+        for unit in _units(src, files, target):
+            unit_bytes = sum(p.bytes for p in unit)
+            if current and size + unit_bytes > target:
+                yield Shard(split, index, tuple(current))
+                index, current, size = index + 1, [], 0
+            current.extend(unit)
+            size += unit_bytes
+    if current:
+        yield Shard(split, index, tuple(current))
 
 
 def plan_shards(registry: Registry, split: str) -> list[Shard]:
-    """The split's shards: units (files, Parquet slices, whole limited sources) packed in order up to
-    `shard_bytes`; a unit larger than that is a shard alone."""
-    spec = registry.split(split)
-    target = spec.shard_bytes
-    shards: list[list[Piece]] = []
-    current: list[Piece] = []
-    for src in spec.sources:
-        for unit in _units(src, registry.data_dir, target):
-            size = sum(p.bytes for p in unit)
-            if current and sum(p.bytes for p in current) + size > target:
-                shards.append(current)
-                current = []
-            current.extend(unit)
-    if current:
-        shards.append(current)
-    return [Shard(split, i, tuple(pieces)) for i, pieces in enumerate(shards)]
+    """The split's whole plan (`iter_shards`)."""
+    return list(iter_shards(registry, split))
+
+
+def planned_shard(registry: Registry, split: str, key: str,
+                  listing: Listing | None = None) -> tuple[Shard | None, int]:
+    """(the shard of `key`, or None when the plan has no such shard; how many shards were planned before it): the
+    plan stops once that shard is complete (at the first unit of the next), so a step does not plan the rest of the
+    split."""
+    planned = 0
+    for shard in iter_shards(registry, split, listing):
+        if shard.key == key:
+            return shard, planned
+        planned += 1
+    return None, planned
 
 
 def shard_keys(registry: Registry, splits: list[str] | None = None) -> dict[str, list[str]]:
@@ -194,28 +272,23 @@ def streaming_splits(registry: Registry) -> list[str]:
     return [name for name, split in registry.splits.items() if any(s.is_streaming() for s in split.sources)]
 
 
-def split_sources(registry: Registry, split: str, as_of: dt.date | None = None) -> SplitSources:
-    """The fingerprint of what `split` reads now. A glob that matches nothing raises RegistryError; a missing file
-    is left for the reader to report (it names the registry line)."""
+def split_sources(registry: Registry, split: str, as_of: dt.date | None = None,
+                  listing: Listing | None = None) -> SplitSources:
+    """The fingerprint of what `split` reads now (from `listing` when given). A glob that matches nothing raises
+    RegistryError; a missing file is left for the reader to report (it names the registry line)."""
     parts, shards, size = [], 0, 0
-    for src in registry.split(split).sources:
-        if src.hf is not None:
+    for src, files in list_split(registry, split) if listing is None else listing:
+        if files is None:
             hf = src.hf.model_dump()
             if hf["revision"] is None:
                 hf["as_of"] = str(as_of or dt.date.today())
             parts.append(["hf", hf])
             shards += 1
             continue
-        files = []
-        for path in src.shard_paths(registry.data_dir):
-            if not path.is_file():  # reading it gives the clear error
-                files.append([path.name, None, None])
-                continue
-            st = path.stat()
-            files.append([path.name, st.st_size, st.st_mtime_ns])
-            shards += 1
-            size += st.st_size
-        parts.append([src.label(), files])
+        for file in files:
+            shards += file.size is not None
+            size += file.size or 0
+        parts.append([src.label(), [[f.path.name, f.size, f.mtime_ns] for f in files]])
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return SplitSources(split, digest, shards, size)
 
@@ -240,14 +313,14 @@ def read_corpus(registry: Registry, split: str, store: PgStore, log: Callable[[s
     from cp_assets.lib.corpus.sources import ReadStats, read_split
 
     stats, t0 = ReadStats(), time.perf_counter()
-    sources = split_sources(registry, split)
+    listing = list_split(registry, split)  # one listing gives the fingerprint and the plan
+    sources = split_sources(registry, split, listing=listing)
     if shard is None:
         key, docs, planned = SINGLE_SHARD, read_split(registry, split, stats), None
     else:
-        plan = {s.key: s for s in plan_shards(registry, split)}
-        key, planned = shard, plan.get(shard)
+        (planned, n_planned), key = planned_shard(registry, split, shard, listing), shard
         if planned is None:  # past the plan (another split has more shards, or this one shrank): an empty shard
-            log(f"{split}/{shard}: past the split's plan of {len(plan)} shards (shard_bytes="
+            log(f"{split}/{shard}: past the split's plan of {n_planned} shards (shard_bytes="
                 f"{registry.split(split).shard_bytes:,} in {registry.file}): an empty shard")
         docs = read_shard(registry, planned, stats) if planned is not None else iter(())
     n = store.replace_documents(split, docs, key)

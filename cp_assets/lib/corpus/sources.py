@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cp_assets.lib.corpus.formats import (FILE_REASONS, BadRecord, Record, decode, file_lines, format_of_name,
-                                          is_empty, jsonl_records, parquet_records, parquet_row_counts)
+                                          jsonl_records, parquet_records, parquet_row_counts, parquet_rows)
 from cp_assets.lib.corpus.registry import Registry, Source
 
-__all__ = ["BadRecord", "Document", "Piece", "ReadStats", "read_source", "read_split"]
+__all__ = ["BadRecord", "Document", "FileSlice", "ReadStats", "read_source", "read_split"]
 
-Piece = tuple[Path, "range | None"]  # a file, or the row groups [start, stop) of a Parquet file
+# a file, or the row groups [start, stop) of a Parquet file: what `read_source` reads of a source (the shard planner's
+# `shards.Piece`, the unit of a plan, becomes one of these)
+FileSlice = tuple[Path, "range | None"]
 
 
 @dataclass
@@ -145,10 +147,11 @@ def _record_docs(records: Iterable[Record], src: Source, split: str, excluded: s
 
 
 def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadRecord"]:
-    """A text file -> one document, or one per section when `split_on` (a line regex) starts sections."""
+    """A text file -> one document, or one per section when `split_on` (a line regex) starts sections; a file of
+    nothing but whitespace -> its `empty_file` BadRecord."""
     pattern = re.compile(src.split_on) if src.split_on else None
     label, index = src.label(), 0
-    start_line, start_offset, lines = 1, 0, []
+    start_line, start_offset, lines, blank = 1, 0, [], True
 
     def flush():
         doc = Document(f"{label}:{index}", split, label, f"{path}:{start_line}", start_offset, "\n".join(lines))
@@ -159,6 +162,7 @@ def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadR
             return bad
 
     for lineno, offset, raw in file_lines(path):
+        blank = blank and not raw.strip()
         try:
             line = decode(raw, f"{path}:{lineno}")
         except BadRecord as bad:
@@ -174,13 +178,37 @@ def _text_docs(path: Path, src: Source, split: str) -> Iterator["Document | BadR
         lines.append(line)
     if any(x.strip() for x in lines):
         yield flush()
+    if blank:
+        yield _empty_file(path, src, split)
 
 
-def _file_records(path: Path, src: Source, fmt: str, row_groups: range | None) -> Iterator[Record]:
+def _empty_file(path: Path, src: Source, split: str) -> BadRecord:
+    """An empty source file is a BadRecord under `on_bad_record: error` (a file that landed half-written, or the
+    wrong path), a warning and a skip count under `skip` (`FILE_REASONS`): never 0 documents in silence."""
+    detail = f"empty file: source {src.label()!r} of split {split!r} has no records in it"
+    if src.on_bad_record == "error":
+        detail += " (`on_bad_record: skip` reads on past it)"
+    return BadRecord(str(path), "empty_file", detail)
+
+
+def _or_empty(records: Iterator[Record], path: Path, src: Source, split: str,
+              row_groups: range | None) -> Iterator[Record]:
+    """The records, then, when there were none, the file's `empty_file` BadRecord: emptiness is seen while reading,
+    the file is not opened a second time to look. A Parquet slice stands for the file only from its first row
+    group, and is empty only when the whole file has no rows (its footer; asked only after a slice with none)."""
+    empty = True
+    for record in records:
+        empty = False
+        yield record
+    if empty and (row_groups is None or (row_groups.start == 0 and parquet_rows(path) == 0)):
+        yield str(path), -1, _empty_file(path, src, split)
+
+
+def _file_records(path: Path, src: Source, split: str, fmt: str, row_groups: range | None) -> Iterator[Record]:
     if fmt == "parquet":
         required, optional = src.record_fields()
-        return parquet_records(path, required, optional, row_groups)
-    return jsonl_records(path)
+        return _or_empty(parquet_records(path, required, optional, row_groups), path, src, split, row_groups)
+    return _or_empty(jsonl_records(path), path, src, split, None)
 
 
 def _excluded_values(src: Source, data_dir: Path) -> set[str]:
@@ -211,46 +239,33 @@ def _file_items(path: Path, src: Source, split: str, excluded: set[str], stats: 
     first = 0
     if row_groups is not None and row_groups.start:
         first = sum(parquet_row_counts(path)[: row_groups.start])
-    return _record_docs(_file_records(path, src, fmt, row_groups), src, split, excluded, stats, first)
+    return _record_docs(_file_records(path, src, split, fmt, row_groups), src, split, excluded, stats, first)
 
 
-def _shard_items(src: Source, split: str, pieces: list[Piece], excluded: set[str],
+def _shard_items(src: Source, split: str, slices: list[FileSlice], excluded: set[str],
                  stats: ReadStats) -> Iterator["Document | BadRecord"]:
     """Every file (or Parquet slice) of a directory or glob source in name order. Positional keys (record or
     section numbers) restart in each file, so they are prefixed with the file's name: `<source>:<file>/<n>`."""
     positional = not src.id_field and not src.group_by
-    for shard, row_groups in pieces:
+    for shard, row_groups in slices:
         for item in _file_items(shard, src, split, excluded, stats, row_groups):
             if positional and isinstance(item, Document):
                 item.doc_id = f"{src.label()}:{shard.name}/{item.doc_id.split(':', 1)[1]}"
             yield item
 
 
-def _check_not_empty(src: Source, split: str, paths: list[Path], stats: ReadStats) -> None:
-    """An empty source file is a BadRecord under `on_bad_record: error` (a file that landed half-written, or the
-    wrong path), a warning and a skip count under `skip`: never 0 documents in silence."""
-    for path in paths:
-        if not is_empty(path, src.file_format(path)):
-            continue
-        detail = f"empty file: source {src.label()!r} of split {split!r} has no records in it"
-        if src.on_bad_record == "error":
-            raise BadRecord(str(path), "empty_file", detail + " (`on_bad_record: skip` reads on past it)")
-        stats.skipped["empty_file"] += 1
-        stats.warnings.append(f"{path}: {detail}")
-
-
 def read_source(src: Source, split: str, data_dir: Path, stats: ReadStats,
-                pieces: list[Piece] | None = None) -> Iterator[Document]:
-    """Documents of one source, honouring limit, exclude and on_bad_record: every file of it, or only `pieces`
-    (files, or row-group slices of Parquet files, as the shard planner cuts them)."""
+                slices: list[FileSlice] | None = None) -> Iterator[Document]:
+    """Documents of one source, honouring limit, exclude and on_bad_record: every file of it, or only `slices`
+    (files, or row-group slices of Parquet files, as the shard planner cuts them). An empty file is an
+    `empty_file` BadRecord, raised or counted like any other (`_empty_file`)."""
     excluded = _excluded_values(src, data_dir)
     if src.resolved_format() == "hf":
         items = _record_docs(_hf_records(src), src, split, excluded, stats)
     else:
-        pieces = pieces if pieces is not None else [(p, None) for p in src.shard_paths(data_dir)]
-        _check_not_empty(src, split, sorted({p for p, rg in pieces if rg is None or rg.start == 0}), stats)
-        items = (_shard_items(src, split, pieces, excluded, stats) if src.is_sharded(data_dir)
-                 else _file_items(pieces[0][0], src, split, excluded, stats, pieces[0][1]))
+        slices = slices if slices is not None else [(p, None) for p in src.shard_paths(data_dir)]
+        items = (_shard_items(src, split, slices, excluded, stats) if src.is_sharded(data_dir)
+                 else _file_items(slices[0][0], src, split, excluded, stats, slices[0][1]))
     produced = 0
     for item in items:
         if isinstance(item, BadRecord):

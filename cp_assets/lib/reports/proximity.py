@@ -114,12 +114,11 @@ def reference(store: PgStore, db, model: str, split: str, *, size: int = REFEREN
               seed: int = REFERENCE_SEED) -> Reference:
     """The split's reference distribution: from `reference_distances` when stored for the published embeddings'
     version with min(size, chunks) rows, else computed (exact) and stored in place of the split's older rows."""
-    t0, slug = time.perf_counter(), model_slug(model)
-    part = next((p for p in store.partitions() if (p["kind"], p["model_slug"], p["split"]) == ("embeddings", slug,
-                                                                                               split)), None)
+    t0, slug, parts = time.perf_counter(), model_slug(model), store.partitions()
+    part = next((p for p in parts if (p["kind"], p["model_slug"], p["split"]) == ("embeddings", slug, split)), None)
     if part is None:
         raise LookupError(f"split {split!r} has no embeddings for {model!r}: materialize `embeddings` first")
-    version, share = part["version"], embed_shares(store, slug).get(split)
+    version, share = part["version"], embed_shares(store, slug, parts).get(split)
     with db.connect() as con:
         report_tables.ensure(con, "reference_distances")
         got = con.execute("SELECT chunk_id, cosine FROM reference_distances WHERE split = ? AND embed_model = ? AND "
