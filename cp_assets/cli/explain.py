@@ -4,6 +4,7 @@
       verbatim spans (OLMoTrace rules) with their documents ranked by BM25, nearest chunks per split with their
       percentile, each sentence's cluster path, the contamination row of an eval question, the membership scores of a
       rollout's answer, and seen_score. --queries: one JSON line per line of FILE (one text per line).
+  cprox serve [--host 127.0.0.1] [--port 8765]       the same as a web page (cp_assets/lib/provenance/web.py)
 """
 
 from __future__ import annotations
@@ -124,3 +125,31 @@ def add_parsers(sub) -> None:
     e.add_argument("--quiet", action="store_true", help="--queries: no progress bar")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_explain)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from cp_assets.lib.provenance.explain import ExplainError
+    from cp_assets.lib.provenance.web import create_app, loopback_warning
+
+    warning = loopback_warning(args.host)
+    if warning:
+        err.print(f"[bold red]{warning}")
+    try:
+        app = create_app(_explainer(args))
+    except ExplainError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    err.print(f"explorer at http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="the provenance explorer: a web page on 127.0.0.1 (no authentication)")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; anything else is warned about")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--split", action="append", help="repeatable; default: every split with an index and embeddings")
+    s.add_argument("--tree", default="all", help="the cluster tree of the sentence paths (default all)")
+    s.set_defaults(fn=cmd_serve)

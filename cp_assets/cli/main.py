@@ -13,6 +13,7 @@
   cprox annotate "TEXT" [--tree all] [--json]             each sentence's cluster path in a cluster tree
   cprox explain "TEXT"|-|--rollout M/ID|--queries F [--json] one text's provenance: spans, neighbours, clusters,
                                                           contamination, membership, seen_score
+  cprox serve [--host 127.0.0.1] [--port 8765]           the provenance explorer, a web page (no authentication)
   cprox train [--run muon-s0 ...] [--no-sft]              train the memorization lab's models (training.yaml)
   cprox memorization [--model ID ...]                     verbatim recall, extraction, membership, comparisons
   cprox backfill ASSET ... --all|--partitions K,K [--wait] a Dagster backfill, run by the daemon (as from the UI)
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parsers(sub)
     cli_trace.add_parsers(sub)
     cli_explain.add_parsers(sub)
+    cli_explain.add_serve_parser(sub)
     cli_reports.add_parsers(sub)
     cli_clusters.add_parsers(sub)
     cli_memorization.add_parsers(sub)

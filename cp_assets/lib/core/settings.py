@@ -159,6 +159,11 @@ def deployment(name: str | None = None) -> str:
     return (name or os.environ.get("CPROX_DEPLOYMENT") or "local").strip().lower()
 
 
+def explorer_url() -> str:
+    """CPROX_EXPLORER_URL: where `cprox serve` answers, for links from the Dagster UI (default 127.0.0.1:8765)."""
+    return os.environ.get("CPROX_EXPLORER_URL", "http://127.0.0.1:8765").rstrip("/")
+
+
 def is_set(var: str) -> bool:
     """Whether a CPROX_* variable is set (resources bind `dg.EnvVar(var)` only then)."""
     if var not in VARIABLES:
@@ -173,6 +178,7 @@ def dagster_home_set() -> bool:
 VARIABLES = {
     "CPROX_DATA_DIR", "CPROX_CORPORA", "CPROX_DATABASE_URL", "CPROX_HOME", "CPROX_EMBED_MODEL", "CPROX_MODEL_CACHE",
     "CPROX_EVALS", "CPROX_MODELS", "CPROX_TRAINING", "CPROX_RESULTS_DB", "CPROX_NGRAM_TOKENIZER", "CPROX_NAMING_MODEL",
+    "CPROX_EXPLORER_URL",
     "CPROX_EXECUTOR", "CPROX_NIGHTLY_CRON", "CPROX_DEPLOYMENT", "CPROX_DEVICE", "CPROX_EMBED_PRECISION",
     "CPROX_CELERY_BROKER", "CPROX_CELERY_BACKEND",
 }
