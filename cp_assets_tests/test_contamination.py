@@ -106,6 +106,8 @@ def test_planted_items_are_flagged_on_the_test_half(planted, resources):
     md = metadata(result, "contamination")
     assert md["items"] == 1319 and md["flagged"] == sum(r["flagged"] for r in table.values())
     assert "| sample |" in md["most_contaminated"] and "gsm8k:" in md["why_flagged"]
+    # the top rows link to the explorer with the question's text (cprox serve shows its contamination rows)
+    assert md["most_contaminated"].count("[explore](http://127.0.0.1:8765/?text=") == 10
 
 
 def test_contamination_rerun_is_idempotent(planted, resources):

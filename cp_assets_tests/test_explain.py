@@ -128,3 +128,17 @@ def test_cli_queries_print_one_json_line_per_text(explainer, store, tmp_path, ca
     empty.write_text("\n")
     assert main(["explain", "--queries", str(empty)]) == 2
     assert "no non-empty line" in " ".join(capsys.readouterr().err.split())
+
+
+def test_metadata_tables_link_rows_to_the_explorer(monkeypatch):
+    from urllib.parse import parse_qs, urlparse
+
+    from cp_assets.lib.core.metadata import explorer_link, table
+
+    monkeypatch.setenv("CPROX_EXPLORER_URL", "http://127.0.0.1:9999/")
+    link = explorer_link(rollout="tiny-adamw-s0/gsm8k:12|x")
+    url = re.search(r"\((.*)\)", link).group(1)
+    assert url.startswith("http://127.0.0.1:9999/?") and parse_qs(urlparse(url).query) == {
+        "rollout": ["tiny-adamw-s0/gsm8k:12|x"]}
+    md = table([{"q": "a" * 300, "explore": link}], ["q", "explore"], width=40)
+    assert md.splitlines()[2] == f"| {'a' * 40} | {link.replace('|', '%7C')} |"  # the link is never cut

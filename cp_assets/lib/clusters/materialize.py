@@ -18,7 +18,7 @@ from cp_assets.lib.clusters.naming import NameCache, name_nodes, naming_stats
 from cp_assets.lib.clusters.plots import rate_bars, tree_html, tree_png
 from cp_assets.lib.clusters.tree import Tree, build_tree
 from cp_assets.lib.core import plots, settings
-from cp_assets.lib.core.metadata import FilePath, Json, Markdown, image, table
+from cp_assets.lib.core.metadata import FilePath, Json, Markdown, explorer_link, image, snippet, table
 from cp_assets.lib.corpus.encoder import model_slug
 from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.proximity import encode_cached
@@ -110,7 +110,9 @@ def _examples(done: Sequence, rows: Sequence[dict], n: int = 3) -> Markdown:
     for r in done[:n]:
         found = [Annotation(x["idx"], x["char_start"], x["char_end"], x["text"], x["leaf_id"], [], [x["path"]],
                             [x["distance"]]) for x in by_rollout.get((r.sample_id, r.params_hash), [])]
-        examples.append(f"**{r.sample_id}**\n```text\n{render(r.completion, found)[:1500]}\n```")
+        examples.append(f"**{r.sample_id}** ({snippet(r.prompt, 80)}) "
+                        f"{explorer_link('open in the explorer', rollout=f'{r.model_id}/{r.sample_id}')}\n"
+                        f"```text\n{render(r.completion, found)[:1500]}\n```")
     return Markdown("\n\n".join(examples) or "(no rollouts)")
 
 

@@ -27,6 +27,26 @@ class Json:
     value: Any
 
 
+class Link(str):
+    """A markdown link kept whole in a table cell (never cut at the cell width)."""
+
+
+def explorer_link(label: str = "explore", *, rollout: str | None = None, text: str | None = None) -> Link:
+    """A link to the provenance explorer (`cprox serve`, at CPROX_EXPLORER_URL) for a rollout (MODEL/SAMPLE_ID) or a
+    text; the Dagster UI's metadata tables link their top rows with it."""
+    from urllib.parse import urlencode
+
+    from cp_assets.lib.core import settings
+
+    query = urlencode({"rollout": rollout} if rollout else {"text": (text or "")[:2000]})
+    return Link(f"[{label}]({settings.explorer_url()}/?{query})")
+
+
+def snippet(text: str | None, width: int = 80) -> str:
+    body = " ".join((text or "").split())
+    return body if len(body) <= width else body[:width - 1] + "…"
+
+
 def cell(v: Any, digits: int = 4, width: int = 120) -> str:
     """One markdown cell: floats to `digits` significant digits, NaN/None empty, pipes escaped, newlines flattened,
     text cut at `width` characters."""
@@ -34,6 +54,8 @@ def cell(v: Any, digits: int = 4, width: int = 120) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}g}"
+    if isinstance(v, Link):
+        return str(v).replace("|", "%7C")
     return str(v).replace("|", "\\|").replace("\n", " ")[:width]
 
 

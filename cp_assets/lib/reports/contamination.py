@@ -218,7 +218,7 @@ def contamination_report(store, db, index: NgramIndex, embed_model: str, eval_se
     returns the metadata: counts, buckets, evidence, a plot, the most contaminated items, and for every flagged item
     which evidence fired (`FlagRule.explain`)."""
     from cp_assets.lib.core import plots, settings
-    from cp_assets.lib.core.metadata import image, table
+    from cp_assets.lib.core.metadata import explorer_link, image, snippet, table
     from cp_assets.lib.reports import report_tables
 
     t0 = time.perf_counter()
@@ -257,10 +257,11 @@ def contamination_report(store, db, index: NgramIndex, embed_model: str, eval_se
         "with_embedding_evidence": len(near), "embed_share": share, "seconds": round(secs, 2),
         "rule": f"ngram: rare_share >= {rule.min_share}; substring: hits >= {rule.min_substring_hits}; "
                 f"embedding: nn cosine <= {rule.max_nn_cosine}",
-        "most_contaminated": table(top[:10], {
-            "sample_id": "sample", "contaminated_share": "share in >=10-token matches",
+        "most_contaminated": table([r | {"item": snippet(samples[r["sample_id"]], 60),
+                                         "explore": explorer_link(text=samples[r["sample_id"]])} for r in top[:10]], {
+            "sample_id": "sample", "item": "item", "contaminated_share": "share in >=10-token matches",
             "ngram_overlap": "13-gram overlap", "substring_hits": "substrings", "nn_distance": "nn distance",
-            "flag_reason": "reason"}, digits=3),
+            "flag_reason": "reason", "explore": "explorer"}, digits=3),
         "why_flagged": table(explained[:50], {"sample": "sample", "evidence": "evidence that fired",
                                               "item": "item (start)", "nearest": "nearest chunk (start)"},
                              width=160) if explained else "no item flagged",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from cp_assets.lib.core import settings
-from cp_assets.lib.core.metadata import image, table
+from cp_assets.lib.core.metadata import explorer_link, image, snippet, table
 from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, Tokens, tokenize
 from cp_assets.lib.corpus.exact.ngram_search import Longest, locate, longest, longest_many, span_docs
 from cp_assets.lib.corpus.exact.ngram_split import open_index
@@ -166,7 +166,8 @@ def trace(index: NgramIndex, text: str, **kw) -> list[Span]:
     return trace_many(index, [text], **kw)[0]
 
 
-LONGEST_COLUMNS = {"sample_id": "sample", "n_tokens": "tokens", "count": "count", "n_docs": "docs", "text": "span"}
+LONGEST_COLUMNS = {"sample_id": "sample", "question": "question", "n_tokens": "tokens", "count": "count",
+                   "n_docs": "docs", "text": "span", "explore": "explorer"}
 
 
 def rollout_span_rows(split: str, rollouts: Sequence, index: NgramIndex, min_tokens: int, max_docs: int = 3,
@@ -199,7 +200,10 @@ def trace_rollouts(store: PgStore, db: ResultsDB, model_id: str, split: str, *, 
     secs = time.perf_counter() - t0
     traced = {(r["sample_id"], r["params_hash"]) for r in rows}
     log(f"{model_id} x {split}: {len(rows)} spans in {len(traced)}/{len(done)} rollouts, {secs:.1f}s")
-    longest = sorted(rows, key=lambda r: -r["n_tokens"])[:10]
+    prompts = {r.sample_id: r.prompt for r in done}
+    longest = [r | {"question": snippet(prompts.get(r["sample_id"]), 60),
+                    "explore": explorer_link(rollout=f"{model_id}/{r['sample_id']}")}
+               for r in sorted(rows, key=lambda r: -r["n_tokens"])[:10]]
     meta = {"rollouts": len(done), "rollouts_with_spans": len(traced), "spans": len(rows),
             "share_with_spans": round(len(traced) / len(done), 4) if done else None,
             "seconds": round(secs, 2), "rollouts_per_s": round(len(done) / secs, 1) if secs else None,
