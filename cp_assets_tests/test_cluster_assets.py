@@ -2,6 +2,7 @@
 names, and SmolLM2 names through the LLM resource), cluster_report, annotations of stored rollouts, `cprox annotate`."""
 
 import json
+import re
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -62,6 +63,37 @@ def test_tree_names_and_question_clusters(trees, store):
     # the root of the "all" tree separates GSM8K conversations from the sonnets / web / Austen split
     purity = [max(json.loads(c).values()) / sum(json.loads(c).values()) for _, c in split_of_top]
     assert min(purity) > 0.9
+    # the chat template of the GSM8K conversations ("User: ... Assistant: ...") is in every chunk of the math
+    # nodes: boilerplate, never a keyword name
+    assert not [n for _, n, _ in names if re.search(r"\b(user|assistant)\b", n)], names
+    quality = metadata(trees["all"], "cluster_names")["name_quality_by_depth"]
+    assert quality and quality[0]["depth"] == 1 and quality[0]["nodes"] == 2 and quality[0]["keyword_accuracy"] == 1.0
+    assert all(0 <= q["keyword_accuracy"] <= 1 and q["llm_names"] == 0 for q in quality)  # keywords only here
+
+
+def test_name_quality_is_retrieval_among_siblings_and_worse_llm_names_go():
+    import numpy as np
+
+    from cp_assets.lib.clusters import name_quality as nq
+    from cp_assets.lib.clusters.naming import KeywordName, NodeName
+    from cp_assets.lib.clusters.tree import Node, Tree
+
+    e = np.eye(3, dtype=np.float32)
+    nodes = {"0": Node("0", None, 0, 4, e[0], None, {}, "h0", ["0.0", "0.1"]),
+             "0.0": Node("0.0", "0", 1, 2, e[1], None, {}, "h1"), "0.1": Node("0.1", "0", 1, 2, e[2], None, {}, "h2")}
+    tree = Tree(nodes, [], [], np.zeros(0, dtype=np.int32), ["0.0", "0.1"], 0, {})
+    vec = {"cats": e[1], "dogs": e[2], "wrong": e[2]}
+    encode = lambda texts: np.stack([vec[t.split(".")[0]] for t in texts])  # noqa: E731
+    kw = {"0.0": KeywordName("cats", ("cats",), (1.0,)), "0.1": KeywordName("dogs", ("dogs",), (1.0,)),
+          "0": KeywordName("", (), ())}
+    names = {"0.0": NodeName("0.0", "wrong", "", "cats", "llm", "m", "h1"),
+             "0.1": NodeName("0.1", "dogs", "", "dogs", "llm", "m", "h2")}
+    k, m = nq.name_quality(tree, names, kw, encode)
+    assert k == {"0.0": 1.0, "0.1": 1.0} and m == {"0.0": -1.0, "0.1": 1.0}
+    assert nq.by_depth(tree, k, m) == [{"depth": 1, "nodes": 2, "keyword_accuracy": 1.0, "llm_names": 2,
+                                        "llm_accuracy": 0.5}]
+    assert nq.replace_worse(names, kw, k, m) == ["0.0"]
+    assert names["0.0"].name == "cats" and names["0.0"].source == "keywords" and "margin -1.000" in names["0.0"].error
 
 
 def test_rerun_is_deterministic_and_names_come_from_the_llm_cache(trees, resources):

@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+from cp_assets.lib.clusters import name_quality
 from cp_assets.lib.clusters import report as clusters
 from cp_assets.lib.clusters import store as cluster_store
 from cp_assets.lib.clusters.annotations import Annotation, render
-from cp_assets.lib.clusters.naming import NameCache, name_nodes, naming_stats
+from cp_assets.lib.clusters.naming import NameCache, keyword_names, name_nodes, naming_stats
 from cp_assets.lib.clusters.plots import rate_bars, tree_html, tree_png
 from cp_assets.lib.clusters.tree import Tree, build_tree
 from cp_assets.lib.core import plots, settings
 from cp_assets.lib.core.metadata import FilePath, Json, Markdown, explorer_link, image, snippet, table
-from cp_assets.lib.corpus.encoder import model_slug
+from cp_assets.lib.corpus.encoder import encode, model_slug
 from cp_assets.lib.reports import report_tables
 from cp_assets.lib.reports.proximity import encode_cached
 
@@ -82,8 +83,18 @@ def materialize_names(store, db, tree_name: str, embed_model: str, backend, nami
     texts = {}
     for s in sorted(set(splits)):
         texts.update({c: t for c, _, t, _ in store.chunk_rows(s)})
+    keywords = keyword_names(tree, texts)
     names = name_nodes(tree, texts, dict(zip(ids, vectors)), backend, NameCache(db), samples=samples,
-                       contrast=contrast, max_name_words=max_name_words, llm_max_depth=llm_max_depth, log=log)
+                       contrast=contrast, max_name_words=max_name_words, llm_max_depth=llm_max_depth,
+                       keywords=keywords, log=log)
+    # name quality: each name retrieves its node among its siblings; an LLM name doing worse than the keywords goes
+    kw_margin, llm_margin = name_quality.name_quality(tree, names, keywords, lambda t: encode(embed_model, t))
+    quality = name_quality.by_depth(tree, kw_margin, llm_margin)
+    replaced = name_quality.replace_worse(names, keywords, kw_margin, llm_margin)
+    log("name quality (own node nearest among siblings): " + "; ".join(
+        f"depth {q['depth']}: keywords {q['keyword_accuracy']:.2f}" + (
+            f", LLM {q['llm_accuracy']:.2f}" if q["llm_accuracy"] is not None else "") for q in quality)
+        + f"; {len(replaced)} LLM names replaced by their keyword names")
     clusters.save_names(db, tree_name, embed_model, clusters.name_rows(tree_name, embed_model, tree, names))
     nodes = clusters.plot_nodes(tree, clusters.load_names(db, tree_name, embed_model))
     out = settings.home() / "plots"
@@ -98,6 +109,9 @@ def materialize_names(store, db, tree_name: str, embed_model: str, backend, nami
         "top_level": table(top, ["cluster", "chunks", "name", "description", "keywords"], width=1000),
         "treemap": image(png, "cluster tree"), "treemap_html": FilePath(str(html)),
         "errors": Json({i: n.error for i, n in names.items() if n.error}),
+        "name_quality": table(quality, {"depth": "depth", "nodes": "nodes", "keyword_accuracy": "keyword names",
+                                        "llm_names": "LLM names", "llm_accuracy": "LLM names right"}, digits=3),
+        "name_quality_by_depth": Json(quality), "llm_names_replaced": len(replaced),
     }
 
 

@@ -4,7 +4,9 @@ Keyword names are c-TF-IDF as BERTopic defines it, computed per sibling group: t
 siblings, each the concatenation of its chunks, and a term scores tf (its share of the class's words) x
 log(1 + average words per class / the term's frequency over all the classes), so a node's keywords say what sets it
 apart from its siblings (the root, alone, gets its most frequent terms). Terms are unigrams and bigrams without
-English stop words or digits; the name is the top three non-overlapping terms, "ducks · eggs · farmers market".
+English stop words or digits, and without template and boilerplate terms: those in at least half the chunks of a
+corpus split ("user", "assistant" of a chat template) or of every node of the sibling group (of 20+ chunks each:
+fewer say little); the name is the top three non-overlapping terms, "ducks · eggs · farmers market".
 
 LLM names (`name_nodes`) go bottom-up, one batched `backend.generate` per tree level. A leaf's prompt holds the
 samples nearest its centroid and, for contrast, samples of its siblings; a parent's prompt holds its children's names
@@ -37,6 +39,8 @@ from cp_assets.lib.evals.generation import Backend, GenerationRequest, SamplingP
 
 PROMPT_VERSION = "clio-1"
 TOKENS = r"(?u)\b[^\W\d_][^\W\d_']+\b"  # words of 2+ letters: no numbers, no calculator annotations
+BOILERPLATE_SHARE = 0.5  # a term in this share of the chunks of a split, or of a node and each of its siblings, is out
+BOILERPLATE_MIN_CHUNKS = 20  # ... when that split or every node of the group has at least this many chunks
 SYSTEM = "You are an expert at summarizing groups of texts."
 FORMAT = ("Answer with a short topic name (at most {w} words) on the first line, then one sentence describing the "
           "texts on the second line.")
@@ -93,8 +97,11 @@ def keyword_names(tree: Tree, texts_by_chunk: Mapping[str, str], top_n: int = 10
         terms = vec.get_feature_names_out()
         leaf_rows = sparse.csr_matrix((np.ones(len(docs)), (tree.leaf_of, np.arange(len(docs)))),
                                       shape=(len(tree.leaf_ids), len(docs)))
-        by_leaf = leaf_rows @ x
+        present = (x > 0).astype(np.float64)
+        by_leaf, df_leaf = leaf_rows @ x, leaf_rows @ present
         counts = {leaf: by_leaf[i] for i, leaf in enumerate(tree.leaf_ids)}
+        dfs = {leaf: df_leaf[i] for i, leaf in enumerate(tree.leaf_ids)}
+        boilerplate = split_boilerplate(present, tree.chunk_splits)
         break
     if counts is None:
         return {n: empty for n in tree.nodes}
@@ -102,14 +109,34 @@ def keyword_names(tree: Tree, texts_by_chunk: Mapping[str, str], top_n: int = 10
         node = tree.nodes[node_id]
         if node.children:
             counts[node_id] = sum((counts[c] for c in node.children[1:]), counts[node.children[0]])
+            dfs[node_id] = sum((dfs[c] for c in node.children[1:]), dfs[node.children[0]])
     groups = [[n] for n in tree.nodes if tree.nodes[n].parent_id is None]
     groups += [list(node.children) for node in tree.nodes.values() if node.children]
     out = {}
     for group in groups:
         scores = _ctfidf(sparse.vstack([counts[n] for n in group]).tocsr())
+        # template and boilerplate ("user", "assistant" of a chat template, a site's footer): a term in at least
+        # BOILERPLATE_SHARE of the chunks of every node of the group says nothing about any of them
+        drop = boilerplate.copy()
+        if min(tree.nodes[n].size for n in group) >= BOILERPLATE_MIN_CHUNKS:  # a share of a few chunks says little
+            share = np.vstack([dfs[n].toarray() / tree.nodes[n].size for n in group])
+            drop |= share.min(axis=0) >= BOILERPLATE_SHARE
+        scores[:, drop] = 0.0
         for row, node_id in enumerate(group):
             out[node_id] = _top_terms(scores[row], terms, top_n)
     return {n: out.get(n, empty) for n in tree.nodes}
+
+
+def split_boilerplate(present, chunk_splits: Sequence[str], min_chunks: int = BOILERPLATE_MIN_CHUNKS) -> np.ndarray:
+    """Terms in at least BOILERPLATE_SHARE of the chunks of some split (of `min_chunks` or more): its template or
+    boilerplate ("user", "assistant" in every chat-formatted chunk), never a keyword anywhere in the tree."""
+    splits = np.asarray(chunk_splits)
+    out = np.zeros(present.shape[1], dtype=bool)
+    for s in set(chunk_splits):
+        rows = np.flatnonzero(splits == s)
+        if len(rows) >= min_chunks:
+            out |= np.asarray(present[rows].mean(axis=0)).ravel() >= BOILERPLATE_SHARE
+    return out
 
 
 def _ctfidf(m) -> np.ndarray:
