@@ -128,8 +128,8 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
         cands = (random_candidates(it.fmt, spec.exposure_candidates, it.secret, seed=candidate_seed(it.item_id))
                  if it.fmt and full else [])
         # the secret and its candidates in one pass over the shared prefix
-        lps = suffix_logprobs(model, prefix, [secret] + [tokenizer.encode(it.prefix + c)[len(prefix) - 1:]
-                                                         for c in cands])
+        lps = suffix_logprobs(model, prefix, [secret] + [ids[len(prefix) - 1:] for ids in
+                                                         tokenizer.encode_batch([it.prefix + c for c in cands])])
         lp = float(lps[0])
         p = math.exp(lp)
         p_n = 1.0 - (1.0 - p) ** spec.extraction_samples if p < 1 else 1.0
