@@ -37,7 +37,7 @@ models AS (
     SELECT model_id FROM recall
     UNION SELECT model_id FROM extracted
     UNION SELECT model_id FROM mia
-    UNION SELECT model_id FROM training_runs
+    UNION SELECT model_id FROM training_runs WHERE stage NOT IN ('lira', 'sweep')  -- calibration models are not evaluated
 )
 SELECT
     m.model_id,
