@@ -5,16 +5,14 @@ is read from `tiny_models`. Table `lr_sweep`; the report says whether each optim
 import dagster as dg
 
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import runs_from_base_split
-from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET
+from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET, base_split_dep
 from cp_assets.lib.memorization.references import materialize_lr_sweep
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
 
 @dg.asset(
-    deps=[dg.AssetDep(raw_corpus, partition_mapping=runs_from_base_split)],
+    deps=base_split_dep(),
     **LAB_GPU_ASSET,
     description="Learning-rate sweep per optimizer at the same token budget (first seed): validation loss and "
                 "greedy extraction of the planted items per multiple. Table `lr_sweep`.",

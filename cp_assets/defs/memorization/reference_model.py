@@ -4,16 +4,14 @@ of every run are compared with its losses (`canary_memorization`)."""
 
 import dagster as dg
 
-from cp_assets.defs.core.partitions import runs_from_base_split
-from cp_assets.defs.corpus.raw_corpus import raw_corpus
-from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET, training_result
+from cp_assets.defs.memorization.training_step import LAB_GPU_ASSET, base_split_dep, training_result
 from cp_assets.lib.memorization.materialize import materialize_reference_model
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
 
 @dg.asset(
-    deps=[dg.AssetDep(raw_corpus, partition_mapping=runs_from_base_split)],
+    deps=base_split_dep(),
     **LAB_GPU_ASSET,
     description="A tiny GPT trained on the base members with nothing planted (AdamW, first seed): the reference "
                 "model for planted-text losses. Checkpoint under CPROX_HOME/tiny/reference, model `tiny-reference`.",

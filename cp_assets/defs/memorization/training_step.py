@@ -8,7 +8,13 @@ import dagster as dg
 
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import model_partitions
+from cp_assets.defs.core.partitions import model_partitions, runs_from_base_split
+from cp_assets.defs.corpus.raw_corpus import raw_corpus
+
+# the unpartitioned models trained on the base split (reference, LiRA references, LR sweep) read all of its shards
+def base_split_dep() -> list[dg.AssetDep]:
+    return [dg.AssetDep(raw_corpus, partition_mapping=runs_from_base_split)]
+
 
 # what every GPU-pool asset of the lab declares (training and planted-item scoring)
 LAB_GPU_ASSET = {"group_name": "memorization", "kinds": {"pytorch", "duckdb"}, "owners": ["team:memorization"],

@@ -45,7 +45,7 @@ from cp_assets.lib.reports import report_tables
 Log = Callable[[str], None]
 
 
-def _plot(name: str):
+def plot_path(name: str):
     return settings.home() / "plots" / name
 
 
@@ -79,7 +79,7 @@ def training_metadata(out: dict, stage: str) -> dict:
     from cp_assets.lib.tinygpt import train
 
     result, model_id = out["result"], out["model_id"]
-    png = train.loss_curves_png({model_id: result}, _plot(f"loss_{model_id}.png"))
+    png = train.loss_curves_png({model_id: result}, plot_path(f"loss_{model_id}.png"))
     return {"model_id": model_id, "stage": stage, "checkpoint": FilePath(str(out["path"])),
             "n_params": result.n_params, "tokens": result.tokens, "final_train_loss": result.final_train_loss,
             "final_val_loss": result.final_val_loss, "tokens_per_s": result.tokens_per_s,
@@ -87,7 +87,7 @@ def training_metadata(out: dict, stage: str) -> dict:
             "loss_curve": image(png, f"loss of {model_id}")}
 
 
-def _train(db, model_id: str, fit: Callable[[], dict]) -> dict:
+def train_recorded(db, model_id: str, fit: Callable[[], dict]) -> dict:
     from cp_assets.lib.tinygpt.train import TrainingDiverged
 
     try:
@@ -98,7 +98,7 @@ def _train(db, model_id: str, fit: Callable[[], dict]) -> dict:
         raise
 
 
-def _recall_quotes(evals) -> list[str]:
+def recall_quotes_of(evals) -> list[str]:
     """The verbatim-recall passages the members must contain (none without a `recall` eval set)."""
     return training.recall_quotes(evals.load_samples("recall")) if "recall" in evals.names() else []
 
@@ -109,23 +109,19 @@ def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) ->
     split = experiment.base.split
     docs = split_documents(store, split)
     evals = load_evals()
-    quotes = _recall_quotes(evals)
+    quotes = recall_quotes_of(evals)
     plant_samples = ({name: evals.load_samples(name) for name in experiment.plant.eval_sets}
                      if experiment.plant and experiment.plant.eval_per_dose else {})
-    out = _train(db, ex.base_model_id(run),
+    out = train_recorded(db, ex.base_model_id(run),
                  lambda: training.train_base(docs, quotes, experiment, run, lr_scale=lr_scale,
                                              plant_samples=plant_samples, log=log))
     ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base on {split}")
     record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]), (split, out["doc_rows"]))
     detected = []
     if out["planted_rows"]:
-        # what the contamination detector says about the planted eval items, against the stream the model saw
-        detected = planted_detection.detection_rows(
-            out["stream"], planting.items_from_rows(out["planted_rows"]), plant_samples,
-            index_dir=ex.run_dir(run, "base").parent / f".stream-index-{run}", log=log)
+        detected = detect_planted(db, out["stream"], out["planted_rows"], plant_samples, run, log)
         with db.connect() as con:
             report_tables.replace_rows(con, "planted_items", {}, planting.PLANTED_COLUMNS, out["planted_rows"])
-            report_tables.replace_rows(con, "planted_detection", {}, planted_detection.DETECTION_COLUMNS, detected)
     chosen = out["docs"]
     return training_metadata(out, "base") | {
         "members": len(chosen.members), "heldout": len(chosen.heldout),
@@ -135,15 +131,38 @@ def materialize_tiny_model(store, db, run: str, *, lr_scale: float, log: Log) ->
         "planted_eval_items_flagged": f"{sum(r[5] for r in detected if r[4])} of {sum(r[4] for r in detected)}"}
 
 
+def detect_planted(db, stream: list[str], planted_rows: list[tuple], samples: dict, run: str, log: Log) -> list:
+    """What the contamination detector says about the planted eval items against the stream the model saw (table
+    `planted_detection`). Every run of an experiment trains on the same stream: it is checked once, keyed by the
+    stream's hash; the other runs read the stored rows."""
+    import hashlib
+
+    key = hashlib.sha256("\x00".join(stream).encode()).hexdigest()
+    marker = ex.run_dir(run, "base").parent / "planted_detection.key"
+    if marker.exists() and marker.read_text() == key:
+        with db.connect(read_only=True) as con:
+            report_tables.ensure_readable(con, "planted_detection")
+            rows = con.execute(f"SELECT {', '.join(planted_detection.DETECTION_COLUMNS)} FROM planted_detection"
+                               ).fetchall()
+        if rows or not any(r[1] == "eval" for r in planted_rows):
+            return rows
+    rows = planted_detection.detection_rows(stream, planting.items_from_rows(planted_rows), samples,
+                                            index_dir=marker.parent / f".stream-index-{run}", log=log)
+    with db.connect() as con:
+        report_tables.replace_rows(con, "planted_detection", {}, planted_detection.DETECTION_COLUMNS, rows)
+    marker.write_text(key)
+    return rows
+
+
 def materialize_reference_model(store, db, *, log: Log) -> dict:
     """`reference_model`: the base members with nothing planted (AdamW, the first seed), registered as
     `tiny-reference`: the model that never saw a planted item, against which planted-text losses are compared."""
     experiment = ex.load_experiment()
     split = experiment.base.split
     evals = load_evals()
-    quotes = _recall_quotes(evals)
+    quotes = recall_quotes_of(evals)
     run = ex.run_id("adamw", experiment.base.seeds[0])
-    out = _train(db, ex.REFERENCE_MODEL,
+    out = train_recorded(db, ex.REFERENCE_MODEL,
                  lambda: training.train_base(split_documents(store, split), quotes, experiment, run,
                                              reference=True, log=log))
     ex.register(out["model_id"], out["path"], f"tiny GPT reference ({run}, nothing planted) on {split}")
@@ -202,7 +221,7 @@ def materialize_canary_memorization(db, run: str, *, log: Log) -> dict:
             "canary_memorization": (dose_response.MEMORIZATION_COLUMNS, summary),
             "planted_checkpoint_scores": (dose_response.CHECKPOINT_COLUMNS, ckpt_rows)})
     named = [dict(zip(dose_response.MEMORIZATION_COLUMNS, r)) for r in summary]
-    png = dose_response.run_plot(named, _plot(f"dose_response_{model_id}.png"), f"{model_id}: planted items")
+    png = dose_response.run_plot(named, plot_path(f"dose_response_{model_id}.png"), f"{model_id}: planted items")
     return {"model_id": model_id, "items": len(rows), "reference": reference is not None,
             "greedy_extracted": sum(r[8] for r in rows),
             "by_dose": Markdown(dose_response.markdown(named)), "dose_response": image(png, "dose response")}
@@ -213,7 +232,7 @@ def materialize_tiny_sft_model(store, db, run: str, *, lr_scale: float, log: Log
     experiment = ex.load_experiment()
     split = experiment.sft.split
     docs = split_documents(store, split)
-    out = _train(db, ex.sft_model_id(run),
+    out = train_recorded(db, ex.sft_model_id(run),
                  lambda: training.train_sft(docs, experiment, run, lr_scale=lr_scale, log=log))
     ex.register(out["model_id"], out["path"], f"tiny GPT, {run}, base fine-tuned on {split}")
     record_training(db, out["model_id"], (out["runs_rows"], out["curve_rows"]))
@@ -229,7 +248,7 @@ def materialize_verbatim_recall(db, backend, model_id: str, *, eval_set: str, ma
     with db.connect() as con:
         report_tables.replace_rows(con, "verbatim_recall", {"model_id": model_id}, RECALL_COLUMNS, rows)
     summary = recall_scores.summarize([dict(zip(RECALL_COLUMNS, r)) for r in rows], by="category")
-    png = recall_scores.recall_plot(summary, _plot(f"verbatim_recall_{model_id}.png"),
+    png = recall_scores.recall_plot(summary, plot_path(f"verbatim_recall_{model_id}.png"),
                                     f"{model_id}: verbatim recall by category")
     overall = next((s for s in summary if s.get("category") in (None, "all", "overall")), summary[-1])
     return {"items": len(rows), "generated": figures["generated"],
@@ -253,7 +272,7 @@ def materialize_extraction(store, db, backend, spec, model_id: str, split: str, 
         report_tables.replace_rows(con, "extraction", {"model_id": model_id, "split": split}, EXTRACTION_COLUMNS, rows)
     named = [dict(zip(EXTRACTION_COLUMNS, r)) for r in rows]
     summary = ext.summarize_extraction(named)
-    png = ext.distance_histogram(named, _plot(f"extraction_{model_id}_{split}.png"),
+    png = ext.distance_histogram(named, plot_path(f"extraction_{model_id}_{split}.png"),
                                  f"{model_id} on {split}: edit distance of {suffix_tokens}-token continuations")
     return figures | {
         "members_known": members is not None, "summary": Json(summary), "exact_rate": summary.get("exact_rate"),
@@ -286,7 +305,7 @@ def materialize_membership(store, db, backend, spec, model_id: str, *, n: int, w
         report_tables.replace_tables(con, {"model_id": model_id}, {
             "membership_scores": (MEMBERSHIP_COLUMNS, rows), "membership_auroc": (AUROC_COLUMNS, aurocs),
             "dataset_inference": (mia.DATASET_INFERENCE_COLUMNS, inference)})
-    png = mia.roc_plot(scores_by_class(rows), _plot(f"membership_{model_id}.png"),
+    png = mia.roc_plot(scores_by_class(rows), plot_path(f"membership_{model_id}.png"),
                        f"{model_id}: membership ROC ({labels} labels, {split})")
     return figures | {"split": split, "auroc": Markdown(auroc_markdown(aurocs)), "roc": image(png, "ROC curves"),
                       "dataset_inference": Json([dict(zip(mia.DATASET_INFERENCE_COLUMNS, r)) for r in inference])}
@@ -305,7 +324,7 @@ def materialize_memorization_report(db, *, log: Log) -> dict:
             continue
         meta[f"{name}_table"] = Markdown(rep.markdown(rows))
         if comps:
-            png = compare_runs.comparison_plot(comps, _plot(f"{name}.png"), title)
+            png = compare_runs.comparison_plot(comps, plot_path(f"{name}.png"), title)
             meta[f"{name}_plot"] = image(png, title)
     return meta | planted_report(db, [dict(zip(rep.COLUMNS, r)) for r in opt + sft], opt_meta.get("matched"),
                                  log=log)
@@ -335,7 +354,7 @@ def planted_report(db, comparisons: list[dict], matched: bool | None, *, log: Lo
     tail = dose_response.tail_buckets(scores)
     detection = planted_detection.detection_summary(detected) if detected else None
     member_view = planted_detection.membership_view(scores) if scores else []
-    png = dose_response.curves_plot(curves, _plot("dose_response.png")) if curves else None
+    png = dose_response.curves_plot(curves, plot_path("dose_response.png")) if curves else None
     sft = [c for c in comparisons if c["comparison"] == "sft_vs_base" and c["metric"] == "answer_cosine"]
     sft_text = "; ".join(f"answers to {c['split']}: base {c['mean_a']:.3f} vs SFT {c['mean_b']:.3f} cosine distance "
                          f"(SFT - base {c['diff']:+.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}])" for c in sft

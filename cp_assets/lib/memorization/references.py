@@ -99,9 +99,9 @@ def train_lira_references(docs, quotes: Sequence[str], experiment, *, log: Log =
         try:
             result = train.train(texts, val, size, cfg, out, tokenizer=tokenizer, log=log)
         except train.TrainingDiverged as exc:
-            exc.rows = training._rows(model_id, run, "lira", spec.size, error=str(exc), path=out)
+            exc.rows = training.run_rows(model_id, run, "lira", spec.size, error=str(exc), path=out)
             raise
-        runs_rows, curve_rows = training._rows(model_id, run, "lira", spec.size, result, path=out)
+        runs_rows, curve_rows = training.run_rows(model_id, run, "lira", spec.size, result, path=out)
         outs.append({"model_id": model_id, "path": out, "result": result, "runs_rows": runs_rows,
                      "curve_rows": curve_rows, "config": cfg, "n_documents": len(texts)})
     (root / "halves.json").write_text(json.dumps({"split": spec.split, "halves": side, "passages": PASSAGES,
@@ -203,8 +203,8 @@ def materialize_lira_references(store, db, *, log: Log = print) -> dict:
 
     experiment = ex.load_experiment()
     docs = mat.split_documents(store, experiment.base.split)
-    quotes = mat._recall_quotes(load_evals())
-    outs = mat._train(db, lira_model_id("a"), lambda: train_lira_references(docs, quotes, experiment, log=log))
+    quotes = mat.recall_quotes_of(load_evals())
+    outs = mat.train_recorded(db, lira_model_id("a"), lambda: train_lira_references(docs, quotes, experiment, log=log))
     meta: dict = {"split": experiment.base.split}
     for out in outs:
         ex.register(out["model_id"], out["path"], f"LiRA reference on half {out['model_id'][-1]} of the "
@@ -231,14 +231,14 @@ def materialize_lr_sweep(store, db, *, log: Log = print) -> dict:
     seed = experiment.base.seeds[0]
     docs = mat.split_documents(store, experiment.base.split)
     evals = load_evals()
-    quotes = mat._recall_quotes(evals)
+    quotes = mat.recall_quotes_of(evals)
     plant_samples = ({name: evals.load_samples(name) for name in experiment.plant.eval_sets}
                      if experiment.plant and experiment.plant.eval_per_dose else {})
     rows = []
     for opt, scale in sweep_points(experiment):
         run, out_dir = ex.run_id(opt, seed), ex.sweep_dir(opt, scale, seed)
         model_id = f"tiny-sweep-{opt}-lr{scale:g}-s{seed}"
-        out = mat._train(db, model_id, lambda: training.train_base(
+        out = mat.train_recorded(db, model_id, lambda: training.train_base(
             docs, quotes, experiment, run, lr_scale=scale, plant_samples=plant_samples,
             out_as=(model_id, out_dir, "sweep"), log=log))
         mat.record_training(db, model_id, (out["runs_rows"], out["curve_rows"]))
@@ -269,7 +269,7 @@ def materialize_lr_sweep(store, db, *, log: Log = print) -> dict:
         report_tables.replace_rows(con, "lr_sweep", {}, SWEEP_COLUMNS, rows)
     named = [dict(zip(SWEEP_COLUMNS, r)) for r in rows]
     best = best_lrs(named)
-    png = sweep_plot(named, mat._plot("lr_sweep.png"))
+    png = sweep_plot(named, mat.plot_path("lr_sweep.png"))
     return {"points": len(rows), "best": Markdown(sweep_sentence(best)),
             "sweep": table(named, {"optimizer": "optimizer", "lr_scale": "lr x", "final_val_loss": "val loss",
                                    "greedy_canary": "canaries extracted (top dose)",

@@ -72,7 +72,7 @@ def shared_tokenizer(texts: Sequence[str], vocab_size: int, log: Callable[[str],
         return tiny_gpt.BPETokenizer.load(path)
 
 
-def _rows(model_id: str, run: str, stage: str, size: str, result=None, error: str | None = None,
+def run_rows(model_id: str, run: str, stage: str, size: str, result=None, error: str | None = None,
           path: Path | None = None) -> tuple[list[tuple], list[tuple]]:
     optimizer, seed = ex.parse_run(run)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -138,10 +138,10 @@ def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experimen
     try:
         result = train.train(member_texts, val_texts, size, cfg, out, tokenizer=tokenizer, log=log)
     except train.TrainingDiverged as exc:
-        exc.rows = _rows(model_id, run, stage, spec.size, error=str(exc), path=out)
+        exc.rows = run_rows(model_id, run, stage, spec.size, error=str(exc), path=out)
         raise
     _write_members(out, experiment.base.split, chosen)
-    runs_rows, curve_rows = _rows(model_id, run, stage, spec.size, result, path=out)
+    runs_rows, curve_rows = run_rows(model_id, run, stage, spec.size, result, path=out)
     return {"result": result, "docs": chosen, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out,
             "model_id": model_id, "doc_rows": document_rows(experiment.base.split, chosen), "config": cfg,
             "planted_rows": planted_rows, "stream": member_texts if planted_rows else []}
@@ -176,12 +176,12 @@ def train_sft(docs: Iterable[tuple[str, str]], experiment: Experiment, run: str,
     try:
         result = train.train(texts, [t for _, t in val], None, cfg, out, init_from=base, log=log)
     except train.TrainingDiverged as exc:
-        exc.rows = _rows(model_id, run, "sft", experiment.base.size, error=str(exc), path=out)
+        exc.rows = run_rows(model_id, run, "sft", experiment.base.size, error=str(exc), path=out)
         raise
     (out / "sft_documents.json").write_text(json.dumps({"split": experiment.sft.split,
                                                         "train": [d for d, _ in train_docs],
                                                         "heldout": [d for d, _ in val]}))
-    runs_rows, curve_rows = _rows(model_id, run, "sft", experiment.base.size, result, path=out)
+    runs_rows, curve_rows = run_rows(model_id, run, "sft", experiment.base.size, result, path=out)
     return {"result": result, "runs_rows": runs_rows, "curve_rows": curve_rows, "path": out, "model_id": model_id,
             "config": cfg, "n_documents": len(texts)}
 

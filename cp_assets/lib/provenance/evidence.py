@@ -203,22 +203,24 @@ def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Seque
 
 
 def gather(store, texts: Sequence[str], *, indexes: dict | None = None, model: str | None = None,
-           k: int = K_CHUNKS, bm25: Bm25Chunks | None = None) -> list[Evidence]:
+           k: int = K_CHUNKS, bm25: Bm25Chunks | None = None, vectors=None) -> list[Evidence]:
     """Every piece of evidence for each text: exact from `indexes` (default: every split with an n-gram index),
-    semantic from the embeddings of `model` (default: the configured one) and BM25 candidates from `bm25` (default:
-    built over every embedded split's chunks; pass one to reuse it)."""
+    semantic from the embeddings of `model` (default: the configured one; nearest chunks over every split by
+    pgvector) and BM25 candidates from `bm25` (default: built over every embedded split's chunks; pass one to reuse
+    it); `vectors`: the texts' own, when already encoded. `explain` and `benchmarks/seen_score.py` both call this,
+    so the score is chosen on the evidence it is applied to."""
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import encode, model_slug
     from cp_assets.lib.corpus.exact.ngram_split import built_splits, open_index
-    from cp_assets.lib.corpus.search import search
 
     model = model or settings.embed_model()
+    slug = model_slug(model)
     out = [Evidence(t) for t in texts]
     indexes = indexes if indexes is not None else {s: open_index(s) for s in built_splits()}
     exact_evidence(indexes, texts, out)
-    hits = search(store, list(texts), model=model, k=k)
-    bm25 = bm25 or Bm25Chunks(store, store.embedded_splits(model_slug(model)))
-    lexical = bm25.top(texts, k)
-    semantic_evidence([list(h) + c for h, c in zip(hits, lexical)], texts, out, lambda xs: encode(model, xs),
-                      idf=bm25.idf)
+    vectors = encode(model, list(texts)) if vectors is None else vectors
+    hits = store.search(slug, vectors, k=k, metric="cosine")
+    bm25 = bm25 or Bm25Chunks(store, store.embedded_splits(slug))
+    semantic_evidence([list(h) + c for h, c in zip(hits, bm25.top(texts, k))], texts, out,
+                      lambda xs: encode(model, xs), idf=bm25.idf, vectors=vectors)
     return out

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from cp_assets.lib.provenance import seen_score as ss
-from cp_assets.lib.provenance.evidence import Bm25Chunks, Evidence, exact_evidence, semantic_evidence
+from cp_assets.lib.provenance.evidence import Bm25Chunks, gather
 
 MAX_TEXT_BYTES = 1_000_000
 NEIGHBOURS = 3
@@ -127,18 +127,18 @@ class Explainer:
 
     def cluster_paths(self, pieces: Sequence[Sequence[tuple[int, int, str]]], vectors) -> list[list[dict] | None]:
         """Per text: each sentence's path in the tree, from the sentences' vectors (in order, all texts)."""
-        from cp_assets.lib.clusters.annotations import annotate_vectors
+        from cp_assets.lib.clusters.annotations import Annotation, annotate_vectors
 
         if self.tree is None:
             return [None] * len(pieces)
         placed, out = iter(annotate_vectors(self.tree, vectors)), []
         for ps in pieces:
             rows = []
-            for a, b, sentence in ps:
+            for i, (a, b, sentence) in enumerate(ps):
                 leaf, path, dists = next(placed)
-                names = [self.names.get(p) or p for p in path]
-                rows.append({"sentence": sentence, "char_start": a, "char_end": b,
-                             "path": " > ".join(names[1:] or names), "path_names": names, "distance": dists[-1]})
+                ann = Annotation(i, a, b, sentence, leaf, path, [self.names.get(p) or p for p in path], dists)
+                rows.append({"sentence": sentence, "char_start": a, "char_end": b, "path": ann.path(),
+                             "path_names": ann.path_names, "distance": ann.distance})
             out.append(rows)
         return out
 
@@ -151,26 +151,20 @@ class Explainer:
             have = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
             if "eval_samples" not in have:
                 return [[] for _ in texts]
-            out = []
-            for text in texts:
-                rows = con.execute(f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM eval_samples AS s JOIN "
-                                   "contamination AS c ON c.eval_set = s.eval_set AND c.sample_id = s.sample_id "
-                                   "WHERE trim(s.prompt) = trim(?) ORDER BY c.split", [text]).fetchall()
-                out.append([dict(zip(COLUMNS, r)) for r in rows])
-            return out
+            rows = con.execute(f"SELECT q.i, {', '.join('c.' + c for c in COLUMNS)} FROM (SELECT unnest(?) AS text, "
+                               "generate_subscripts(?, 1) AS i) AS q JOIN eval_samples AS s ON trim(s.prompt) = "
+                               "trim(q.text) JOIN contamination AS c ON c.eval_set = s.eval_set AND c.sample_id = "
+                               "s.sample_id ORDER BY q.i, c.split", [list(texts), list(texts)]).fetchall()
+        out = [[] for _ in texts]
+        for i, *row in rows:
+            out[i - 1].append(dict(zip(COLUMNS, row)))
+        return out
 
     def seen(self, pieces: Sequence[Sequence[tuple[int, int, str]]], vectors) -> list[dict]:
         """Per text: seen_score per sentence, the text's (its most seen sentence's), `seen`, and the evidence; from
         the sentences (`pieces`) and their vectors."""
-        from cp_assets.lib.corpus.encoder import model_slug
-
         flat = [p for ps in pieces for _, _, p in ps]
-        evs = [Evidence(s) for s in flat]
-        exact_evidence(self.indexes, flat, evs)
-        hits = self.store.search(model_slug(self.model), vectors, k=10, metric="cosine")
-        lexical = self.bm25.top(flat, 10)
-        semantic_evidence([list(h) + c for h, c in zip(hits, lexical)], flat, evs, self.encode, idf=self.bm25.idf,
-                          vectors=vectors)
+        evs = gather(self.store, flat, indexes=self.indexes, model=self.model, bm25=self.bm25, vectors=vectors)
         out, it = [], iter(evs)
         for ps in pieces:
             rows = []

@@ -79,8 +79,14 @@ def trace_spans(index, store, split: str, texts: Sequence[str], *, density: floa
     from cp_assets.lib.corpus.exact.ngram_index import tokenize
     from cp_assets.lib.reports.trace import trace_many
 
-    traced = trace_many(index, texts, min_tokens=min_tokens, max_docs=candidates,
-                        doc_text=lambda ids: store.document_texts(split, ids), olmotrace=True, density=density)
+    fetched: dict[str, str] = {}  # the documents trace_many reads for snippets, kept for BM25 (one read each)
+
+    def doc_text(ids):
+        fetched.update(store.document_texts(split, [d for d in ids if d not in fetched]))
+        return {d: fetched[d] for d in ids if d in fetched}
+
+    traced = trace_many(index, texts, min_tokens=min_tokens, max_docs=candidates, doc_text=doc_text,
+                        olmotrace=True, density=density)
     unigrams = index.unigrams()
     toks = tokenize(index.tokenizer, list(texts))
     out = []
@@ -91,9 +97,7 @@ def trace_spans(index, store, split: str, texts: Sequence[str], *, density: floa
             if common:
                 continue
             hits.append((sp, low))
-        bodies = {loc.doc_id: loc for sp, _ in hits for loc in sp.locations}
-        texts_by_doc = store.document_texts(split, list(bodies)) if bodies else {}
-        ranked = dict(bm25_rank(text, texts_by_doc))
+        ranked = dict(bm25_rank(text, doc_text(sorted({loc.doc_id for sp, _ in hits for loc in sp.locations}))))
         top = max(ranked.values(), default=0.0) or 1.0
         rows = []
         for sp, low in hits:
