@@ -44,7 +44,8 @@ def main() -> int:
     from cp_assets.lib.corpus.encoder import model_slug
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.provenance import seen_score as ss
-    from cp_assets.lib.provenance.evidence import Bm25Chunks, gather
+    from cp_assets.lib.provenance.bm25_chunks import Bm25Chunks
+    from cp_assets.lib.provenance.evidence import gather
 
     items = json.loads(DEV_SET.read_text())["items"]
     store = PgStore(url=settings.database_url())
@@ -56,7 +57,7 @@ def main() -> int:
     t1 = time.perf_counter()
     evs = gather(store, [it["text"] for it in items], bm25=bm25)
     t2 = time.perf_counter()
-    print(f"BM25 over {len(bm25.texts):,} chunks built in {t1 - t0:.1f} s; evidence of {len(items)} sentences in "
+    print(f"BM25 over {len(bm25):,} chunks built in {t1 - t0:.1f} s; evidence of {len(items)} sentences in "
           f"{t2 - t1:.1f} s ({(t2 - t1) / len(items) * 1000:.0f} ms each)")
     x = np.array([e.features() for e in evs])
     kinds = np.array([it["kind"] for it in items])

@@ -142,3 +142,24 @@ def test_metadata_tables_link_rows_to_the_explorer(monkeypatch):
         "rollout": ["tiny-adamw-s0/gsm8k:12|x"]}
     md = table([{"q": "a" * 300, "explore": link}], ["q", "explore"], width=40)
     assert md.splitlines()[2] == f"| {'a' * 40} | {link.replace('|', '%7C')} |"  # the link is never cut
+
+
+def test_the_bm25_index_is_cached_by_chunk_version_and_a_damaged_cache_is_rebuilt(materialized, store, tmp_path,
+                                                                                   caplog):
+    from cp_assets.lib.provenance.bm25_chunks import Bm25Chunks
+
+    text, doc_id = corpus_sentence(store)
+    built = Bm25Chunks(store, ["tiny", "math"], cache_dir=tmp_path)
+    assert len(built) == store.count("chunks", "tiny") + store.count("chunks", "math")
+    assert (built.path / "checksums.json").exists()
+    first = built.top([text], 5)[0]
+    assert first[0].doc_id == doc_id and text.split()[3] in first[0].text
+    again = Bm25Chunks(store, ["math", "tiny"], cache_dir=tmp_path)  # the same chunk versions: read, not built
+    assert again.path == built.path and [c.doc_id for c in again.top([text], 5)[0]] == [c.doc_id for c in first]
+    assert again.idf == built.idf
+    assert Bm25Chunks(store, ["tiny"], cache_dir=tmp_path).path != built.path
+    (built.path / "keys.npy").write_bytes(b"damaged")
+    with caplog.at_level("WARNING"):
+        mended = Bm25Chunks(store, ["tiny", "math"], cache_dir=tmp_path)
+    assert "corrupt or truncated" in caplog.text and str(built.path) in caplog.text
+    assert [c.doc_id for c in mended.top([text], 5)[0]] == [c.doc_id for c in first]

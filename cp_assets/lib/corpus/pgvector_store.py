@@ -332,7 +332,7 @@ class PgStore(VectorTables):
     def partition_version(self, kind: str, split: str, model_slug: str = "", shard: str | None = None) -> str | None:
         """The version of one published shard, or of the split (every shard's, combined); None when unpublished."""
         where, args = self._where(split, shard)
-        with self.session() as conn:
+        with self.reader() as conn:
             rows = conn.execute(sql.SQL("SELECT shard, version FROM cprox_partitions WHERE kind = %s AND "
                                         "model_slug = %s AND {} ORDER BY shard").format(where),
                                 (kind, model_slug, *args)).fetchall()
@@ -407,14 +407,14 @@ class PgStore(VectorTables):
         """(split, chunk_id) -> (doc_id, text)."""
         if not keys:
             return {}
-        with self.session() as conn:
+        with self.reader() as conn:
             rows = conn.execute("SELECT c.split, c.chunk_id, c.doc_id, c.text FROM cprox_chunks c JOIN "
                                 "unnest(%s::text[], %s::text[]) AS k(split, chunk_id) USING (split, chunk_id)",
                                 ([s for s, _ in keys], [c for _, c in keys])).fetchall()
         return {(s, c): (d, t) for s, c, d, t in rows}
 
     def embedded_splits(self, slug: str) -> list[str]:
-        with self.session() as conn:
+        with self.reader() as conn:
             rows = conn.execute("SELECT DISTINCT split FROM cprox_partitions WHERE kind = 'embeddings' AND "
                                 "model_slug = %s ORDER BY split", (slug,)).fetchall()
         return [r[0] for r in rows]

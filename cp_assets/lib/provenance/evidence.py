@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+MAX_IDF = 10.0  # an unseen word weighs as much as the rarest
 MIN_MATCH = 8  # tokens: a shorter verbatim match is common phrasing more often than a source
 K_CHUNKS = 10
 RERANK = 3
@@ -79,14 +80,19 @@ def sentences(text: str, min_words: int = 4, max_words: int = 60) -> list[str]:
     return [s for s in out if len(s.split()) >= min_words]
 
 
+@lru_cache(maxsize=20_000)
+def chunk_sentences(text: str) -> tuple[tuple[str, frozenset], ...]:
+    """A candidate chunk's sentences with their content words (kept: similar texts share candidate chunks)."""
+    return tuple((s, frozenset(content_words(s))) for s in sentences(text))
+
+
 def weighted_overlap(query: set[str], other: set[str], idf: dict[str, float] | None) -> float:
     if not query:
         return 0.0
-    w = (lambda t: idf.get(t, _MAX_IDF)) if idf else (lambda t: 1.0)
+    w = (lambda t: idf.get(t, MAX_IDF)) if idf else (lambda t: 1.0)
     return sum(w(t) for t in query & other) / sum(w(t) for t in query)
 
 
-_MAX_IDF = 10.0
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -121,45 +127,6 @@ class Candidate:
     distance: float | None = None
 
 
-class Bm25Chunks:
-    """BM25 (`bm25s`) over the chunks of some splits, held in memory: the lexical candidates of `gather`."""
-
-    def __init__(self, store, splits: Sequence[str]):
-        import bm25s
-
-        from cp_assets.lib.reports.proximity import doc_of
-
-        self.keys: list[tuple[str, str]] = []
-        texts = []
-        for split in splits:
-            for chunk_id, _, text, _ in store.chunk_rows(split):
-                self.keys.append((split, doc_of(chunk_id)))
-                texts.append(text)
-        self.texts = texts
-        df: dict[str, int] = {}
-        for t in texts:
-            for w in content_words(t):
-                df[w] = df.get(w, 0) + 1
-        n = max(1, len(texts))
-        self.idf = {w: min(_MAX_IDF, float(np.log((n + 1) / (c + 0.5)))) for w, c in df.items()}
-        self.retriever = bm25s.BM25()
-        if texts:
-            self.retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-
-    def top(self, queries: Sequence[str], k: int) -> list[list[Candidate]]:
-        import bm25s
-
-        if not self.texts:
-            return [[] for _ in queries]
-        k = min(k, len(self.texts))
-        tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
-        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        out = []
-        for row, sc in zip(docs, scores):
-            out.append([Candidate(*self.keys[i], self.texts[i]) for i, v in zip(row, sc) if v > 0])
-        return out
-
-
 def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Sequence[Evidence], encode,
                       rerank: int = RERANK, idf: dict[str, float] | None = None, vectors=None) -> None:
     """Fill the semantic fields from each text's candidate chunks (`search` hits, any splits, and `Candidate`s from
@@ -178,8 +145,8 @@ def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Seque
         mine = content_words(text)
         scored = []
         for h in hs:
-            for s in sentences(h.text):
-                scored.append((weighted_overlap(mine, content_words(s), idf), s, h.doc_id, h.split))
+            for s, words in chunk_sentences(h.text):
+                scored.append((weighted_overlap(mine, words, idf), s, h.doc_id, h.split))
         scored.sort(key=lambda x: -x[0])
         if scored:
             ev.content_overlap = scored[0][0]
@@ -202,25 +169,63 @@ def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Seque
             ev.sentence_similarity, ev.best_sentence, ev.best_doc, ev.best_split = sim, s, doc, split
 
 
+def nearest(store, model: str, vectors, splits: Sequence[str], k: int) -> list[list]:
+    """The k nearest chunks (`Hit`s, cosine) of each vector over `splits`, through the in-memory FAISS indexes that
+    `cprox search` builds for batches (HNSW, cached under CPROX_HOME by partition version): 4 ms a query by pgvector
+    SQL against 0.1 ms here, on the demo corpus."""
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus.encoder import model_slug
+    from cp_assets.lib.corpus.search import memory_search
+
+    return memory_search(store, model_slug(model), vectors, splits, k=k, metric="cosine", exact=False,
+                         ef_search=100, cache_dir=settings.home() / "cache" / "indexes")
+
+
+class CachedEncoder:
+    """`encode` for candidate sentences: each distinct sentence once per call, and the last `size` sentences'
+    vectors kept (a corpus sentence recurs among the candidates of similar texts: 17% of them over 320 GSM8K
+    questions)."""
+
+    def __init__(self, model: str, size: int = 50_000):
+        from collections import OrderedDict
+
+        self.model, self.size, self.vectors = model, size, OrderedDict()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        from cp_assets.lib.corpus.encoder import encode
+
+        todo = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        for t, v in zip(todo, encode(self.model, todo)):
+            self.vectors[t] = v
+        out = np.stack([self.vectors[t] for t in texts])
+        for t in texts:
+            self.vectors.move_to_end(t)
+        while len(self.vectors) > self.size:
+            self.vectors.popitem(last=False)
+        return out
+
+
 def gather(store, texts: Sequence[str], *, indexes: dict | None = None, model: str | None = None,
-           k: int = K_CHUNKS, bm25: Bm25Chunks | None = None, vectors=None) -> list[Evidence]:
+           k: int = K_CHUNKS, bm25=None, vectors=None,
+           encoder: CachedEncoder | None = None, splits: Sequence[str] | None = None) -> list[Evidence]:
     """Every piece of evidence for each text: exact from `indexes` (default: every split with an n-gram index),
-    semantic from the embeddings of `model` (default: the configured one; nearest chunks over every split by
-    pgvector) and BM25 candidates from `bm25` (default: built over every embedded split's chunks; pass one to reuse
-    it); `vectors`: the texts' own, when already encoded. `explain` and `benchmarks/seen_score.py` both call this,
-    so the score is chosen on the evidence it is applied to."""
+    semantic from the embeddings of `model` (default: the configured one; the nearest chunks over `splits`, default
+    every embedded split, by `nearest`) and BM25 candidates from `bm25` (default: built over every embedded split's chunks; pass one
+    to reuse it); `vectors`: the texts' own, when already encoded; `encoder`: one to reuse across calls. `explain`
+    and `benchmarks/seen_score.py` both call this, so the score is chosen on the evidence it is applied to."""
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import encode, model_slug
     from cp_assets.lib.corpus.exact.ngram_split import built_splits, open_index
+    from cp_assets.lib.provenance.bm25_chunks import Bm25Chunks
 
     model = model or settings.embed_model()
-    slug = model_slug(model)
     out = [Evidence(t) for t in texts]
     indexes = indexes if indexes is not None else {s: open_index(s) for s in built_splits()}
     exact_evidence(indexes, texts, out)
     vectors = encode(model, list(texts)) if vectors is None else vectors
-    hits = store.search(slug, vectors, k=k, metric="cosine")
-    bm25 = bm25 or Bm25Chunks(store, store.embedded_splits(slug))
+    splits = list(splits) if splits is not None else store.embedded_splits(model_slug(model))
+    hits = nearest(store, model, vectors, splits, k)
+    bm25 = bm25 or Bm25Chunks(store, splits)
     semantic_evidence([list(h) + c for h, c in zip(hits, bm25.top(texts, k))], texts, out,
-                      lambda xs: encode(model, xs), idf=bm25.idf, vectors=vectors)
+                      encoder or CachedEncoder(model), idf=bm25.idf, vectors=vectors)
     return out

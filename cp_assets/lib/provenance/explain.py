@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from cp_assets.lib.provenance import seen_score as ss
-from cp_assets.lib.provenance.evidence import Bm25Chunks, gather
+from cp_assets.lib.provenance.bm25_chunks import Bm25Chunks
+from cp_assets.lib.provenance.evidence import CachedEncoder, gather, nearest
 
 MAX_TEXT_BYTES = 1_000_000
 NEIGHBOURS = 3
@@ -56,6 +57,10 @@ class Explainer:
     names: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
     log: Callable[[str], None] = print
+    candidates: CachedEncoder | None = None
+
+    def __post_init__(self):
+        self.candidates = self.candidates or CachedEncoder(self.model)
 
     @classmethod
     def open(cls, store, db, *, splits: Sequence[str] | None = None, tree: str = "all", model: str | None = None,
@@ -93,14 +98,19 @@ class Explainer:
             log(f"no cluster tree {tree!r} yet (materialize `cluster_tree` for it): no cluster paths")
         out = cls(store, db, model, chosen, indexes, bm25, tree, loaded, {k: v["name"] for k, v in names.items()},
                   log=log)
-        log(f"explainer over {chosen} ready in {time.perf_counter() - t0:.1f} s ({len(bm25.texts):,} chunks)")
+        log(f"explainer over {chosen} ready in {time.perf_counter() - t0:.1f} s ({len(bm25):,} chunks)")
         return out
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]):
+        """Vectors of `texts`, each distinct text encoded once. Texts and their sentences go in separate calls: a
+        batch pads to its longest member, and one 512-token answer among its 30 sentences made the call 4x slower."""
         from cp_assets.lib.corpus.encoder import encode
 
-        return encode(self.model, list(texts))
+        distinct = list(dict.fromkeys(texts))
+        vecs = encode(self.model, distinct)
+        at = {t: i for i, t in enumerate(distinct)}
+        return vecs[[at[t] for t in texts]] if len(distinct) < len(texts) else vecs
 
     def reference(self, split: str):
         from cp_assets.lib.reports.proximity import reference
@@ -111,12 +121,11 @@ class Explainer:
 
     def neighbours(self, vectors, k: int = NEIGHBOURS) -> list[dict[str, list[dict]]]:
         """Per text vector: split -> the k nearest chunks with distance and percentile."""
-        from cp_assets.lib.corpus.encoder import model_slug
         from cp_assets.lib.reports.proximity import percentiles
 
         out = [dict() for _ in range(len(vectors))]
         for split in self.splits:
-            hits = self.store.search(model_slug(self.model), vectors, split=split, k=k, metric="cosine")
+            hits = nearest(self.store, self.model, vectors, [split], k)
             ref = self.reference(split).cosine
             for row, hs in zip(out, hits):
                 pct = percentiles([h.distance for h in hs], ref) if len(ref) else [None] * len(hs)
@@ -164,7 +173,8 @@ class Explainer:
         """Per text: seen_score per sentence, the text's (its most seen sentence's), `seen`, and the evidence; from
         the sentences (`pieces`) and their vectors."""
         flat = [p for ps in pieces for _, _, p in ps]
-        evs = gather(self.store, flat, indexes=self.indexes, model=self.model, bm25=self.bm25, vectors=vectors)
+        evs = gather(self.store, flat, indexes=self.indexes, model=self.model, bm25=self.bm25, vectors=vectors,
+                     encoder=self.candidates, splits=self.splits)
         out, it = [], iter(evs)
         for ps in pieces:
             rows = []
@@ -193,11 +203,11 @@ class Explainer:
 
         pieces = [sentence_pieces(t) or [(0, len(t), t)] for t in texts]
         flat = [p for ps in pieces for _, _, p in ps]
-        vectors = self.encode(texts + flat)
-        near = self.neighbours(vectors[:len(texts)])
-        paths = self.cluster_paths(pieces, vectors[len(texts):])
+        text_vectors, piece_vectors = self.encode(texts), self.encode(flat)
+        near = self.neighbours(text_vectors)
+        paths = self.cluster_paths(pieces, piece_vectors)
         contam = self.contamination(texts)
-        seen = self.seen(pieces, vectors[len(texts):])
+        seen = self.seen(pieces, piece_vectors)
         secs = time.perf_counter() - t0
         out = []
         for i, text in enumerate(texts):
@@ -224,6 +234,9 @@ def rollout_text(db, rollout_id: str) -> tuple[str, dict, dict | None]:
         raise ExplainError(f"rollout id {rollout_id!r}: expected MODEL/SAMPLE_ID, e.g. smollm2-135m-instruct/"
                            "gsm8k-test-00001 (list them: cprox sql \"SELECT model_id, sample_id FROM rollouts\")")
     with db.connect(read_only=True) as con:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'rollouts'").fetchone()[0]:
+            raise ExplainError(f"no rollout {rollout_id!r} in the results database: it has no rollouts yet (run `cprox "
+                               "rollouts --model MODEL` or materialize the `rollouts` asset)")
         row = con.execute("SELECT completion, eval_set, prompt, correct, logprobs, completion_token_ids FROM rollouts "
                           "WHERE model_id = ? AND sample_id = ? ORDER BY finished_at DESC LIMIT 1",
                           [model_id, sample_id]).fetchone()
