@@ -44,7 +44,7 @@ class BaseSpec(BaseModel):
     # the BPE tokenizer is trained on documents that are neither members nor held out (the next ones in hash order),
     # up to these characters; a split with less than half of min(tokenizer_chars, member characters) left falls
     # back to the members and says so (a leak: membership scores then see a vocabulary fitted to the members)
-    tokenizer_chars: int = Field(default=0, ge=0)  # 0: the members (the old behaviour)
+    tokenizer_chars: int = Field(default=400_000, ge=0)  # 0: the members (leaks; only to reproduce old runs)
     include_recall_documents: bool = True
     target_val_loss: float | None = Field(default=None, gt=0)
     # the learning-rate sweep (`lr_sweep` asset): multiples of each optimizer's learning rates trained at the first

@@ -39,7 +39,7 @@ def split_ids(tokenizer, item: PlantedItem, secret_tokens: int | None = None) ->
     return [tokenizer.bos_id] + full[:cut], secret
 
 
-def suffix_logprobs(model, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], batch: int = 2048) -> np.ndarray:
+def suffix_logprobs(model, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], batch: int = 256) -> np.ndarray:
     """log p(suffix | prefix) for each suffix, teacher-forced; the prefix's keys and values are computed once."""
     import torch
 
@@ -65,8 +65,8 @@ def suffix_logprobs(model, prefix: Sequence[int], suffixes: Sequence[Sequence[in
                 mask = torch.cat([torch.ones(T, P, dtype=torch.bool, device=model.device),
                                   torch.ones(T, T, dtype=torch.bool, device=model.device).tril()], dim=1)
                 mine = [[k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)] for k, v in caches]
-                logp = torch.log_softmax(model._logits(ids[:, :T], pos, mask.expand(B, 1, T, P + T), mine), -1)
-                step = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+                logits = model._logits(ids[:, :T], pos, mask.expand(B, 1, T, P + T), mine)
+                step = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
                 total = total + (step * valid[:, 1:]).sum(1)
             out[lo:lo + B] = total.double().cpu().numpy()
     return out
