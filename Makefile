@@ -40,7 +40,9 @@ db-stop:
 
 # `make demo`: every capability on the demo slice (demo/*.yaml: ~1M characters, 40 questions per eval set, one
 # `test`-size tiny model per optimizer), ending with `cprox tour`. `make lab`: the full registries (corpora.yaml,
-# evals.yaml, training.yaml: 3 seeds, the `cpu` size). Same split and eval names, so a lab run reuses the demo's state.
+# evals.yaml, training.yaml: 3 seeds, the `cpu` size, planted items, LiRA references, the LR sweep), with rollouts
+# sized to fit the hour (8 SmolLM2 and 16 tiny-model answers per eval set; `cprox rollouts --limit N` for more).
+# Same split and eval names, so a lab run reuses the demo's state.
 DEMO_ENV := CPROX_CORPORA=$(CURDIR)/demo/corpora.yaml CPROX_EVALS=$(CURDIR)/demo/evals.yaml \
   CPROX_TRAINING=$(CURDIR)/demo/training.yaml
 CPROX := $(VENV)/bin/cprox
@@ -63,9 +65,9 @@ demo: install db $(DAGSTER_HOME)/dagster.yaml
 
 lab: install db $(DAGSTER_HOME)/dagster.yaml
 	time $(CPROX) materialize
-	time $(CPROX) rollouts --model smollm2-135m-instruct --limit 16 --max-tokens 192 --log-level WARNING
+	time $(CPROX) rollouts --model smollm2-135m-instruct --limit 8 --max-tokens 192 --log-level WARNING
 	time $(CPROX) train
-	time $(CPROX) rollouts --trained --limit 32 --max-tokens 64 --log-level WARNING
+	time $(CPROX) rollouts --trained --limit 16 --max-tokens 64 --log-level WARNING
 	time $(CPROX) reports --log-level WARNING
 	time $(CPROX) clusters --naming-model smollm2-135m-instruct --llm-max-depth 2 --log-level WARNING
 	time $(CPROX) memorization --log-level WARNING
