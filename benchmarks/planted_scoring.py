@@ -48,10 +48,7 @@ def main() -> int:
     suffixes = []
     for it in ranked:
         prefix, secret = ps.split_ids(tok, it)
-        cands = planting.random_candidates(it.fmt, plant.exposure_candidates, it.secret,
-                                           seed=planting.candidate_seed(it.item_id))
-        suffixes.append((prefix, [secret] + [ids[len(prefix) - 1:] for ids in
-                                             tok.encode_batch([it.prefix + c for c in cands])]))
+        suffixes.append((prefix, ps.exposure_suffixes(tok, it, prefix, secret, plant.exposure_candidates)))
     print(f"run {args.run} ({model.config.n_layer} x {model.config.n_embd}); {len(ranked)} canaries and facts, "
           f"{plant.exposure_candidates:,} candidates each")
     first = None

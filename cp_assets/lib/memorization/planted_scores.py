@@ -86,6 +86,14 @@ def text_losses(model, token_lists: Sequence[Sequence[int]]) -> list[float]:
     return out
 
 
+def exposure_suffixes(tokenizer, item: PlantedItem, prefix: Sequence[int], secret: Sequence[int],
+                      n: int) -> list[list[int]]:
+    """The secret's ids, then those of `n` random same-format candidates (none without a format), each as the
+    continuation of `prefix`: the suffixes `suffix_logprobs` ranks the secret among."""
+    cands = random_candidates(item.fmt, n, item.secret, seed=candidate_seed(item.item_id)) if item.fmt and n else []
+    return [list(secret)] + [ids[len(prefix) - 1:] for ids in tokenizer.encode_batch([item.prefix + c for c in cands])]
+
+
 def exposure(secret_lp: float, candidate_lps: np.ndarray) -> float:
     """log2(R + 1) - log2(rank); rank 1 = the secret is likelier than every candidate (ties count half)."""
     rank = 1 + float(np.sum(candidate_lps > secret_lp)) + 0.5 * float(np.sum(candidate_lps == secret_lp))
@@ -125,15 +133,13 @@ def score_model(model, tokenizer, items: Sequence[PlantedItem], spec: PlantSpec,
     for i, it in enumerate(items):
         prefix, secret = pairs[i]
         extracted = greedy[i][:len(secret)] == secret
-        cands = (random_candidates(it.fmt, spec.exposure_candidates, it.secret, seed=candidate_seed(it.item_id))
-                 if it.fmt and full else [])
         # the secret and its candidates in one pass over the shared prefix
-        lps = suffix_logprobs(model, prefix, [secret] + [ids[len(prefix) - 1:] for ids in
-                                                         tokenizer.encode_batch([it.prefix + c for c in cands])])
+        suffixes = exposure_suffixes(tokenizer, it, prefix, secret, spec.exposure_candidates if full else 0)
+        lps = suffix_logprobs(model, prefix, suffixes)
         lp = float(lps[0])
         p = math.exp(lp)
         p_n = 1.0 - (1.0 - p) ** spec.extraction_samples if p < 1 else 1.0
-        expo, n_cand = (exposure(lp, lps[1:]), len(cands)) if cands else (None, None)
+        expo, n_cand = (exposure(lp, lps[1:]), len(suffixes) - 1) if len(suffixes) > 1 else (None, None)
         correct, answer_loss, completion = None, None, tokenizer.decode(greedy[i])
         if it.kind == "eval" and full:
             sol = tokenizer.encode(it.text)[len(prefix) - 1:]

@@ -171,8 +171,8 @@ def semantic_evidence(hits: Sequence[Sequence], texts: Sequence[str], out: Seque
 
 def nearest(store, model: str, vectors, splits: Sequence[str], k: int) -> list[list]:
     """The k nearest chunks (`Hit`s, cosine) of each vector over `splits`, through the in-memory FAISS indexes that
-    `cprox search` builds for batches (HNSW, cached under CPROX_HOME by partition version): 4 ms a query by pgvector
-    SQL against 0.1 ms here, on the demo corpus."""
+    `cprox search` builds for batches (HNSW, cached under CPROX_HOME by partition version), not one pgvector SQL
+    query per text."""
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import model_slug
     from cp_assets.lib.corpus.search import memory_search
@@ -183,8 +183,7 @@ def nearest(store, model: str, vectors, splits: Sequence[str], k: int) -> list[l
 
 class CachedEncoder:
     """`encode` for candidate sentences: each distinct sentence once per call, and the last `size` sentences'
-    vectors kept (a corpus sentence recurs among the candidates of similar texts: 17% of them over 320 GSM8K
-    questions)."""
+    vectors kept (a corpus sentence recurs among the candidates of similar texts)."""
 
     def __init__(self, model: str, size: int = 50_000):
         from collections import OrderedDict
@@ -210,8 +209,8 @@ def gather(store, texts: Sequence[str], *, indexes: dict | None = None, model: s
            encoder: CachedEncoder | None = None, splits: Sequence[str] | None = None) -> list[Evidence]:
     """Every piece of evidence for each text: exact from `indexes` (default: every split with an n-gram index),
     semantic from the embeddings of `model` (default: the configured one; the nearest chunks over `splits`, default
-    every embedded split, by `nearest`) and BM25 candidates from `bm25` (default: built over every embedded split's chunks; pass one
-    to reuse it); `vectors`: the texts' own, when already encoded; `encoder`: one to reuse across calls. `explain`
+    every embedded split, by `nearest`) and BM25 candidates from `bm25` (default: `Bm25Chunks` over those splits;
+    pass one to reuse it); `vectors`: the texts' own, when already encoded; `encoder`: one to reuse across calls. `explain`
     and `benchmarks/seen_score.py` both call this, so the score is chosen on the evidence it is applied to."""
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import encode, model_slug

@@ -103,14 +103,11 @@ class Explainer:
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]):
-        """Vectors of `texts`, each distinct text encoded once. Texts and their sentences go in separate calls: a
-        batch pads to its longest member, and one 512-token answer among its 30 sentences made the call 4x slower."""
+        """Vectors of `texts`. Callers encode texts and their sentences in separate calls: a batch pads to its longest
+        member, so one long answer among its short sentences slows the whole call."""
         from cp_assets.lib.corpus.encoder import encode
 
-        distinct = list(dict.fromkeys(texts))
-        vecs = encode(self.model, distinct)
-        at = {t: i for i, t in enumerate(distinct)}
-        return vecs[[at[t] for t in texts]] if len(distinct) < len(texts) else vecs
+        return encode(self.model, list(texts))
 
     def reference(self, split: str):
         from cp_assets.lib.reports.proximity import reference
