@@ -12,6 +12,7 @@ A deployment does the same from the UI: a backfill of the shard partitions, its 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 import multiprocessing
@@ -70,6 +71,18 @@ def init_pools(inst: dg.DagsterInstance, names: tuple[str, ...] = ("gpu",)) -> N
             pass
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watchdog: exit when `materialize` (the parent) is gone. Workers whose parent was killed alone (a
+    timeout killing `cprox` but not its process group) were re-parented to init and went on spinning in Dagster's
+    executor loop at full CPU (2026-12-05, fresh-clone test_shard_kill, two such orphans after its rerun timed out)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str) -> Outcome:
     with dg.DagsterInstance.from_ref(ref) as inst:
         return run_one(inst, key, selection, log_level)
@@ -87,7 +100,8 @@ def run_many(inst: dg.DagsterInstance, keys: list[dg.MultiPartitionKey], workers
     ref = inst.get_ref()
     init_pools(inst)
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level): key for key in keys}
         for future in as_completed(futures):
             key = futures[future]
