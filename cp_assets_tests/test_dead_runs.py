@@ -14,10 +14,11 @@ import traceback
 import uuid
 
 import dagster as dg
+import psutil
 from dagster._core.storage.dagster_run import DagsterRun
 
 from cp_assets.cli.common import materialize, reap_dead_runs
-from cp_assets.cli.pools import HOST_TAG, PID_TAG, holders
+from cp_assets.cli.pools import HOST_TAG, INVOCATION_TAG, PID_TAG, PoolWatcher, alive, holders
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time
@@ -139,3 +140,61 @@ def test_a_holder_killed_during_the_wait_is_reaped_and_the_wait_ends(tmp_path, c
     assert out["res"].ok
     [dead] = [r for r in inst.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
     assert f"marked run {dead.run_id} failed" in seen
+
+
+def test_a_zombie_or_a_reused_pid_counts_as_gone():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert alive(child.pid)
+    child.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child.pid), "killed and not yet waited for: a zombie, no longer running"
+    child.wait(timeout=10)
+    assert not alive(child.pid)
+    born = psutil.Process().create_time()
+    assert alive(os.getpid(), seen_at=born + 5) and not alive(os.getpid(), seen_at=born - 60), \
+        "a process born after the event that named its pid is another process"
+
+
+def test_a_killed_holder_not_yet_reaped_by_its_parent_is_reaped(tmp_path):
+    """The CI failure of 2026-12-05: a `kill -9`ed fan-out left processes that were not yet reaped when the rerun
+    looked, so the rerun took them for alive and waited on their `gpu` slot."""
+    inst = gpu_instance(tmp_path)
+    proc = start_holder(tmp_path)
+    proc.send_signal(signal.SIGKILL)  # no wait(): the holder stays a zombie of this process
+    deadline = time.monotonic() + 10
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [run_id] = reap_dead_runs(inst)
+    assert inst.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
+    proc.wait(timeout=10)
+
+
+def test_the_watcher_of_a_fan_out_looks_at_each_of_its_runs(tmp_path):
+    """`cprox materialize --workers N` tags every shard run with one invocation; while any of them waits for the
+    `gpu` slot, the watcher names the holder and reaps it once its process is gone."""
+    inst = gpu_instance(tmp_path)
+    proc = start_holder(tmp_path)
+    invocation, waiting = uuid.uuid4().hex, []
+    for i in range(2):
+        run_id = f"shard-run-{i}-{invocation[:6]}"
+        inst.add_run(DagsterRun(job_name="all_assets_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                tags={INVOCATION_TAG: invocation, HOST_TAG: socket.gethostname()}))
+        assert not inst.event_log_storage.claim_concurrency_slot("gpu", run_id, "embeddings").is_claimed
+        waiting.append(run_id)
+    logged: list[str] = []
+    watcher = PoolWatcher(inst, invocation, ["gpu"], log=logged.append)
+    assert sorted(watcher.run_ids()) == waiting
+    msgs = watcher.check()
+    assert sorted(m.split(" waits")[0] for m in msgs) == [f"step embeddings of run {r}" for r in waiting]
+    assert all(f"STARTED, pid {proc.pid}" in m for m in msgs)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    msgs = watcher.check()
+    assert sum("its process is gone" in m for m in msgs) == 1, msgs
+    assert logged[-len(msgs):] == msgs
+    # the freed slot goes to a waiting run's step (assigned now, claimed when that step asks again)
+    claimed = [(s.run_id, s.step_key) for s in inst.event_log_storage.get_concurrency_info("gpu").claimed_slots]
+    assert claimed == []
+    assert any(inst.event_log_storage.claim_concurrency_slot("gpu", r, "embeddings").is_claimed for r in waiting)

@@ -51,7 +51,13 @@ def test_kill_9_mid_shard_then_rerun_completes_each_shard_once(store, tmp_path):
     assert inst.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED and finished
     before = versions(store)
 
-    rerun = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=400)
+    try:
+        rerun = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired as exc:  # say who holds the gpu slot and what the rerun printed (its watcher)
+        info = inst.event_log_storage.get_concurrency_info("gpu")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(f"rerun still running after 400 s; gpu slots {info.claimed_slots}, pending {info.pending_steps}; "
+                    f"its stderr ends:\n{err[-3000:]}")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"marked run {killed} failed: its process is gone" in rerun.stderr
     assert inst.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE and gpu_holder(inst) is None

@@ -38,7 +38,7 @@ def reap_dead_runs(inst: dg.DagsterInstance) -> list[str]:
         if run.tags.get(pools.HOST_TAG) not in (None, pools.host()):
             continue  # started on another machine: its daemon's run monitoring decides
         pids = pools.run_pids(inst, run.run_id)
-        if not pids or any(pools.alive(p) for p in pids):
+        if not pids or any(pools.alive(p, seen_at) for p, seen_at in pids.items()):
             continue
         inst.report_run_failed(run, f"run {run.run_id}: process {sorted(pids)} is gone")
         inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)

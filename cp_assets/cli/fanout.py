@@ -6,6 +6,8 @@ job, so the code location's executor places its steps (CPROX_EXECUTOR, defs/core
 - `celery`: every step a Celery task, the embedding step on queue `gpu`; the workers do the work, wherever they run,
   and N only bounds how many runs are in flight (the instance needs shared storage: Postgres, see docs/corpus.md).
 The `gpu` pool still holds: however many runs are in flight, no more embedding steps run at once than its limit.
+While a run waits for a slot, the parent watches the pool (cli/pools.py): a holder whose process is gone (a killed
+earlier invocation whose processes had not yet died when this one started) is reaped then, instead of being waited on.
 A deployment does the same from the UI: a backfill of the shard partitions, its runs queued by the daemon.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -47,12 +50,12 @@ def _run_config(log_level: str) -> dict:
 
 
 def run_one(inst: dg.DagsterInstance, key: str, selection: list[str] | None = None,
-            log_level: str = "WARNING") -> Outcome:
+            log_level: str = "WARNING", invocation: str | None = None) -> Outcome:
     """One shard as one run of the shard job, through the code location's executor; its outcome as `materialize`
-    gives it."""
+    gives it. `invocation` tags the run as one of a fan-out's (the parent's pool watcher finds it by it)."""
     job = shard_job()
     tags = {**job.partitions_def.get_tags_for_partition_key(key), pools.HOST_TAG: pools.host(),
-            pools.PID_TAG: str(os.getpid())}
+            pools.PID_TAG: str(os.getpid()), **({pools.INVOCATION_TAG: invocation} if invocation else {})}
     keys = [dg.AssetKey.from_user_string(a) for a in selection] if selection else None
     t0 = time.perf_counter()
     with dg.execute_job(dg.reconstructable(shard_job), instance=inst, run_config=_run_config(log_level), tags=tags,
@@ -83,26 +86,30 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str) -> Outcome:
+def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, log_level: str,
+                  invocation: str) -> Outcome:
     with dg.DagsterInstance.from_ref(ref) as inst:
-        return run_one(inst, key, selection, log_level)
+        return run_one(inst, key, selection, log_level, invocation)
 
 
 def run_many(inst: dg.DagsterInstance, keys: list[dg.MultiPartitionKey], workers: int,
              selection: list[str] | None = None, log_level: str = "WARNING",
-             on_done: Callable[[dg.MultiPartitionKey, Outcome], None] | None = None) -> dict[str, Outcome]:
+             on_done: Callable[[dg.MultiPartitionKey, Outcome], None] | None = None,
+             wait_message_every_s: float = pools.WAIT_MESSAGE_EVERY_S) -> dict[str, Outcome]:
     """Every key as its own run, `workers` at a time; outcomes by key (in the order given). `on_done` is called as
     each run ends (progress).
 
     Each run is orchestrated from its own process: Dagster configures Python logging per run (dictConfig), and two
-    runs orchestrated from threads of one process deadlock on the logging locks."""
+    runs orchestrated from threads of one process deadlock on the logging locks. While one of them waits for a `gpu`
+    slot, the pool is watched from here every `wait_message_every_s` s (holders reported, dead ones reaped)."""
     out: dict[str, Outcome] = {}
     ref = inst.get_ref()
     init_pools(inst)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn, initializer=_exit_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level): key for key in keys}
+    spawn, invocation = multiprocessing.get_context("spawn"), uuid.uuid4().hex
+    with pools.PoolWatcher(inst, invocation, ("gpu",), wait_message_every_s), \
+            ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn, initializer=_exit_with_parent,
+                                initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level, invocation): key for key in keys}
         for future in as_completed(futures):
             key = futures[future]
             out[str(key)] = future.result()

@@ -4,12 +4,15 @@ Dagster's in-process executor waits for a `gpu` slot silently (one "blocked" eve
 polls without sleeping, so a wait behind another run looked like a hang. `PoolWatcher` runs beside `dg.materialize`
 and, every `interval` seconds that a step of the watched run is queued for a full pool, prints which runs hold the
 slots (run id, step, status, pid and host when known). A holder whose process is gone is reaped there and then
-(`reap_dead_runs`), so the wait ends instead of lasting forever.
+(`reap_dead_runs`), so the wait ends instead of lasting forever. One invocation may be many runs (`cprox materialize
+--workers N` tags every shard's run with it): the watcher looks at each of them that has not finished.
+
+"Gone" means no process with that pid, a zombie (killed, not yet reaped by init: a container whose init reaps late
+keeps it for a while), or a pid taken by a newer process than the one that wrote the run's events.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Self
 
 import dagster as dg
+import psutil
 
 HOST_TAG, PID_TAG, INVOCATION_TAG = "cprox/host", "cprox/pid", "cprox/invocation"
 WAIT_MESSAGE_EVERY_S = 15.0
@@ -27,19 +31,28 @@ def host() -> str:
     return socket.gethostname()
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int, seen_at: float | None = None) -> bool:
+    """Whether `pid` is a live process, and (given `seen_at`, when it wrote an event) the same one: a zombie is dead,
+    and so is a process created after `seen_at` (the pid was reused)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        return seen_at is None or proc.create_time() <= seen_at + 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
-def run_pids(inst: dg.DagsterInstance, run_id: str) -> set[int]:
-    """The pids that wrote the run's events (the in-process run worker)."""
-    return {r.dagster_event.pid for r in inst.all_logs(run_id) if r.dagster_event and r.dagster_event.pid}
+def run_pids(inst: dg.DagsterInstance, run_id: str) -> dict[int, float]:
+    """The pids that wrote the run's events (its run worker and step processes), each with the time of its first
+    event."""
+    out: dict[int, float] = {}
+    for r in inst.all_logs(run_id):
+        if r.dagster_event and r.dagster_event.pid:
+            out.setdefault(r.dagster_event.pid, r.timestamp)
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,9 +90,9 @@ def waiting_steps(inst: dg.DagsterInstance, pool: str, run_id: str) -> list[str]
 
 
 class PoolWatcher:
-    """A thread, as a context manager around an in-process run tagged `cprox/invocation=<invocation>`: while one of
-    the run's steps waits for a slot of `pools`, every `interval` s it reaps holders whose process is gone and
-    reports the live ones through `log` (default: stderr)."""
+    """A thread, as a context manager around the runs tagged `cprox/invocation=<invocation>` (one in-process run, or
+    every shard run of a fan-out): while a step of one of them waits for a slot of `pools`, every `interval` s it
+    reaps holders whose process is gone and reports the live ones through `log` (default: stderr)."""
 
     def __init__(self, inst: dg.DagsterInstance, invocation: str, pools: Iterable[str],
                  interval: float = WAIT_MESSAGE_EVERY_S, log: Callable[[str], None] | None = None):
@@ -87,7 +100,6 @@ class PoolWatcher:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cprox-pool-watcher", daemon=True)
-        self._run_id: str | None = None
 
     def __enter__(self) -> Self:
         if self.pools and self.inst.event_log_storage.supports_global_concurrency_limits:
@@ -106,29 +118,29 @@ class PoolWatcher:
             except Exception as exc:  # noqa: BLE001 - a failed look never stops the run it watches
                 self.log(f"(could not read the pool slots: {type(exc).__name__}: {exc})")
 
-    def run_id(self) -> str | None:
-        if self._run_id is None:
-            runs = self.inst.get_runs(dg.RunsFilter(tags={INVOCATION_TAG: self.invocation}), limit=1)
-            self._run_id = runs[0].run_id if runs else None
-        return self._run_id
+    def run_ids(self) -> list[str]:
+        """The invocation's runs that have not finished."""
+        runs = self.inst.get_runs(dg.RunsFilter(tags={INVOCATION_TAG: self.invocation},
+                                                statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                                                          dg.DagsterRunStatus.STARTED]))
+        return [r.run_id for r in runs]
 
     def check(self) -> list[str]:
-        """One look: the messages logged (none when the run waits for no slot)."""
+        """One look: the messages logged (none when no run waits for a slot)."""
         from cp_assets.cli.common import reap_dead_runs
 
-        run_id, messages = self.run_id(), []
-        if run_id is None:
-            return messages
-        for pool in self.pools:
-            steps = waiting_steps(self.inst, pool, run_id)
-            if not steps:
-                continue
-            for dead in reap_dead_runs(self.inst):
-                messages.append(f"marked run {dead} failed: its process is gone (killed?); its pool slots are free "
-                                "again")
-            held = [h for h in holders(self.inst, pool) if h.run_id != run_id]
-            who = "; ".join(h.describe() for h in held) or "no run (a slot frees up)"
-            messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
+        messages: list[str] = []
+        for run_id in self.run_ids():
+            for pool in self.pools:
+                steps = waiting_steps(self.inst, pool, run_id)
+                if not steps:
+                    continue
+                for dead in reap_dead_runs(self.inst):
+                    messages.append(f"marked run {dead} failed: its process is gone (killed?); its pool slots are "
+                                    "free again")
+                held = [h for h in holders(self.inst, pool) if h.run_id != run_id]
+                who = "; ".join(h.describe() for h in held) or "no run (a slot frees up)"
+                messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
         for msg in messages:
             self.log(msg)
         return messages
