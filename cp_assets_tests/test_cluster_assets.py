@@ -75,7 +75,8 @@ def test_name_quality_is_retrieval_among_siblings_and_worse_llm_names_go():
     import numpy as np
 
     from cp_assets.lib.clusters import name_quality as nq
-    from cp_assets.lib.clusters.naming import KeywordName, NodeName
+    from cp_assets.lib.clusters.keywords import KeywordName
+    from cp_assets.lib.clusters.naming import NodeName
     from cp_assets.lib.clusters.tree import Node, Tree
 
     e = np.eye(3, dtype=np.float32)

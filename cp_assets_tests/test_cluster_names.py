@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from cp_assets.lib.core import settings
-from cp_assets.lib.clusters.naming import (PROMPT_VERSION, NameCache, keyword_names, name_nodes, naming_stats,
-                                         nearest_members, parse_answer)
+from cp_assets.lib.clusters.keywords import keyword_names
+from cp_assets.lib.clusters.naming import (PROMPT_VERSION, NameCache, name_nodes, naming_stats, nearest_members,
+                                         parse_answer)
 from cp_assets.lib.clusters.tree import Node, Tree, member_fingerprint
 from cp_assets.lib.evals.model_registry import ModelSpec
 from cp_assets.lib.reports.results_db import ResultsDB

@@ -15,7 +15,8 @@ from cp_assets.lib.clusters import name_quality
 from cp_assets.lib.clusters import report as clusters
 from cp_assets.lib.clusters import store as cluster_store
 from cp_assets.lib.clusters.annotations import Annotation, render
-from cp_assets.lib.clusters.naming import NameCache, keyword_names, name_nodes, naming_stats
+from cp_assets.lib.clusters.keywords import keyword_names
+from cp_assets.lib.clusters.naming import NameCache, name_nodes, naming_stats
 from cp_assets.lib.clusters.plots import rate_bars, tree_html, tree_png
 from cp_assets.lib.clusters.tree import Tree, build_tree
 from cp_assets.lib.core import plots, settings

@@ -15,7 +15,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cp_assets.lib.clusters.naming import KeywordName, NodeName
+from cp_assets.lib.clusters.keywords import KeywordName
+from cp_assets.lib.clusters.naming import NodeName
 from cp_assets.lib.clusters.tree import Tree
 
 
