@@ -66,7 +66,8 @@ def main() -> int:
 
     from cp_assets.lib.core import settings
     from cp_assets.lib.tinygpt.model import train_tokenizer
-    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, loss_curves_png, train
+    from cp_assets.lib.tinygpt.plots import loss_curves_png
+    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

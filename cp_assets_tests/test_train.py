@@ -19,8 +19,9 @@ from cp_assets.lib.evals.backends.tiny import TinyBackend
 from cp_assets.lib.evals.model_registry import ModelSpec
 from cp_assets.lib.evals.generation import GenerationRequest, SamplingParams
 from cp_assets.lib.tinygpt.model import GPT, BPETokenizer, load_checkpoint, train_tokenizer
-from cp_assets.lib.tinygpt.train import (SIZES, ModelSize, TrainConfig, TrainingDiverged, TrainResult, loss_curves_png,
-                                 lr_multiplier, make_optimizers, train)
+from cp_assets.lib.tinygpt.plots import loss_curves_png
+from cp_assets.lib.tinygpt.train import (SIZES, ModelSize, TrainConfig, TrainingDiverged, TrainResult, lr_multiplier,
+                                 make_optimizers, train)
 
 SIZE = ModelSize("test", vocab_size=512, n_layer=2, n_head=1, n_embd=64, seq_len=128, batch_size=8,
                  total_tokens=96 * 1024)

@@ -76,10 +76,10 @@ def _jsonable(cfg) -> dict:
 
 def training_metadata(out: dict, stage: str) -> dict:
     """Metadata of a finished training run (`train_base` / `train_sft` output): figures, config and loss curve."""
-    from cp_assets.lib.tinygpt import train
+    from cp_assets.lib.tinygpt.plots import loss_curves_png
 
     result, model_id = out["result"], out["model_id"]
-    png = train.loss_curves_png({model_id: result}, plot_path(f"loss_{model_id}.png"))
+    png = loss_curves_png({model_id: result}, plot_path(f"loss_{model_id}.png"))
     return {"model_id": model_id, "stage": stage, "checkpoint": FilePath(str(out["path"])),
             "n_params": result.n_params, "tokens": result.tokens, "final_train_loss": result.final_train_loss,
             "final_val_loss": result.final_val_loss, "tokens_per_s": result.tokens_per_s,
