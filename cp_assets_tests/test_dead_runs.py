@@ -18,7 +18,7 @@ import psutil
 from dagster._core.storage.dagster_run import DagsterRun
 
 from cp_assets.cli.common import materialize, reap_dead_runs
-from cp_assets.cli.pools import HOST_TAG, INVOCATION_TAG, PID_TAG, PoolWatcher, alive, holders
+from cp_assets.cli.pools import HOST_TAG, INVOCATION_TAG, PID_TAG, PoolWatcher, alive, holders, waiting_steps
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time
@@ -198,3 +198,20 @@ def test_the_watcher_of_a_fan_out_looks_at_each_of_its_runs(tmp_path):
     claimed = [(s.run_id, s.step_key) for s in inst.event_log_storage.get_concurrency_info("gpu").claimed_slots]
     assert claimed == []
     assert any(inst.event_log_storage.claim_concurrency_slot("gpu", r, "embeddings").is_claimed for r in waiting)
+
+
+def test_a_fan_out_run_waiting_behind_its_sibling_is_not_reported(tmp_path):
+    """Two shard runs of one `--workers 2` invocation: one embeds (holds the slot), the other waits for it. That is
+    the plan, not news: no message every 15 s for the whole fan-out."""
+    inst = gpu_instance(tmp_path)
+    invocation = uuid.uuid4().hex
+    runs = [f"shard-run-{i}-{invocation[:6]}" for i in range(2)]
+    for run_id in runs:
+        inst.add_run(DagsterRun(job_name="all_assets_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                tags={INVOCATION_TAG: invocation, HOST_TAG: socket.gethostname()}))
+    inst.event_log_storage.initialize_concurrency_limit_to_default("gpu")
+    assert inst.event_log_storage.claim_concurrency_slot("gpu", runs[0], "embeddings").is_claimed
+    assert not inst.event_log_storage.claim_concurrency_slot("gpu", runs[1], "embeddings").is_claimed
+    watcher = PoolWatcher(inst, invocation, ["gpu"], log=lambda m: None)
+    assert waiting_steps(inst, "gpu", runs[1]) == ["embeddings"]
+    assert watcher.check() == []  # (a holder outside the invocation is reported: the test above)

@@ -5,7 +5,8 @@ polls without sleeping, so a wait behind another run looked like a hang. `PoolWa
 and, every `interval` seconds that a step of the watched run is queued for a full pool, prints which runs hold the
 slots (run id, step, status, pid and host when known). A holder whose process is gone is reaped there and then
 (`reap_dead_runs`), so the wait ends instead of lasting forever. One invocation may be many runs (`cprox materialize
---workers N` tags every shard's run with it): the watcher looks at each of them that has not finished.
+--workers N` tags every shard's run with it): the watcher looks at each of them that has not finished, and says
+nothing of a wait behind a sibling run of the same invocation (the fan-out's plan: one embedding step per `gpu` slot).
 
 "Gone" means no process with that pid, a zombie (killed, not yet reaped by init: a container whose init reaps late
 keeps it for a while), or a pid taken by a newer process than the one that wrote the run's events.
@@ -130,7 +131,8 @@ class PoolWatcher:
         from cp_assets.cli.common import reap_dead_runs
 
         messages: list[str] = []
-        for run_id in self.run_ids():
+        mine = self.run_ids()
+        for run_id in mine:
             for pool in self.pools:
                 steps = waiting_steps(self.inst, pool, run_id)
                 if not steps:
@@ -139,6 +141,8 @@ class PoolWatcher:
                     messages.append(f"marked run {dead} failed: its process is gone (killed?); its pool slots are "
                                     "free again")
                 held = [h for h in holders(self.inst, pool) if h.run_id != run_id]
+                if held and all(h.run_id in mine for h in held):
+                    continue  # behind a sibling run of this invocation (a fan-out's): the expected wait, not news
                 who = "; ".join(h.describe() for h in held) or "no run (a slot frees up)"
                 messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
         for msg in messages:
