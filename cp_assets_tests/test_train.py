@@ -271,3 +271,25 @@ def test_default_cpu_size_trains_both_optimizers(tmp_path):
     for r in runs.values():
         assert r.final_val_loss < 5.05 and r.steps == 64 and len(r.checkpoints) == 7
     assert abs(runs["adamw"].final_val_loss - runs["muon"].final_val_loss) < 0.15
+
+
+def test_a_divergence_is_recorded_under_the_model_that_diverged(tmp_path):
+    """`train_recorded` over a fit that trains several models (the LiRA references a and b): half b's divergence is
+    half b's failure row, not the first model's."""
+    from cp_assets.lib.memorization.materialize import train_recorded
+    from cp_assets.lib.memorization.training import run_rows
+    from cp_assets.lib.reports.results_db import ResultsDB
+
+    db = ResultsDB(tmp_path / "results.duckdb")
+
+    def fit():
+        exc = TrainingDiverged("loss is nan (adamw, seed 0) at step 7", 7, None)
+        exc.rows, exc.model_id = run_rows("tiny-lira-b", "adamw-s0", "lira", "test", error=str(exc)), "tiny-lira-b"
+        raise exc
+
+    with pytest.raises(TrainingDiverged) as e:
+        train_recorded(db, "tiny-lira-a", fit)
+    assert e.value.model_id == "tiny-lira-b"
+    with db.connect() as con:
+        rows = con.execute("SELECT model_id, status FROM training_runs").fetchall()
+    assert rows == [("tiny-lira-b", "failed")]

@@ -88,13 +88,15 @@ def training_metadata(out: dict, stage: str) -> dict:
 
 
 def train_recorded(db, model_id: str, fit: Callable[[], dict]) -> dict:
+    """`fit()`; a divergence's failure rows are recorded under the model that diverged: the one `fit` named on the
+    exception (a fit that trains several models, as the LiRA references), else `model_id`."""
     from cp_assets.lib.tinygpt.train import TrainingDiverged
 
     try:
         return fit()
     except TrainingDiverged as exc:
-        exc.model_id = model_id
-        record_training(db, model_id, exc.rows)
+        exc.model_id = getattr(exc, "model_id", None) or model_id
+        record_training(db, exc.model_id, exc.rows)
         raise
 
 

@@ -100,6 +100,7 @@ def train_lira_references(docs, quotes: Sequence[str], experiment, *, log: Log =
             result = train.train(texts, val, size, cfg, out, tokenizer=tokenizer, log=log)
         except train.TrainingDiverged as exc:
             exc.rows = training.run_rows(model_id, run, "lira", spec.size, error=str(exc), path=out)
+            exc.model_id = model_id  # half b's divergence is recorded as half b's
             raise
         runs_rows, curve_rows = training.run_rows(model_id, run, "lira", spec.size, result, path=out)
         outs.append({"model_id": model_id, "path": out, "result": result, "runs_rows": runs_rows,
