@@ -142,13 +142,18 @@ def test_a_holder_killed_during_the_wait_is_reaped_and_the_wait_ends(tmp_path, c
     assert f"marked run {dead.run_id} failed" in seen
 
 
+def kill_leaving_a_zombie(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` without wait(): it stays a zombie of this process until the caller waits for it."""
+    proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_zombie_or_a_reused_pid_counts_as_gone():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     assert alive(child.pid)
-    child.send_signal(signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-        time.sleep(0.05)
+    kill_leaving_a_zombie(child)
     assert not alive(child.pid), "killed and not yet waited for: a zombie, no longer running"
     child.wait(timeout=10)
     assert not alive(child.pid)
@@ -162,10 +167,7 @@ def test_a_killed_holder_not_yet_reaped_by_its_parent_is_reaped(tmp_path):
     looked, so the rerun took them for alive and waited on their `gpu` slot."""
     inst = gpu_instance(tmp_path)
     proc = start_holder(tmp_path)
-    proc.send_signal(signal.SIGKILL)  # no wait(): the holder stays a zombie of this process
-    deadline = time.monotonic() + 10
-    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-        time.sleep(0.05)
+    kill_leaving_a_zombie(proc)
     [run_id] = reap_dead_runs(inst)
     assert inst.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
     proc.wait(timeout=10)

@@ -94,19 +94,18 @@ def _run_in_child(ref: dg.InstanceRef, key: str, selection: list[str] | None, lo
 
 def run_many(inst: dg.DagsterInstance, keys: list[dg.MultiPartitionKey], workers: int,
              selection: list[str] | None = None, log_level: str = "WARNING",
-             on_done: Callable[[dg.MultiPartitionKey, Outcome], None] | None = None,
-             wait_message_every_s: float = pools.WAIT_MESSAGE_EVERY_S) -> dict[str, Outcome]:
+             on_done: Callable[[dg.MultiPartitionKey, Outcome], None] | None = None) -> dict[str, Outcome]:
     """Every key as its own run, `workers` at a time; outcomes by key (in the order given). `on_done` is called as
     each run ends (progress).
 
     Each run is orchestrated from its own process: Dagster configures Python logging per run (dictConfig), and two
     runs orchestrated from threads of one process deadlock on the logging locks. While one of them waits for a `gpu`
-    slot, the pool is watched from here every `wait_message_every_s` s (holders reported, dead ones reaped)."""
+    slot, the pool is watched from here (pools.PoolWatcher: holders reported, dead ones reaped)."""
     out: dict[str, Outcome] = {}
     ref = inst.get_ref()
     init_pools(inst)
     spawn, invocation = multiprocessing.get_context("spawn"), uuid.uuid4().hex
-    with pools.PoolWatcher(inst, invocation, ("gpu",), wait_message_every_s), \
+    with pools.PoolWatcher(inst, invocation, ("gpu",)), \
             ProcessPoolExecutor(max_workers=max(1, workers), mp_context=spawn, initializer=_exit_with_parent,
                                 initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_in_child, ref, str(key), selection, log_level, invocation): key for key in keys}

@@ -5,8 +5,9 @@ polls without sleeping, so a wait behind another run looked like a hang. `PoolWa
 and, every `interval` seconds that a step of the watched run is queued for a full pool, prints which runs hold the
 slots (run id, step, status, pid and host when known). A holder whose process is gone is reaped there and then
 (`reap_dead_runs`), so the wait ends instead of lasting forever. One invocation may be many runs (`cprox materialize
---workers N` tags every shard's run with it): the watcher looks at each of them that has not finished, and says
-nothing of a wait behind a sibling run of the same invocation (the fan-out's plan: one embedding step per `gpu` slot).
+--workers N` tags every shard's run with it): the watcher looks at each of them that has not finished, reading each
+pool once per look, and says nothing of a wait behind a sibling run of the same invocation (the fan-out's plan: one
+embedding step per `gpu` slot).
 
 "Gone" means no process with that pid, a zombie (killed, not yet reaped by init: a container whose init reaps late
 keeps it for a while), or a pid taken by a newer process than the one that wrote the run's events.
@@ -39,7 +40,7 @@ def alive(pid: int, seen_at: float | None = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        return seen_at is None or proc.create_time() <= seen_at + 1.0
+        return seen_at is None or proc.create_time() <= seen_at + 1.0  # 1 s: create_time is estimated from boot time
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
@@ -85,9 +86,17 @@ def holders(inst: dg.DagsterInstance, pool: str) -> list[Holder]:
 
 def waiting_steps(inst: dg.DagsterInstance, pool: str, run_id: str) -> list[str]:
     """Steps of `run_id` queued for `pool` and not holding a slot."""
-    info = inst.event_log_storage.get_concurrency_info(pool)
+    return _waiting(inst.event_log_storage.get_concurrency_info(pool), {run_id}).get(run_id, [])
+
+
+def _waiting(info, run_ids: set[str]) -> dict[str, list[str]]:
+    """From one look at a pool (`get_concurrency_info`): the steps of each of `run_ids` queued and not holding a slot."""
     claimed = {(s.run_id, s.step_key) for s in info.claimed_slots}
-    return [p.step_key for p in info.pending_steps if p.run_id == run_id and (p.run_id, p.step_key) not in claimed]
+    out: dict[str, list[str]] = {}
+    for p in info.pending_steps:
+        if p.run_id in run_ids and (p.run_id, p.step_key) not in claimed:
+            out.setdefault(p.run_id, []).append(p.step_key)
+    return out
 
 
 class PoolWatcher:
@@ -119,31 +128,34 @@ class PoolWatcher:
             except Exception as exc:  # noqa: BLE001 - a failed look never stops the run it watches
                 self.log(f"(could not read the pool slots: {type(exc).__name__}: {exc})")
 
-    def run_ids(self) -> list[str]:
+    def run_ids(self) -> set[str]:
         """The invocation's runs that have not finished."""
         runs = self.inst.get_runs(dg.RunsFilter(tags={INVOCATION_TAG: self.invocation},
                                                 statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                                                           dg.DagsterRunStatus.STARTED]))
-        return [r.run_id for r in runs]
+        return {r.run_id for r in runs}
 
     def check(self) -> list[str]:
-        """One look: the messages logged (none when no run waits for a slot)."""
+        """One look: the messages logged (none when no run waits for a slot, or when only runs of this invocation
+        hold the slots: a fan-out's shard run behind its sibling is the plan, and its siblings are this process's
+        children, so nothing is reaped then either)."""
         from cp_assets.cli.common import reap_dead_runs
 
         messages: list[str] = []
-        mine = self.run_ids()
-        for run_id in mine:
-            for pool in self.pools:
-                steps = waiting_steps(self.inst, pool, run_id)
-                if not steps:
-                    continue
-                for dead in reap_dead_runs(self.inst):
-                    messages.append(f"marked run {dead} failed: its process is gone (killed?); its pool slots are "
-                                    "free again")
-                held = [h for h in holders(self.inst, pool) if h.run_id != run_id]
-                if held and all(h.run_id in mine for h in held):
-                    continue  # behind a sibling run of this invocation (a fan-out's): the expected wait, not news
-                who = "; ".join(h.describe() for h in held) or "no run (a slot frees up)"
+        mine, reaped = self.run_ids(), False
+        for pool in self.pools:
+            info = self.inst.event_log_storage.get_concurrency_info(pool)
+            waiting = _waiting(info, mine)
+            holding = {slot.run_id for slot in info.claimed_slots}
+            if not waiting or (holding and holding <= mine):
+                continue
+            if not reaped:
+                reaped = True
+                messages += [f"marked run {dead} failed: its process is gone (killed?); its pool slots are free again"
+                             for dead in reap_dead_runs(self.inst)]
+            held = holders(self.inst, pool)
+            for run_id, steps in sorted(waiting.items()):
+                who = "; ".join(h.describe() for h in held if h.run_id != run_id) or "no run (a slot frees up)"
                 messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
         for msg in messages:
             self.log(msg)
