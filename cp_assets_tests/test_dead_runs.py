@@ -18,7 +18,8 @@ import psutil
 from dagster._core.storage.dagster_run import DagsterRun
 
 from cp_assets.cli.common import materialize, reap_dead_runs
-from cp_assets.cli.pools import HOST_TAG, INVOCATION_TAG, PID_TAG, PoolWatcher, alive, holders, waiting_steps
+from cp_assets.cli.pools import (HOST_TAG, INVOCATION_TAG, LIFECYCLE_EVENTS, PID_TAG, PoolWatcher, alive, holders,
+                                 run_pids, waiting_steps)
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time
@@ -217,3 +218,37 @@ def test_a_fan_out_run_waiting_behind_its_sibling_is_not_reported(tmp_path):
     watcher = PoolWatcher(inst, invocation, ["gpu"], log=lambda m: None)
     assert waiting_steps(inst, "gpu", runs[1]) == ["embeddings"]
     assert watcher.check() == []  # (a holder outside the invocation is reported: the test above)
+
+
+
+@dg.asset
+def step_a() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+
+
+@dg.asset
+def step_b() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+
+
+def two_step_job() -> dg.JobDefinition:
+    """Two assets in a multiprocess job: the run worker plus one subprocess per step (reconstructable, module level)."""
+    defs = dg.Definitions(assets=[step_a, step_b],
+                          jobs=[dg.define_asset_job("two_steps", executor_def=dg.multiprocess_executor)])
+    return defs.resolve_job_def("two_steps")
+
+
+def test_run_pids_names_the_run_worker_and_every_step_process_from_lifecycle_events_only(tmp_path):
+    """`run_pids` reads only lifecycle events (not a run's whole log): it must still name every process that wrote
+    any event of a multiprocess run, the run worker and each step's subprocess."""
+    inst = gpu_instance(tmp_path)
+    with dg.execute_job(dg.reconstructable(two_step_job), instance=inst,
+                        tags={HOST_TAG: socket.gethostname()}) as result:
+        assert result.success
+        step_pids = {m.metadata["pid"].value for m in result.asset_materializations_for_node("step_a")
+                     + result.asset_materializations_for_node("step_b")}
+    every = {r.dagster_event.pid for r in inst.all_logs(result.run_id) if r.dagster_event and r.dagster_event.pid}
+    pids = run_pids(inst, result.run_id)
+    assert set(pids) == every
+    assert len(step_pids) == 2 and step_pids <= set(pids) and len(pids) == 3  # + the run worker
+    assert len(inst.all_logs(result.run_id)) > 2 * len(inst.all_logs(result.run_id, of_type=LIFECYCLE_EVENTS))

@@ -27,6 +27,9 @@ import psutil
 
 HOST_TAG, PID_TAG, INVOCATION_TAG = "cprox/host", "cprox/pid", "cprox/invocation"
 WAIT_MESSAGE_EVERY_S = 15.0
+LIFECYCLE_EVENTS = {dg.DagsterEventType.RUN_STARTING, dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START,
+                    dg.DagsterEventType.STEP_WORKER_STARTING, dg.DagsterEventType.STEP_WORKER_STARTED,
+                    dg.DagsterEventType.ENGINE_EVENT}
 
 
 def host() -> str:
@@ -49,9 +52,10 @@ def alive(pid: int, seen_at: float | None = None) -> bool:
 
 def run_pids(inst: dg.DagsterInstance, run_id: str) -> dict[int, float]:
     """The pids that wrote the run's events (its run worker and step processes), each with the time of its first
-    event."""
+    event. Only the lifecycle events are read (a run's start, each step's start, engine events), which name every
+    process of a run, not its whole log: materializations, checks and logs may number in the thousands."""
     out: dict[int, float] = {}
-    for r in inst.all_logs(run_id):
+    for r in inst.all_logs(run_id, of_type=LIFECYCLE_EVENTS):
         if r.dagster_event and r.dagster_event.pid:
             out.setdefault(r.dagster_event.pid, r.timestamp)
     return out
