@@ -234,7 +234,7 @@ def hnsw_scans(store, slug: str) -> tuple[int, int]:
     with store.connect() as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         i = conn.execute("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname = %s",
-                         (f"{shard_table(slug, SPLIT, "00000")}_hnsw",)).fetchone()[0]
+                         (shard_table(slug, SPLIT, "00000") + "_hnsw",)).fetchone()[0]
         s = conn.execute("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname = %s",
                          (shard_table(slug, SPLIT, "00000"),)).fetchone()[0]
     return int(i), int(s)

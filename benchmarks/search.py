@@ -305,7 +305,7 @@ def run(args, home) -> int:
         with C.Timer() as t:
             store.publish_build(SLUG, SPLIT, expected=n, m=args.m, ef_construction=args.efc)
         with store.connect() as conn:
-            isz = conn.execute("SELECT pg_relation_size(%s)", (f"{shard_table(SLUG, SPLIT, "00000")}_hnsw",)).fetchone()[0]
+            isz = conn.execute("SELECT pg_relation_size(%s)", (shard_table(SLUG, SPLIT, "00000") + "_hnsw",)).fetchone()[0]
             tsz = conn.execute("SELECT pg_table_size(%s)", (shard_table(SLUG, SPLIT, "00000"),)).fetchone()[0]
         pg_notes = "; ".join(x for x in dict.fromkeys(store.notices) if "does not exist, skipping" not in x) \
             or "no server notices"

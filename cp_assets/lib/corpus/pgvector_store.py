@@ -20,30 +20,22 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from cp_assets.lib.corpus import embedded_pg
 from cp_assets.lib.corpus.chunking import Chunk
-from cp_assets.lib.corpus.pgvector_vectors import (SCHEMA_LOCK, SINGLE_SHARD, BuildConflict, VectorTables,
-                                                   build_table, emb_table, part_table, shard_table)
+from cp_assets.lib.corpus.pgvector_vectors import (METRICS, SCHEMA_LOCK, SINGLE_SHARD, BuildConflict, Hit,
+                                                   VectorTables, build_table, emb_table, part_table, shard_table)
 from cp_assets.lib.corpus.sources import Document
 
 __all__ = ["BuildConflict", "DatabaseUnavailable", "Hit", "METRICS", "PgStore", "SCHEMA_LOCK", "SINGLE_SHARD",
            "build_table", "emb_table", "part_table", "shard_table"]
 
-METRICS = {
-    "cosine": "embedding <=> {q}",
-    "l2": "embedding <-> {q}",
-    "inner_product": "embedding <#> {q}",  # pgvector's negative inner product: smaller is closer
-    "l1": "l1_distance(embedding, {q})",
-}
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE IF NOT EXISTS cprox_documents (
@@ -80,18 +72,6 @@ SCHEMA_MARKER = "cprox schema " + hashlib.sha256(SCHEMA.encode()).hexdigest()[:1
 
 class DatabaseUnavailable(RuntimeError):
     """Postgres cannot be reached; the message says which one (password hidden) and how to start the embedded one."""
-
-
-@dataclass
-class Hit:
-    rank: int
-    distance: float
-    metric: str
-    split: str
-    doc_id: str
-    chunk_id: str
-    text: str
-    embed_share: float | None = None  # the hit's split: vectors / chunks (below 1 under `embed_sample`)
 
 
 READER_IDLE_PING_S = 1.0  # a reader idle longer is pinged before use (a restart may have closed it)
@@ -360,49 +340,6 @@ class PgStore(VectorTables):
     def _exists(conn, table: str) -> bool:
         return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
 
-    # -- search -----------------------------------------------------------------------------------------------------
-    def search(self, slug: str, queries: np.ndarray, split: str | None = None, k: int = 5, metric: str = "cosine",
-               exact: bool = False, ef_search: int = 100) -> list[list[Hit]]:
-        """Top-k chunks for each query vector, through SQL (HNSW unless exact), pipelined over one connection."""
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}: choose from {sorted(METRICS)}")
-        expr = sql.SQL(METRICS[metric].format(q="%(q)s"))
-        where = sql.SQL("WHERE split = %(split)s") if split else sql.SQL("")
-        if exact:
-            inner = sql.SQL("SELECT split, chunk_id, {e} AS distance FROM {t} {w} ORDER BY distance LIMIT %(k)s")
-        else:  # HNSW (cosine) gives candidates; l2/ip rank the same on unit vectors, l1 re-ranks ef_search of them
-            inner = sql.SQL("SELECT split, chunk_id, {e} AS distance FROM {t} {w} "
-                            "ORDER BY embedding <=> %(q)s LIMIT %(cand)s")
-        query = sql.SQL("WITH hits AS ({inner}) SELECT h.split, h.chunk_id, c.doc_id, c.text, h.distance FROM hits h "
-                        "JOIN cprox_chunks c USING (split, chunk_id) ORDER BY h.distance LIMIT %(k)s").format(
-            inner=inner.format(e=expr, t=sql.Identifier(emb_table(slug)), w=where))
-        cand = max(k, ef_search) if metric == "l1" else k
-        with self.reader() as conn:
-            if not self._exists(conn, emb_table(slug)):
-                raise LookupError(f"no embeddings for model {slug!r} yet: materialize the `embeddings` asset first")
-            conn.execute("SET enable_indexscan = %s" % ("off" if exact else "on"))
-            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
-            with conn.pipeline():
-                curs = [conn.execute(query, {"q": q, "split": split, "k": k, "cand": cand}) for q in queries]
-            results = []
-            for cur in curs:
-                results.append([Hit(r + 1, float(d), metric, s, doc, cid, text)
-                                for r, (s, cid, doc, text, d) in enumerate(cur.fetchall())])
-        return results
-
-    def load_matrix(self, slug: str, split: str) -> tuple[list[str], np.ndarray]:
-        """(chunk ids, float32 matrix) of one published split, in chunk-id order, by binary COPY."""
-        ids, vecs = [], []
-        q = sql.SQL("COPY (SELECT chunk_id, embedding FROM {} ORDER BY chunk_id) TO STDOUT (FORMAT BINARY)").format(
-            sql.Identifier(part_table(slug, split)))
-        with self.session() as conn, conn.cursor().copy(q) as copy:
-            copy.set_types(["text", "vector"])
-            for cid, vec in copy.rows():
-                ids.append(cid)
-                vecs.append(vec.to_numpy() if hasattr(vec, "to_numpy") else vec)
-        return ids, (np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32))
-
-
     def chunk_texts(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
         """(split, chunk_id) -> (doc_id, text)."""
         if not keys:
@@ -412,12 +349,6 @@ class PgStore(VectorTables):
                                 "unnest(%s::text[], %s::text[]) AS k(split, chunk_id) USING (split, chunk_id)",
                                 ([s for s, _ in keys], [c for _, c in keys])).fetchall()
         return {(s, c): (d, t) for s, c, d, t in rows}
-
-    def embedded_splits(self, slug: str) -> list[str]:
-        with self.reader() as conn:
-            rows = conn.execute("SELECT DISTINCT split FROM cprox_partitions WHERE kind = 'embeddings' AND "
-                                "model_slug = %s ORDER BY split", (slug,)).fetchall()
-        return [r[0] for r in rows]
 
 
 def _combined(versions: list[str]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Collection, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +27,12 @@ from psycopg import sql
 SINGLE_SHARD = "00000"  # the shard of a split that is not cut (and of rows written before shards existed)
 SCHEMA_LOCK = 7_310_001  # advisory lock id serializing schema DDL across processes
 MAX_IDENT = 63  # Postgres truncates longer identifiers silently
+METRICS = {
+    "cosine": "embedding <=> {q}",
+    "l2": "embedding <-> {q}",
+    "inner_product": "embedding <#> {q}",  # pgvector's negative inner product: smaller is closer
+    "l1": "l1_distance(embedding, {q})",
+}
 
 
 def ident(name: str) -> str:
@@ -60,8 +67,21 @@ class BuildConflict(RuntimeError):
     """Another process is building the same shard's embeddings right now."""
 
 
+@dataclass
+class Hit:
+    rank: int
+    distance: float
+    metric: str
+    split: str
+    doc_id: str
+    chunk_id: str
+    text: str
+    embed_share: float | None = None  # the hit's split: vectors / chunks (below 1 under `embed_sample`)
+
+
 class VectorTables:
-    """The embedding half of `PgStore` (needs its `session`, `connect`, `_exists` and `_record_partition`)."""
+    """The embedding half of `PgStore` (needs its `session`, `reader`, `connect`, `_exists` and
+    `_record_partition`)."""
 
     def ensure_embedding_table(self, slug: str, model: str, dim: int) -> None:
         """The per-model partitioned table; refuses a model whose dimension differs from the stored one; converts a
@@ -272,6 +292,54 @@ class VectorTables:
             matched = conn.execute(sql.SQL("SELECT count(DISTINCT chunk_id) FROM {} WHERE chunk_id = ANY(%s::text[])")
                                    .format(t), (list(chunk_ids),)).fetchone()[0]
         return {"rows": rows, "dims": dims, "bad": bad, "matched": matched}
+
+    # -- search -----------------------------------------------------------------------------------------------------
+    def search(self, slug: str, queries: np.ndarray, split: str | None = None, k: int = 5, metric: str = "cosine",
+               exact: bool = False, ef_search: int = 100) -> list[list[Hit]]:
+        """Top-k chunks for each query vector, through SQL (HNSW unless exact), pipelined over one connection."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}: choose from {sorted(METRICS)}")
+        expr = sql.SQL(METRICS[metric].format(q="%(q)s"))
+        where = sql.SQL("WHERE split = %(split)s") if split else sql.SQL("")
+        if exact:
+            inner = sql.SQL("SELECT split, chunk_id, {e} AS distance FROM {t} {w} ORDER BY distance LIMIT %(k)s")
+        else:  # HNSW (cosine) gives candidates; l2/ip rank the same on unit vectors, l1 re-ranks ef_search of them
+            inner = sql.SQL("SELECT split, chunk_id, {e} AS distance FROM {t} {w} "
+                            "ORDER BY embedding <=> %(q)s LIMIT %(cand)s")
+        query = sql.SQL("WITH hits AS ({inner}) SELECT h.split, h.chunk_id, c.doc_id, c.text, h.distance FROM hits h "
+                        "JOIN cprox_chunks c USING (split, chunk_id) ORDER BY h.distance LIMIT %(k)s").format(
+            inner=inner.format(e=expr, t=sql.Identifier(emb_table(slug)), w=where))
+        cand = max(k, ef_search) if metric == "l1" else k
+        with self.reader() as conn:
+            if not self._exists(conn, emb_table(slug)):
+                raise LookupError(f"no embeddings for model {slug!r} yet: materialize the `embeddings` asset first")
+            conn.execute("SET enable_indexscan = %s" % ("off" if exact else "on"))
+            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+            with conn.pipeline():
+                curs = [conn.execute(query, {"q": q, "split": split, "k": k, "cand": cand}) for q in queries]
+            results = []
+            for cur in curs:
+                results.append([Hit(r + 1, float(d), metric, s, doc, cid, text)
+                                for r, (s, cid, doc, text, d) in enumerate(cur.fetchall())])
+        return results
+
+    def load_matrix(self, slug: str, split: str) -> tuple[list[str], np.ndarray]:
+        """(chunk ids, float32 matrix) of one published split, in chunk-id order, by binary COPY."""
+        ids, vecs = [], []
+        q = sql.SQL("COPY (SELECT chunk_id, embedding FROM {} ORDER BY chunk_id) TO STDOUT (FORMAT BINARY)").format(
+            sql.Identifier(part_table(slug, split)))
+        with self.session() as conn, conn.cursor().copy(q) as copy:
+            copy.set_types(["text", "vector"])
+            for cid, vec in copy.rows():
+                ids.append(cid)
+                vecs.append(vec.to_numpy() if hasattr(vec, "to_numpy") else vec)
+        return ids, (np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32))
+
+    def embedded_splits(self, slug: str) -> list[str]:
+        with self.reader() as conn:
+            rows = conn.execute("SELECT DISTINCT split FROM cprox_partitions WHERE kind = 'embeddings' AND "
+                                "model_slug = %s ORDER BY split", (slug,)).fetchall()
+        return [r[0] for r in rows]
 
 
 def _ids(chunk_ids: Collection[str] | None) -> list[str] | None:
