@@ -10,6 +10,8 @@ from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import model_partitions, runs_from_base_split
 from cp_assets.defs.corpus.raw_corpus import raw_corpus
+from cp_assets.lib.tinygpt.config import TrainingDiverged
+
 
 # the unpartitioned models trained on the base split (reference, LiRA references, LR sweep) read all of its shards
 def base_split_dep() -> list[dg.AssetDep]:
@@ -27,8 +29,6 @@ class TrainingConfig(dg.Config):
 
 def training_result(context: dg.AssetExecutionContext, train: Callable[[], dict]) -> dg.MaterializeResult:
     """Run `train` (a `cp_assets.lib.memorization.materialize` training function) and hand its metadata on."""
-    from cp_assets.lib.tinygpt.train import TrainingDiverged
-
     try:
         meta = train()
     except TrainingDiverged as exc:

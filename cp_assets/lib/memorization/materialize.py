@@ -41,6 +41,7 @@ from cp_assets.lib.memorization.runs import (
     trained_members,
 )
 from cp_assets.lib.reports import report_tables
+from cp_assets.lib.tinygpt.config import TrainingDiverged, TrainResult
 
 Log = Callable[[str], None]
 
@@ -90,8 +91,6 @@ def training_metadata(out: dict, stage: str) -> dict:
 def train_recorded(db, model_id: str, fit: Callable[[], dict]) -> dict:
     """`fit()`; a divergence's failure rows are recorded under the model that diverged: the one `fit` named on the
     exception (a fit that trains several models, as the LiRA references), else `model_id`."""
-    from cp_assets.lib.tinygpt.train import TrainingDiverged
-
     try:
         return fit()
     except TrainingDiverged as exc:
@@ -176,7 +175,6 @@ def checkpoint_scores(out_dir, items, spec, final_rows: list[tuple], run: str, m
     """Greedy extraction, log p and loss of every planted item at each intermediate checkpoint of the run (and the
     final model's, from `final_rows`), with the checkpoint's validation loss: the matched-loss comparison's input."""
     from cp_assets.lib.tinygpt.model import load_checkpoint
-    from cp_assets.lib.tinygpt.train import TrainResult
 
     result = TrainResult.load(out_dir)
     optimizer, seed = ex.parse_run(run)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from cp_assets.lib.tinygpt.train import TrainResult
+    from cp_assets.lib.tinygpt.config import TrainResult
 
 
 def loss_curves_png(results: Mapping[str, "TrainResult | Sequence[dict]"], path: str | Path,
