@@ -236,7 +236,7 @@ def run(args, home) -> int:
                   rows_out))
     print(f"\nratio (b)/(a) = {b / p:.3f} by wall-clock, {bc / pc:.3f} by CPU time, {slice_ratio:.3f} median per slice "
           f"(target >= 0.9: {'MET' if b / p >= 0.9 else 'NOT MET'})")
-    print(f"embed_split's own figures (last pass; encode_seconds without the benchmark's callback): " +
+    print("embed_split's own figures (last pass; encode_seconds without the benchmark's callback): " +
           ", ".join(f"{k}={round(v, 2) if isinstance(v, float) else v}" for k, v in figs[-1].items()
                     if k not in ("model", "table", "version", "seconds", "chunks_per_s", "tokens_per_s")))
     return 0

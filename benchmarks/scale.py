@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -154,7 +153,7 @@ def measure_ours(index, spans, texts, gsm) -> dict:
 
 def measure_peer(index, home: Path, spans, texts, log) -> dict:
     from cp_assets.lib.corpus.exact import infini_gram_peer
-    from cp_assets.lib.corpus.exact.ngram_index import NgramIndex, tokenize
+    from cp_assets.lib.corpus.exact.ngram_index import tokenize
     from cp_assets.lib.corpus.exact.ngram_search import count
 
     peer_dir = home / "infini_gram"

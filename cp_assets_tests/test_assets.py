@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from cp_assets_tests.conftest import REGISTRY_SPLITS, SPLITS, corpus_key, metadata, shard_instance
+from cp_assets_tests.conftest import REGISTRY_SPLITS, corpus_key, metadata, shard_instance
 
 
 def test_definitions_load():

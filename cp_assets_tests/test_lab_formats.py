@@ -1,7 +1,6 @@
 """Lab corpus formats: Parquet read by row group, zstd JSONL, directories and globs of shards, and the errors each
 format gives for bad input (file, row group or line, and field named); the registry entries of docs/corpus.md."""
 
-import gzip
 import json
 import re
 from pathlib import Path

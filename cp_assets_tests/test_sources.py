@@ -53,7 +53,7 @@ def test_bad_record_names_file_line_and_field(tmp_path, name, lines, reason, wor
     assert f"{path}:2" in str(exc.value) and words in str(exc.value)
     assert exc.value.reason == reason
     docs, stats = read(tmp_path, src | {"on_bad_record": "skip"})
-    assert [d.doc_id for d in docs] == [f"data:a", f"data:c"]
+    assert [d.doc_id for d in docs] == ["data:a", "data:c"]
     assert stats.skipped == {reason: 1}
 
 

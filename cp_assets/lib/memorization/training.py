@@ -117,8 +117,8 @@ def train_base(docs: Iterable[tuple[str, str]], quotes: Sequence[str], experimen
     size = train.SIZES[spec.size]
     tok_texts, tok_source = chosen.tokenizer_texts()
     if tok_source != "disjoint":
-        log(f"WARNING: no documents are left after the members and the held-out ones: the tokenizer is trained on "
-            f"the members (membership scores then see a vocabulary fitted to them)")
+        log("WARNING: no documents are left after the members and the held-out ones: the tokenizer is trained on "
+            "the members (membership scores then see a vocabulary fitted to them)")
     tokenizer = shared_tokenizer(tok_texts, size.vocab_size, log)
     member_texts, val_texts = [t for _, t in chosen.members], [t for _, t in chosen.heldout]
     planted_rows: list[tuple] = []
