@@ -179,3 +179,25 @@ def materialized(store, resources):
 def metadata(result, asset: str) -> dict:
     [ev] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
     return {k: v.value for k, v in ev.materialization.metadata.items()}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every matplotlib figure the code under test closes, kept open so a test can read what it drew."""
+    from cp_assets.lib.core.plots import pyplot
+
+    plt = pyplot()
+    kept, real_close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    for fig in kept:
+        real_close(fig)
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) of a PNG file, from its IHDR chunk; fails on anything that is not a PNG."""
+    import struct
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])

@@ -15,11 +15,13 @@ from cp_assets.lib.memorization.compare_runs import compare, comparison_plot, ma
 from cp_assets.lib.memorization.extraction import distance_histogram, make_prompts, score_extraction, summarize_extraction
 from cp_assets.lib.memorization.membership import (auroc, evaluate, loss, min_k, min_k_plus_plus, roc_plot, scores, tpr_at_fpr,
                                       zlib_bytes, zlib_ratio)
+from cp_assets.lib.core import settings
 from cp_assets.lib.core.plots import markdown_image
 from cp_assets.lib.memorization.recall import recall_plot, score_recall, summarize
 from cp_assets.lib.evals.scoring import TokenScores
+from cp_assets_tests.conftest import png_size
 
-RECALL_FILE = Path("/work/shared/data/verbatim_recall/famous_public_domain_texts.jsonl")
+RECALL_FILE = settings.data_dir() / "verbatim_recall/famous_public_domain_texts.jsonl"
 GETTYSBURG = " a new nation, conceived in Liberty,"  # 35 characters after the leading space, 6 words
 
 
@@ -373,10 +375,20 @@ def test_matched_checkpoints():
         matched_checkpoints({"a": [(1, float("nan"))]})
 
 
-def test_comparison_plot(tmp_path):
+def test_comparison_plot(tmp_path, figures):
     comps = {"exact": compare(*_groups(0.1, True, 60), n_boot=200), "similarity": compare(*_groups(0.0, False, 60),
                                                                                            n_boot=200)}
-    assert _png(comparison_plot(comps, tmp_path / "cmp.png", "muon vs adamw at matched loss"))
+    path = comparison_plot(comps, tmp_path / "cmp.png", "muon vs adamw at matched loss")
+    assert png_size(path) == (640, 360)  # two panels in one row: (2.9 x 2 + 0.6) x 3.6 inches at 100 dpi
+    [fig] = figures
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert fig._suptitle.get_text() == "muon vs adamw at matched loss"
+    for ax, (metric, c) in zip(panels, comps.items(), strict=True):
+        assert ax.get_title().splitlines() == [
+            metric, f"diff {c.diff:+.3f} boot [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+            f"Welch [{c.welch_ci_low:+.3f}, {c.welch_ci_high:+.3f}]"]
+        assert [b.get_height() for b in ax.patches] == pytest.approx([c.mean_a, c.mean_b])
+        assert [t.get_text() for t in ax.get_xticklabels()] == [c.label_a, c.label_b]
 
 
 def test_blind_baseline_sees_a_distribution_shift_and_nothing_else():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cp_assets.lib.corpus.pgvector_store import DatabaseUnavailable, PgStore
+from cp_assets.lib.corpus.pgvector_store import SCHEMA_MARKER, DatabaseUnavailable, PgStore
 from cp_assets.lib.corpus.sources import Document
 
 
@@ -13,13 +13,28 @@ def docs(split: str, n: int, tag: str = "v1"):
 
 
 def test_schema_setup_is_idempotent(store):
+    """The schema DDL really runs twice over a populated database (its marker cleared, so it is not skipped): rows
+    survive, the marker comes back, and the shard-aware primary key is not dropped by the second pass."""
+    assert store.replace_documents("t_schema", docs("t_schema", 3)) == 3
     again = PgStore(home=store.home)
-    again.ensure_schema()
-    again._schema_ready = False
-    again.ensure_schema()
+    for _ in range(2):
+        with again.connect() as conn:
+            conn.execute("COMMENT ON TABLE cprox_partitions IS NULL")
+        again._schema_ready = False
+        again.ensure_schema()
     with again.connect() as conn:
+        marker = conn.execute("SELECT obj_description(to_regclass('cprox_partitions'), 'pg_class')").fetchone()[0]
+        pkey = [r[0] for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'cprox_partitions'::regclass AND i.indisprimary "
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)")]
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+    assert marker == SCHEMA_MARKER
+    assert pkey == ["kind", "model_slug", "split", "shard"]
+    assert again.count("raw_corpus", "t_schema") == 3
+    assert [d.text for d in again.iter_documents("t_schema")] == [f"v1 document {i}" for i in range(3)]
     assert tuple(int(x) for x in version.split(".")[:2]) >= (0, 5), "HNSW needs pgvector >= 0.5"
+    again.drop_split("t_schema")
 
 
 def test_replace_is_atomic_and_per_split(store):

@@ -150,11 +150,15 @@ def test_local_prompt_longer_than_context_is_a_clear_error(smol):
 
 
 def test_local_generation_is_thread_safe(smol):
-    results, errors = [], []
+    """Three threads generating at once get what each request gives alone (greedy is deterministic): no error, and
+    no output garbled or swapped between threads."""
+    params = SamplingParams(max_tokens=6)
+    alone = {i: next(iter(smol.generate(requests()[i:i + 1], params))).completion for i in range(3)}
+    results, errors = {}, []
 
     def work(i):
         try:
-            results.append(next(iter(smol.generate(requests()[i:i + 1], SamplingParams(max_tokens=6)))).completion)
+            results[i] = next(iter(smol.generate(requests()[i:i + 1], params))).completion
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -163,7 +167,8 @@ def test_local_generation_is_thread_safe(smol):
         t.start()
     for t in threads:
         t.join()
-    assert not errors and len(results) == 3
+    assert not errors
+    assert results == alone and len(set(alone.values())) == 3
 
 
 @pytest.mark.parametrize("metas,field,expected", [

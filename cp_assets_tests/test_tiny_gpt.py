@@ -67,9 +67,17 @@ def test_forward_shapes_and_loss(batch, length):
     idx = torch.randint(0, CFG.vocab_size, (batch, length))
     logits = model(idx)
     assert logits.shape == (batch, length, CFG.vocab_size) and logits.dtype == torch.float32
-    assert logits.abs().max() <= 15.0  # soft-capped
     loss = model(idx, idx)
-    assert loss.ndim == 0 and math.isfinite(loss.item())
+    nll = -torch.log_softmax(logits, -1).gather(-1, idx[..., None]).mean()
+    assert loss.ndim == 0 and loss.item() == pytest.approx(nll.item(), abs=1e-5)
+    targets = idx.clone()
+    targets[:, 0] = -1  # ignored
+    if length > 1:
+        kept = -torch.log_softmax(logits, -1).gather(-1, idx[..., None])[:, 1:].mean()
+        assert model(idx, targets).item() == pytest.approx(kept.item(), abs=1e-5)
+    with torch.no_grad():  # logits of hundreds without the soft cap: 15 tanh(x / 15) keeps them just under 15
+        model.lm_head.weight.mul_(100)
+    assert 14.9 < model(idx).abs().max().item() <= 15.0
     with pytest.raises(ValueError, match="seq_len"):
         model(torch.zeros(1, CFG.seq_len + 1, dtype=torch.long))
 

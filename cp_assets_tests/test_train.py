@@ -20,6 +20,7 @@ from cp_assets.lib.evals.model_registry import ModelSpec
 from cp_assets.lib.evals.generation import GenerationRequest, SamplingParams
 from cp_assets.lib.tinygpt.model import GPT, BPETokenizer, load_checkpoint, train_tokenizer
 from cp_assets.lib.tinygpt.plots import loss_curves_png
+from cp_assets_tests.conftest import png_size
 from cp_assets.lib.tinygpt.train import (SIZES, ModelSize, TrainConfig, TrainingDiverged, TrainResult, lr_multiplier,
                                  make_optimizers, train)
 
@@ -226,9 +227,17 @@ def test_target_val_loss_stops_at_the_first_evaluation_below_it(base_runs, corpu
     assert r.curve == [row | {"seconds": mine["seconds"]} for row, mine in zip(curve, r.curve)]  # same run so far
 
 
-def test_loss_curves_png(base_runs, tmp_path):
+def test_loss_curves_png(base_runs, tmp_path, figures):
     path = loss_curves_png({"adamw": base_runs["adamw"], "muon (rows)": base_runs["muon"].curve}, tmp_path / "c.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert png_size(path) == (960, 600)  # 8 x 5 inches at 120 dpi
+    [fig] = figures
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(lines) == ["adamw train", "adamw val", "muon (rows) train", "muon (rows) val"]
+    for label, run in (("adamw", base_runs["adamw"]), ("muon (rows)", base_runs["muon"])):
+        for kind in ("train", "val"):
+            rows = [r for r in run.curve if r.get(f"{kind}_loss") is not None]
+            assert list(lines[f"{label} {kind}"].get_xdata()) == [r["tokens"] for r in rows]
+            assert list(lines[f"{label} {kind}"].get_ydata()) == pytest.approx([r[f"{kind}_loss"] for r in rows])
 
 
 def test_backend_on_trained_model(base_runs, corpus):
