@@ -184,4 +184,13 @@ def test_standard_dagster_cli_materializes_a_partition(materialized, store):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
-    assert store.count("chunks", "math") > 0
+    inst = dg.DagsterInstance.get()  # DAGSTER_HOME's, which the CLI wrote to
+    [run] = inst.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+    made = {}
+    for asset in ("raw_corpus", "chunks"):
+        [rec] = inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                                                                  asset_partitions=["00000|math"]), limit=1).records
+        assert rec.run_id == run.run_id, f"{asset}'s latest materialization is not the CLI's run"
+        made[asset] = {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+    assert made["raw_corpus"]["documents"] == store.count("raw_corpus", "math") == 40  # limit: 40 in the registry
+    assert made["chunks"]["chunks"] == store.count("chunks", "math") > 40

@@ -51,6 +51,9 @@ def test_short_paragraphs_are_packed_whole(tok):
     assert len(chunks) < 30 / 3
     for c in chunks:
         assert c.text.startswith("Paragraph") and c.text.endswith("note.")
+        assert c.text == SHORT_PARAS[c.char_start:c.char_end]
+    assert [c.char_start for c in chunks[1:]] == [c.char_end + 2 for c in chunks[:-1]]  # packed, none lost
+    assert (chunks[0].char_start, chunks[-1].char_end) == (0, len(SHORT_PARAS))
 
 
 def test_paragraph_spans_and_config_validation():

@@ -90,7 +90,8 @@ def test_production_resources_fail_naming_the_missing_variable(monkeypatch):
     def needs_pg(pg: PgVectorStore) -> None:
         pg.store()
 
-    with pytest.raises(Exception, match="CPROX_DATABASE_URL"):
+    with pytest.raises(dg.DagsterInvalidConfigError,
+                       match='environment variable "CPROX_DATABASE_URL" which is not set'):
         dg.materialize([needs_pg], resources={"pg": production_resources()["pg"]})
 
 

@@ -189,6 +189,10 @@ def test_long_prompts_error_or_are_cut_from_the_left(trained):
     params = SamplingParams(max_tokens=8)
     with pytest.raises(GenerationError, match="exceeds the context length"):
         list(backend_for(spec.model_copy(update={"truncate_prompt": "error"})).generate([long], params))
-    [r] = list(backend_for(spec).generate([long], params))
-    assert r.metadata["prompt_truncated"] > 0 and len(r.prompt_token_ids) + 8 <= 128
+    backend = backend_for(spec)
+    [r] = list(backend.generate([long], params))
+    full = [backend.tokenizer.bos_id] + backend.tokenizer.encode(backend.render(long))
+    keep = backend.context_length() - 8
+    assert r.prompt_token_ids == full[-keep:], "the prompt's end is kept, its start cut"
+    assert r.metadata["prompt_truncated"] == len(full) - keep > 0
     assert len(r.completion_token_ids) <= 8

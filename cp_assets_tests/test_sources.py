@@ -194,4 +194,10 @@ def test_demo_registries_read_the_shared_data():
         for split in reg.names():
             stats = ReadStats()
             first = next(read_split(reg, split, stats))
-            assert first.text.strip() and first.doc_id.count(":") >= 1
+            source = reg.split(split).sources[0]
+            path = settings.data_dir() / source.path
+            assert (first.doc_id, first.locator) == (f"{source.name}:0", f"{path}:1")
+            with gzip.open(path, "rt") as f:  # the file's first record, read here without the project's reader
+                record = json.loads(f.readline())
+            longest = max((v for v in record.values() if isinstance(v, str)), key=len)
+            assert longest.strip()[:300] in first.text, f"{name} {split}: not the first record of {path}"

@@ -25,9 +25,13 @@ def test_tour_fits_80_columns_and_names_the_ui_and_five_commands(tmp_path):
 
 def test_every_tour_command_parses():
     parser = build_parser()
-    for step in COMMANDS:
-        args = parser.parse_args(shlex.split(step.command))  # SystemExit on a renamed command or flag
-        assert callable(args.fn)
+    parsed = [parser.parse_args(shlex.split(step.command)) for step in COMMANDS]  # SystemExit on a renamed flag
+    assert [(a.command, a.fn.__name__) for a in parsed] == [
+        ("trace", "cmd_trace"), ("search", "cmd_search"), ("sql", "cmd_sql"), ("annotate", "cmd_annotate"),
+        ("sql", "cmd_sql")]
+    assert (parsed[0].text, parsed[0].split) == ("Shall I compare thee to a summer's day", ["pretrain"])
+    assert (parsed[1].split, parsed[1].k) == ("midtrain", 3) and parsed[3].tree == "all"
+    assert "FROM contamination_summary" in parsed[2].query and "FROM optimizer_memorization" in parsed[4].query
 
 
 def test_tour_without_a_results_db_says_what_to_run(tmp_path):
