@@ -213,6 +213,47 @@ def test_reports_follow_their_inputs():
     assert not any("math]" in r or r.startswith(("contamination[", "rollout_traces[")) for r in seventh), seventh
 
 
+def failed_check(instance, asset: str, check: str, partition: str) -> None:
+    """A blocking check's failure on the latest materialization of one partition, as a run records it."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+
+    [rec] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                                                                  asset_partitions=[partition]), limit=1).records
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(asset), check_name=check, passed=False, partition=partition, blocking=True,
+        target_materialization_data=Target(storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp)))
+
+
+def test_a_failed_blocking_check_holds_back_the_reports_that_read_that_partition():
+    """Blocking checks stop later steps of their own run only; automation starts reports in runs of their own, so
+    the condition itself must wait while an input partition's blocking check has failed, and go on once it is
+    re-materialized."""
+    from cp_assets.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus_shards", ["00000"])
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    tiny, math = corpus_key("tiny"), corpus_key("math")
+    for asset, partition in (("embeddings", tiny), ("ngram_index", tiny), ("embeddings", math),
+                             ("ngram_index", math), ("eval_samples", "gsm8k")):
+        materialized(instance, asset, partition, "v1")
+    failed_check(instance, "ngram_index", "check_ngram_index_matches_corpus", math)
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    # contamination reads the n-gram index (math's failed its check), eval_proximity does not
+    assert {r for r in _requested(second) if "[" in r} == {
+        "eval_proximity[gsm8k|tiny]", "contamination[gsm8k|tiny]", "eval_proximity[gsm8k|math]"}
+    for asset, partition in (("eval_proximity", "gsm8k|tiny"), ("eval_proximity", "gsm8k|math"),
+                             ("contamination", "gsm8k|tiny")):
+        materialized(instance, asset, partition)
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert not {r for r in _requested(third) if "[" in r}, "still waiting for math's n-gram index"
+    materialized(instance, "ngram_index", math, "v2")  # rebuilt: its failed check no longer applies
+    fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+    assert {r for r in _requested(fourth) if "[" in r} == {"contamination[gsm8k|math]"}
+
+
 def _data_versions(result) -> dict[str, str]:
     return {e.asset_key.to_user_string(): e.materialization.tags["dagster/data_version"]
             for e in result.get_asset_materialization_events()}

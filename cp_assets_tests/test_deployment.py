@@ -58,6 +58,36 @@ def test_definitions_load_with_production_resources_on_kubernetes():
     assert not any("dagster-celery/queue" in loaded["op_tags"][a] for a in cpu), "CPU steps stay off GPU nodes"
 
 
+# assets that take the encoder resource for its model name or tokenizer only (no weights loaded)
+ENCODER_NAME_ONLY = {"chunks", "contamination", "cluster_tree"}
+# assets that train or score the tiny GPTs themselves (no `llm` resource)
+TINY_GPT = {"tiny_models", "tiny_sft_models", "reference_model", "lira_references", "lr_sweep", "canary_memorization"}
+
+
+def test_every_asset_that_runs_a_model_is_behind_the_gpu_boundary():
+    """The `gpu` pool and the GPU op tags (k8s GPU request, Celery `gpu` queue) on every asset that runs a model:
+    generation or scoring (`llm`), encoding (`encoder`, unless it only reads the model's name or tokenizer), or
+    training; so a GPU step is limited and routed whichever job or executor runs it."""
+    from cp_assets.defs.core.executors import GPU_OP_TAGS
+    from cp_assets.definitions import defs
+
+    runs_model = set()
+    for a in defs.assets:
+        if not isinstance(a, dg.AssetsDefinition):
+            continue
+        [name] = {k.to_user_string() for k in a.keys} if len(a.keys) == 1 else [a.op.name]
+        needs = a.required_resource_keys
+        if "llm" in needs or ("encoder" in needs and name not in ENCODER_NAME_ONLY) or name in TINY_GPT:
+            runs_model.add(name)
+            assert a.op.pool == "gpu", f"{name} runs a model but is not in the `gpu` pool"
+            tags = {t: json.loads(v) if v.startswith("{") else v for t, v in a.op.tags.items()}
+            assert {t: tags.get(t) for t in GPU_OP_TAGS} == GPU_OP_TAGS, name
+        else:
+            assert a.op.pool is None and "dagster-celery/queue" not in a.op.tags, f"{name} is CPU work"
+    assert {"cluster_names", "eval_proximity", "rollout_proximity", "annotations", "cluster_report"} | GPU_ASSETS \
+        <= runs_model
+
+
 @pytest.mark.parametrize("kind, cpu, gpu", [("multiprocess", "multiprocess", "in_process"),
                                             ("k8s", "k8s", "k8s"), ("celery", "celery", "celery"),
                                             ("docker", "docker", "docker")])
@@ -109,3 +139,16 @@ def test_every_asset_is_labelled_for_the_ui():
         assert node.kinds, name
         assert node.description and len(node.description) >= 60, name
     assert groups == GROUPS
+
+
+@pytest.mark.parametrize("deployment", ["local", "production"])
+def test_cprox_device_reaches_every_model_resource(monkeypatch, deployment):
+    from cp_assets.resources import deployment_resources
+
+    monkeypatch.setenv("CPROX_DEVICE", "cpu")
+    monkeypatch.setenv("CPROX_DATABASE_URL", "postgresql://u:never-read@db.invalid/x")
+    resources = deployment_resources(deployment)
+    for name in ("encoder", "llm"):
+        device = resources[name].device
+        assert isinstance(device, dg.EnvVar) and device.env_var_name == "CPROX_DEVICE", name
+        assert device.get_value() == "cpu"

@@ -52,7 +52,7 @@ def deployment_resources(name: str | None = None) -> dict:
 def local_resources() -> dict:
     return {
         "pg": PgVectorStore(database_url=_env("CPROX_DATABASE_URL"), home=_env("CPROX_HOME")),
-        "encoder": SentenceEncoder(model=_env("CPROX_EMBED_MODEL", DEFAULT_EMBED_MODEL),
+        "encoder": SentenceEncoder(model=_env("CPROX_EMBED_MODEL", DEFAULT_EMBED_MODEL), device=_env("CPROX_DEVICE"),
                                    precision=_env("CPROX_EMBED_PRECISION", "auto")),
         "registry": CorpusRegistry(corpora_file=_env("CPROX_CORPORA"), data_dir=_env("CPROX_DATA_DIR")),
         "llm": LLMResource(models_file=_env("CPROX_MODELS"), device=_env("CPROX_DEVICE")),

@@ -6,6 +6,7 @@ Names are cached by the node's member hash, so re-clustering re-names only chang
 import dagster as dg
 
 from cp_assets.defs.clusters.cluster_tree import cluster_tree
+from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import tree_partitions
 from cp_assets.defs.core.policies import PG_RETRY
@@ -34,6 +35,8 @@ class ClusterNamesConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=["team:corpus"],
     retry_policy=PG_RETRY,
+    pool="gpu",  # the naming model (local or vLLM) and the embedding model that scores the names
+    op_tags=GPU_OP_TAGS,
     description="Names and one-sentence descriptions of every cluster-tree node (Clio-style LLM prompts, bottom-up; "
                 "c-TF-IDF keyword names as the fallback and when no model is set), cached by member hash; duplicate "
                 "sibling names resolved. Table `cluster_names`; treemap/sunburst HTML and PNG in the metadata.",

@@ -12,7 +12,10 @@ reads them follows:
   shard of the split: shard numbers past a split's plan never materialize);
 - model x split reports (`rollout_proximity`, `rollout_traces`) need the split's embeddings and rollouts of at least
   one eval set for the model (a model rarely has rollouts for every eval set);
-- unpartitioned reports (SQL models, `difficulty_report`, `memorization_report`) run over whatever exists.
+- unpartitioned reports (SQL models, `difficulty_report`, `memorization_report`) run over whatever exists;
+- no report starts while a blocking check of an input partition it reads has failed (an embeddings shard with NaN
+  vectors, an n-gram index that does not match its corpus): blocking checks stop only the steps of their own run, and
+  automation starts reports in runs of their own.
 
 The sensor is on by default; the daemon (`dagster dev`, or the compose `daemon` service) evaluates it every minute.
 Tests and `cprox` evaluate the same conditions in-process with `dg.evaluate_automation_conditions`.
@@ -24,8 +27,12 @@ import dagster as dg
 AC = dg.AutomationCondition
 
 INPUT_CHANGED = AC.any_deps_match(AC.data_version_changed()).with_label("an input's data version changed")
-ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress()
-                 & ~AC.in_progress()).with_label("report_on_new_inputs")
+# A blocking check stops later steps of its own run only; a report the sensor starts is another run, so it waits here
+# until the failed check of an input partition no longer applies (that input re-materialized, or the check re-run).
+NO_FAILED_BLOCKING_CHECK = ~AC.any_deps_match(AC.any_checks_match(AC.check_failed(), blocking_only=True)).with_label(
+    "no input partition failed a blocking check")
+ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+                 & NO_FAILED_BLOCKING_CHECK).with_label("report_on_new_inputs")
 # Corpus inputs are read per shard: a split's report needs some of its shards, not every shard number (a split with
 # fewer shards than another never materializes the numbers past its plan, see defs/core/partitions.py).
 CORPUS = dg.AssetSelection.assets("raw_corpus", "chunks", "embeddings", "ngram_index")

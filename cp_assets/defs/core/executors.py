@@ -11,7 +11,14 @@ Every GPU step also sits in the Dagster concurrency pool `gpu` (its limit = GPUs
 whatever executor runs it, no more GPU steps run at once than there are GPUs. `k8s` needs `dagster-k8s`, `celery`
 `dagster-celery` (the `cluster` extra); their settings (namespace, image) come from the run config or the
 environment as those libraries document; Celery's broker and result backend from CPROX_CELERY_BROKER and
-CPROX_CELERY_BACKEND (start workers with the same values: docker/celery_worker.yaml). The choice is made once when the code location loads, never in assets.
+CPROX_CELERY_BACKEND (start workers with the same values: docker/celery_worker.yaml). The choice is made once when
+the code location loads, never in assets.
+
+The boundary is the step, not the job: every asset that runs a model (generation, scoring, encoding, training) has
+`pool="gpu"` and GPU_OP_TAGS (test_deployment checks each). So a job that mixes CPU and GPU steps
+(`proximity_job`, `rollout_reports_job`, `all_assets_job`) runs on the CPU executor and still sends its GPU steps to
+GPU nodes / the `gpu` queue on a cluster, and holds them to the pool's limit locally (where each such step is then a
+process of its own that loads its model). Jobs of GPU steps only, or a chain of them, use the GPU executor.
 """
 
 
@@ -21,7 +28,7 @@ import dagster as dg
 from cp_assets.lib.core import settings
 
 EXECUTORS = ("multiprocess", "k8s", "celery", "docker")
-GPU_NODE_SELECTOR = {"cprox/accelerator": "gpu"}  # label your GPU nodes with it (or set CPROX_GPU_NODE_SELECTOR)
+GPU_NODE_SELECTOR = {"cprox/accelerator": "gpu"}  # label your GPU nodes with it (or edit it here)
 
 # Tags every GPU step carries: a Kubernetes GPU request and node placement, and the Celery queue of GPU workers.
 GPU_OP_TAGS = {

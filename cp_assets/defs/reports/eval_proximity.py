@@ -52,7 +52,7 @@ def eval_proximity(context: dg.AssetExecutionContext, config: EvalProximityConfi
         ef_search=config.ef_search, limit=config.limit, log=context.log.info))
 
 
-@dg.asset_check(asset=eval_proximity, partitions_def=eval_split_partitions,
+@dg.asset_check(asset=eval_proximity, partitions_def=eval_split_partitions, blocking=True,
                 description="One row per question, percentiles within 0-100, l2^2 = 2 x cosine (unit vectors).")
 def check_eval_proximity_rows_consistent(context: dg.AssetCheckExecutionContext, encoder: SentenceEncoder,
                                          results: ResultsStore) -> dg.AssetCheckResult:

@@ -54,7 +54,7 @@ def rollout_proximity(context: dg.AssetExecutionContext, config: RolloutProximit
         ef_search=config.ef_search, examples=config.examples, log=context.log.info))
 
 
-@dg.asset_check(asset=rollout_proximity, partitions_def=model_split_partitions,
+@dg.asset_check(asset=rollout_proximity, partitions_def=model_split_partitions, blocking=True,
                 description="One row per (rollout, unit, idx), percentiles within 0-100, l2^2 = 2 x cosine.")
 def check_rollout_proximity_rows_consistent(context: dg.AssetCheckExecutionContext,
                                             results: ResultsStore) -> dg.AssetCheckResult:
