@@ -2,6 +2,7 @@
 and `cprox sql`, over a temporary results DuckDB filled with synthetic rows of the fixed report schemas."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -287,3 +288,41 @@ def test_cprox_sql_narrow_result_is_a_plain_table_when_piped(filled, capsys, mon
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["sample_id", "row_idx"] and set(lines[2]) == {"-", " "}
     assert [line.split() for line in lines[3:]] == [["math500:0", "0"], ["math500:1", "1"]]
+
+
+DOC_QUERY = re.compile(r'(?:cprox|"\$CPROX") sql "([^"]+)"')
+
+
+def documented_queries() -> list[tuple[str, str]]:
+    """(file, query) for every `cprox sql "..."` in README.md, docs/ and its walk scripts (a query shown cut, with
+    `...`, skipped)."""
+    root = SQL_DIR.parent
+    out = []
+    docs = sorted((root / "docs").glob("*.md")) + sorted((root / "docs").glob("walks/*.sh"))
+    for path in [root / "README.md", *docs]:
+        for query in DOC_QUERY.findall(path.read_text()):
+            if "..." not in query:
+                out.append((path.name, query))
+    return out
+
+
+def test_every_query_in_the_docs_runs_against_the_results_schema(tmp_path):
+    """The docs' `cprox sql` examples bind against the real schema: every asset's table and every SQL model, empty
+    (a renamed column in a doc is a binder error here, not a reader's)."""
+    from cp_assets.lib.reports import report_tables
+    from cp_assets.lib.reports.results_db import ResultsDB
+    from cp_assets.lib.reports.sql_models import run_model
+
+    queries = documented_queries()
+    assert len(queries) >= 10 and {"lab_corpus.md", "lab_corpus.sh", "README.md"} <= {name for name, _ in queries}
+    db = ResultsDB(tmp_path / "results.duckdb")
+    with db.connect() as con:
+        report_tables.ensure(con)
+    for model in discover().values():
+        run_model(db, model)
+    with db.connect(read_only=True) as con:
+        for name, query in queries:
+            try:
+                con.execute(query).fetchall()
+            except duckdb.Error as exc:
+                raise AssertionError(f"{name}: cprox sql {query!r}: {exc}") from None
