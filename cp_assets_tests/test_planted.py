@@ -265,3 +265,25 @@ def test_membership_view_separates_planted_from_unplanted_items():
                "loss_ratio": 0.5 if d else 1.0} for i, d in enumerate([0, 0, 0, 8, 8, 8, 8])]
     view = {v["score"]: v for v in pd.membership_view(scores, n_boot=100)}
     assert view["loss"]["auroc"] == 1.0 and view["loss"]["n_planted"] == 4 and view["loss"]["n_unplanted"] == 3
+
+
+def test_the_optimizer_answer_says_what_its_tests_can_say_together():
+    """3 + 3 runs: the exact permutation p cannot fall below 2 / C(6, 3) = 0.1; over several comparisons the page
+    gives the smallest Benjamini-Hochberg-adjusted p, so one Welch p of 0.03 is not read as a finding."""
+    from cp_assets.lib.memorization.report_page import multiplicity, optimizer_answer
+
+    def test(kind, welch, perm):
+        return {"kind": kind, "metric": "greedy_extracted", "muon": 0.4, "adamw": 0.5, "diff": -0.1,
+                "welch_p": welch, "permutation_p": perm, "n_runs_muon": 3, "n_runs_adamw": 3}
+
+    tests = [test("canary", 0.032, 0.1), test("fact", 0.5, 0.6), test("eval", 0.7, 0.8), test("tail", 0.4, 0.5)]
+    text = multiplicity(tests)
+    # BH over (0.1, 0.6, 0.8, 0.5): 0.1 x 4 / 1 = 0.4, the smallest adjusted p
+    assert "4 comparisons" in text and "adjusted permutation p is 0.400 (no difference is significant at 0.05)" in text
+    assert "can fall below 0.100" in text
+    ed50 = [{"optimizer": "adamw", "kind": "canary", "ed50": 7.5, "ci_low": 5.5, "ci_high": 8.1, "note": ""}]
+    answer = optimizer_answer(tests, ed50, None, {"tests": tests, "target_val_loss": 4.914})
+    assert answer.startswith("At matched validation loss (4.914") and text in answer
+    six = [dict(t, n_runs_muon=6, n_runs_adamw=6, permutation_p=p) for t, p in zip(tests, (0.002, 0.004, 0.5, 0.9))]
+    assert "2 of them significant at 0.05" in multiplicity(six) and "below 0.002." in multiplicity(six)
+    assert multiplicity([]) == ""

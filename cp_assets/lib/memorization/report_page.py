@@ -43,6 +43,24 @@ def _test_sentences(tests: Sequence[dict]) -> list[str]:
             f"{t['n_runs_muon']} + {t['n_runs_adamw']} runs)" for t in tests if t["diff"] is not None]
 
 
+def multiplicity(tests: Sequence[dict]) -> str:
+    """How much the optimizer tests can say together: the smallest Benjamini-Hochberg-adjusted permutation p over
+    every comparison shown (kinds x metrics), and the smallest p an exact permutation test of these run counts can
+    give at all (3 + 3 runs: 2 / C(6, 3) = 0.1), so one p below 0.05 from Welch alone is not read as a finding."""
+    from scipy.stats import false_discovery_control
+
+    rows = [t for t in tests if t.get("permutation_p") is not None]
+    if not rows:
+        return ""
+    adjusted = false_discovery_control([t["permutation_p"] for t in rows])
+    floor = min(1.0, 2 / math.comb(rows[0]["n_runs_muon"] + rows[0]["n_runs_adamw"], rows[0]["n_runs_muon"]))
+    verdict = ("no difference is significant at 0.05" if adjusted.min() > 0.05
+               else f"{int((adjusted <= 0.05).sum())} of them significant at 0.05")
+    return (f" Across these {len(rows)} comparisons the smallest Benjamini-Hochberg-adjusted permutation p is "
+            f"{adjusted.min():.3f} ({verdict}); with {rows[0]['n_runs_muon']} + {rows[0]['n_runs_adamw']} runs no "
+            f"exact permutation p can fall below {floor:.3f}.")
+
+
 def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool | None,
                      matched_tests: dict | None = None) -> str:
     """'Muon recalls verbatim less': at matched validation loss when the checkpoints allow it, else on the final
@@ -50,10 +68,11 @@ def optimizer_answer(tests: Sequence[dict], ed50s: Sequence[dict], matched: bool
     matched_tests = matched_tests or {}
     if matched_tests.get("tests"):
         head = (f"At matched validation loss ({matched_tests['target_val_loss']:.3f}, checkpoints within 5%): "
-                + "; ".join(_test_sentences(matched_tests["tests"])))
+                + "; ".join(_test_sentences(matched_tests["tests"])) + "." + multiplicity(matched_tests["tests"]))
     elif matched:
-        head = "Final models (validation losses within 5%): " + "; ".join(
-            _test_sentences([t for t in tests if t["metric"] in ("greedy_extracted", "exposure")]))
+        shown = [t for t in tests if t["metric"] in ("greedy_extracted", "exposure")]
+        head = ("Final models (validation losses within 5%): " + "; ".join(_test_sentences(shown)) + "."
+                + multiplicity(shown))
     else:
         head = ("No difference reported: "
                 + (matched_tests.get("why") or "the final validation losses do not match within 5%") + ".")
