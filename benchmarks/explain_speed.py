@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cp_assets.lib.core import settings
+
 
 def answers_of(n_tokens: int, count: int, data_dir: Path, tokenizer) -> list[str]:
     """`count` texts of about `n_tokens` tokens: GSM8K test solutions (calculator notes removed) joined."""
@@ -49,7 +51,7 @@ def answers_of(n_tokens: int, count: int, data_dir: Path, tokenizer) -> list[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", default=os.environ.get("CPROX_HOME", ".cprox"))
+    ap.add_argument("--home", default=str(settings.home()))
     ap.add_argument("--answers", type=int, default=10)
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args()
@@ -58,7 +60,6 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from benchmarks._common import machine_lines
-    from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.exact.ngram_index import DEFAULT_TOKENIZER, load_tokenizer
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.provenance.explain import Explainer

@@ -42,6 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import _common as C
 
@@ -310,8 +311,8 @@ def local_section(args, spec, requests, params, tok, tmp, local_mod, backend_for
     loads = []
     if not args.skip_cold:
         cold_cache = tmp / "cold_cache"
-        old = os.environ.get("CPROX_MODEL_CACHE")
-        os.environ["CPROX_MODEL_CACHE"] = str(cold_cache)
+        cold_env = mock.patch.dict(os.environ, {"CPROX_MODEL_CACHE": str(cold_cache)})  # restored after
+        cold_env.start()
         try:
             t0 = time.perf_counter()
             local_mod.model_dir(spec)
@@ -321,10 +322,7 @@ def local_section(args, spec, requests, params, tok, tmp, local_mod, backend_for
             local_mod.load(spec, "cpu")
             t_load = time.perf_counter() - t0
         finally:
-            if old is None:
-                os.environ.pop("CPROX_MODEL_CACHE", None)
-            else:
-                os.environ["CPROX_MODEL_CACHE"] = old
+            cold_env.stop()
             local_mod.load.cache_clear()
             shutil.rmtree(cold_cache, ignore_errors=True)
             gc.collect()

@@ -17,7 +17,7 @@ Output: OUT_DIR/part-00000.parquet, ... with columns `id`, `text` (zstd, row gro
 `--shard-tokens` (default 50M) MiniLM WordPiece tokens each, estimated from words with the tokens/word ratio measured
 on the source. Shard k's documents depend only on (seed, k, shard_tokens): a 100M corpus is the first two shards of
 the 1B one, and a short last shard is a prefix of the full one. The fitted model is cached in
-/tmp/cprox_markov/ (CPROX_MARKOV_CACHE). Read it back with a registry source `{path: OUT_DIR/, text_field: text,
+<tmp>/cprox_markov/ (`CACHE_DIR`). Read it back with a registry source `{path: OUT_DIR/, text_field: text,
 id_field: id}`.
 
 Speed: no per-word Python. A batch of documents advances in lockstep, one numpy step per word position, all chains at
@@ -51,6 +51,7 @@ import os
 import re
 import resource
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -68,8 +69,13 @@ SENT_START = re.compile(r"""^["'(“‘]?[A-Z]""")
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string())])
 
 
+CACHE_DIR = Path(tempfile.gettempdir()) / "cprox_markov"
+
+
 def data_dir_default() -> Path:
-    return Path(os.environ.get("CPROX_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    from cp_assets.lib.core import settings
+
+    return settings.data_dir()
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -120,7 +126,7 @@ def _cache_path(data_dir: Path) -> Path:
     h = hashlib.sha256(f"v{VERSION}".encode())
     for p in sorted(data_dir.rglob("*.gz")):
         h.update(f"{p.relative_to(data_dir)}:{p.stat().st_size}".encode())
-    return Path(os.environ.get("CPROX_MARKOV_CACHE") or "/tmp/cprox_markov") / f"model-{h.hexdigest()[:16]}.npz"
+    return CACHE_DIR / f"model-{h.hexdigest()[:16]}.npz"
 
 
 def load_model(data_dir: Path | None = None, log=print) -> dict:

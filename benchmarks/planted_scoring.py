@@ -19,10 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+from cp_assets.lib.core import settings
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", default=os.environ.get("CPROX_HOME", ".cprox"))
+    ap.add_argument("--home", default=str(settings.home()))
     ap.add_argument("--run", default="adamw-s0")
     ap.add_argument("--batches", type=int, nargs="+", default=[2048, 256])
     args = ap.parse_args()
@@ -38,7 +40,7 @@ def main() -> int:
     from cp_assets.lib.tinygpt.model import load_checkpoint
 
     print("\n".join(machine_lines()))
-    print(f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; home {os.environ['CPROX_HOME']}")
+    print(f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; home {Path(args.home).resolve()}")
     plant = ex.load_experiment().plant
     with ResultsDB().connect(read_only=True) as con:
         items = planting.items_from_rows(con.execute(

@@ -208,8 +208,9 @@ def main() -> int:
                     help="size of the synthetic split for the n-gram index figures (0: skip them)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
-    home = Path(os.environ.get("CPROX_HOME") or Path(__file__).resolve().parents[1] / ".cprox")
-    if not args.synthetic and (os.environ.get("CPROX_DATABASE_URL") or (home / "pg" / "PG_VERSION").exists()):
+    from cp_assets.lib.core import settings
+
+    if not args.synthetic and (settings.database_url() or (settings.home() / "pg" / "PG_VERSION").exists()):
         return run(args, None)
     return C.run_in_private_home("cprox_bench_proximity_", run, args)
 

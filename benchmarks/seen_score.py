@@ -24,13 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from cp_assets.lib.core import settings
+
 DEV_SET = Path(__file__).resolve().parents[1] / "cp_assets_tests" / "data" / "seen_sentences.json"
 DEV_FEATURES = DEV_SET.with_name("seen_dev_features.json")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", default=os.environ.get("CPROX_HOME", ".cprox"))
+    ap.add_argument("--home", default=str(settings.home()))
     ap.add_argument("--save", type=Path, help="write the features and labels here (.npz)")
     ap.add_argument("--dev-only", action="store_true", help="do not score the test half (while designing features)")
     args = ap.parse_args()
@@ -40,7 +42,6 @@ def main() -> int:
 
     import numpy as np
     from benchmarks._common import machine_lines
-    from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.encoder import model_slug
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.provenance import seen_score as ss

@@ -115,7 +115,9 @@ def main() -> int:
 
 
 def _run(home: Path, args, modes: list[str]) -> int:
-    data_dir = Path(os.environ.get("CPROX_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    from cp_assets.lib.core import settings
+
+    data_dir = settings.data_dir()
     folder = home / "shards"
     write_shards(folder, args.shards, args.docs, data_dir)
     os.environ["CPROX_CORPORA"] = str(home / "corpora.yaml")

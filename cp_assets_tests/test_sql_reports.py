@@ -326,3 +326,12 @@ def test_every_query_in_the_docs_runs_against_the_results_schema(tmp_path):
                 con.execute(query).fetchall()
             except duckdb.Error as exc:
                 raise AssertionError(f"{name}: cprox sql {query!r}: {exc}") from None
+
+
+def test_the_sql_readme_lists_every_model_and_what_it_reads():
+    readme = (SQL_DIR / "README.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)\.sql` \|.*\| ([^|]+) \|$", readme, re.M)}
+    models = discover()
+    assert sorted(rows) == sorted(models)
+    for name, model in models.items():
+        assert set(re.findall(r"`(\w+)`", rows[name])) >= set(model.tables), name

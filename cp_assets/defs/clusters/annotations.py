@@ -7,7 +7,7 @@ import dagster as dg
 from cp_assets.defs.clusters.cluster_names import cluster_names
 from cp_assets.defs.core.executors import GPU_OP_TAGS
 from cp_assets.defs.core.metadata import result
-from cp_assets.defs.core.partitions import model_tree_partitions, rollouts_of_model
+from cp_assets.defs.core.partitions import model_tree_partitions, rollouts_of_model, tree_of_split
 from cp_assets.defs.core.policies import PG_RETRY
 from cp_assets.defs.evals.rollouts import rollouts
 from cp_assets.lib.clusters.materialize import materialize_annotations
@@ -15,13 +15,10 @@ from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
-TREE_OF_SPLIT = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="split")
-
-
 @dg.asset(
     partitions_def=model_tree_partitions,
     deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model),
-          dg.AssetDep(cluster_names, partition_mapping=TREE_OF_SPLIT)],
+          dg.AssetDep(cluster_names, partition_mapping=tree_of_split)],
     group_name="clusters",
     kinds={"duckdb", "python"},
     owners=["team:evals"],

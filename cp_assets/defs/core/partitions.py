@@ -42,6 +42,8 @@ rollouts_of_model = dg.MultiPartitionMapping(
 # Cluster trees: one per split and one over every split ("all").
 ALL_SPLITS_TREE = "all"
 tree_partitions = dg.StaticPartitionsDefinition(load_registry().names() + [ALL_SPLITS_TREE])
+# a model x split partition (annotations) reads the tree of its split
+tree_of_split = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="split")
 # a tree reads the embeddings of its split, or of every split ("all"); no built-in mapping says "the shards of
 # split s for tree s, all shards for `all`" (trees are not automated, so the lineage says: every shard)
 embeddings_to_trees = dg.AllPartitionMapping()

@@ -15,6 +15,7 @@ CPROX_DEVICE         torch device for local models (cpu, cuda)
 CPROX_EXECUTOR       multiprocess | k8s | celery | docker; CPROX_NIGHTLY_CRON: the nightly shard backfill
 CPROX_CELERY_BROKER  Celery broker URL of CPROX_EXECUTOR=celery; CPROX_CELERY_BACKEND: its result backend
 CPROX_DEPLOYMENT     local | production (which resources the code location binds)
+CPROX_EXPLORER_URL   where `cprox serve` answers, for links from the Dagster UI (default http://127.0.0.1:8765)
 
 This module is the only place that reads a CPROX_* variable (a test holds it to that).
 """
