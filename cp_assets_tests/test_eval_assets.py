@@ -113,3 +113,38 @@ def test_unknown_and_unreachable_models_fail_clearly(resources, tmp_path, monkey
         load_models().get(SMOL)
 
 
+
+
+def test_blocking_checks_of_samples_and_rollouts(instance, resources, results_db):
+    """eval_samples' and rollouts' checks pass on what the assets wrote, and the rollouts check fails on a rollout of
+    a sample the eval set no longer holds and on logprobs that are not one per token."""
+    from cp_assets.defs.evals.eval_samples import check_eval_samples_consistent
+    from cp_assets.defs.evals.rollouts import check_rollouts_consistent
+    from cp_assets.definitions import eval_assets
+
+    def checked(selection, partition, config=None):
+        run_config = {"ops": {"rollouts": {"config": config}}} if config else None
+        result = dg.materialize([*eval_assets, check_eval_samples_consistent, check_rollouts_consistent],
+                                selection=selection, partition_key=partition, instance=instance, resources=resources,
+                                run_config=run_config, raise_on_error=False)
+        return {e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()})
+                for e in result.get_asset_check_evaluations()}
+
+    samples = checked(["eval_samples"], "math500")
+    assert samples == {"check_eval_samples_consistent": (True, {"samples": 500, "empty_prompts": 0,
+                                                                "distinct_row_idx": 500})}
+    cfg = {"limit": 2, "max_tokens": 8}
+    [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
+    assert ok and figures == {"rollouts": 2, "not_in_eval_set": 0, "logprobs_not_one_per_token": 0,
+                              "completion_without_token_ids": 0}
+    with results_db.connect() as con:  # a leftover of a sample since removed, and a rollout with a logprob too many
+        con.execute("INSERT INTO rollouts SELECT * REPLACE ('math500:gone' AS sample_id) FROM rollouts "
+                    "WHERE sample_id = 'math500:0' AND model_id = ?", [SMOL])
+        con.execute("UPDATE rollouts SET logprobs = list_append(logprobs, -1.0) "
+                    "WHERE sample_id = 'math500:1' AND model_id = ?", [SMOL])
+    try:
+        [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
+        assert not ok and (figures["not_in_eval_set"], figures["logprobs_not_one_per_token"]) == (1, 1)
+    finally:
+        with results_db.connect() as con:
+            con.execute("DELETE FROM rollouts WHERE eval_set = 'math500' AND model_id = ?", [SMOL])

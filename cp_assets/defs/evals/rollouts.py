@@ -13,7 +13,7 @@ from cp_assets.defs.core.metadata import result
 from cp_assets.defs.core.partitions import eval_model_partitions
 from cp_assets.defs.evals.eval_samples import eval_samples
 from cp_assets.lib.evals.generation import SamplingParams
-from cp_assets.lib.evals.rollouts import eval_rollouts
+from cp_assets.lib.evals.rollouts import eval_rollouts, rollouts_consistent
 from cp_assets.resources.llm import LLMResource
 from cp_assets.resources.results import ResultsStore
 
@@ -47,3 +47,12 @@ def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLM
     meta, version = eval_rollouts(llm.backend(keys["model"]), keys["eval_set"], params, results.db(),
                                   limit=config.limit, system_prompt=config.system_prompt, log=context.log.info)
     return result(meta, data_version=dg.DataVersion(version))
+
+
+@dg.asset_check(asset=rollouts, partitions_def=eval_model_partitions, blocking=True,
+                description="Rows; every rollout of a sample the eval set holds; logprobs one per completion token; "
+                            "token ids for every non-empty completion.")
+def check_rollouts_consistent(context: dg.AssetCheckExecutionContext, results: ResultsStore) -> dg.AssetCheckResult:
+    keys = context.partition_key.keys_by_dimension
+    passed, figures = rollouts_consistent(results.db(), keys["eval_set"], keys["model"])
+    return dg.AssetCheckResult(passed=passed, metadata=figures)

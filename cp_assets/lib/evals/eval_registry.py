@@ -219,3 +219,15 @@ def store_samples(name: str, db, log: Callable[[str], None] = print) -> tuple[di
             "first_id": rows[0]["sample_id"] if rows else None,
             "preview": Markdown("\n".join(f"- `{r['sample_id']}`: {r['prompt'][:120]!r}" for r in rows[:5]))
             }, samples_version(rows)
+
+
+def samples_consistent(db, name: str) -> tuple[bool, dict]:
+    """The `eval_samples` partition's blocking check: it has rows, every prompt (and the prompt sent to models) has
+    text, and the row indexes are 0..n-1 once each (a sample's place in the set, which `limit` and reports use)."""
+    with db.connect() as con:
+        n, empty, idx_distinct, idx_min, idx_max = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE trim(prompt) = '' OR trim(request_prompt) = ''), "
+            "count(DISTINCT row_idx), min(row_idx), max(row_idx) FROM eval_samples WHERE eval_set = ?",
+            [name]).fetchone()
+    figures = {"samples": n, "empty_prompts": empty, "distinct_row_idx": idx_distinct}
+    return n > 0 and empty == 0 and idx_distinct == n and (idx_min, idx_max) == (0, n - 1), figures

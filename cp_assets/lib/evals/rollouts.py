@@ -148,3 +148,20 @@ def eval_rollouts(backend: Backend, eval_set: str, params: SamplingParams, db, *
                          [n for _, n in by.values()])
         extra[f"accuracy_by_{field}"] = image(png, f"accuracy by {field}")
     return extra | figures, rollouts_version(stored)
+
+
+def rollouts_consistent(db, eval_set: str, model_id: str) -> tuple[bool, dict]:
+    """The `rollouts` partition's blocking check: it has rows; each is of a sample the eval set still holds (not a
+    leftover of samples since removed: `eval_samples` re-read with other ids); its logprobs, where recorded, are one
+    per completion token (membership and provenance read them token by token); its token ids are there when its
+    completion is not empty."""
+    with db.connect() as con:
+        n, orphans, bad_logprobs, no_ids = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE s.sample_id IS NULL), "
+            "count(*) FILTER (WHERE r.logprobs IS NOT NULL AND len(r.logprobs) <> len(r.completion_token_ids)), "
+            "count(*) FILTER (WHERE r.completion <> '' AND coalesce(len(r.completion_token_ids), 0) = 0) "
+            "FROM rollouts r LEFT JOIN eval_samples s ON s.sample_id = r.sample_id AND s.eval_set = r.eval_set "
+            "WHERE r.eval_set = ? AND r.model_id = ?", [eval_set, model_id]).fetchone()
+    figures = {"rollouts": n, "not_in_eval_set": orphans, "logprobs_not_one_per_token": bad_logprobs,
+               "completion_without_token_ids": no_ids}
+    return n > 0 and orphans == bad_logprobs == no_ids == 0, figures
