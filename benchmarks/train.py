@@ -58,6 +58,9 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=0, help="base token budget (default: the cpu size's, 524,288)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's own, one per core)")
     ap.add_argument("--gpu-steps", type=int, default=30, help="timed steps of the gpu size per optimizer (CUDA only)")
+    ap.add_argument("--gpu-size-on-cpu", type=int, default=0, metavar="STEPS",
+                    help="instead of the cpu size: STEPS steps of the gpu size's model (12 x 768, seq 1024, vocab "
+                         "16,384) per optimizer on this CPU, 2 sequences a step, fp32 (where no GPU is lent)")
     ap.add_argument("--png", default="", help="write the loss curves of the runs to this PNG")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (checkpoints)")
     args = ap.parse_args()
@@ -75,6 +78,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cprox_bench_train_"))
     try:
         train_texts, val_texts, sft_train, sft_val = load_texts(settings.data_dir())
+        if args.gpu_size_on_cpu:
+            gpu_size_on_cpu(args.gpu_size_on_cpu, train_texts, val_texts, tmp)
+            return 0
         size = SIZES["cpu"]
         print("\n".join(C.machine_lines({"torch": f"{torch.__version__}, {torch.get_num_threads()} threads"})))
         with C.Timer() as t_tok:
@@ -162,6 +168,38 @@ def gpu_section(args, train_texts, val_texts, tmp: Path) -> None:
                      f"{r.final_val_loss:.3f}", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])
     print(f"\ngpu size {size} on {torch.cuda.get_device_name()}, bf16 autocast")
     print(C.table(["optimizer", "params", "steps", "tokens", "tok/s", "wall s", "val end", "peak GiB"], rows))
+
+
+def gpu_size_on_cpu(steps: int, train_texts, val_texts, tmp: Path) -> None:
+    """The `gpu` size's model and both optimizers, run for `steps` steps on the CPU at 2 sequences a step (the size's
+    batch is 32): that the architecture builds, both optimizers step it and the loss falls, and at what speed; not
+    the size's budget (100M tokens), which needs a GPU."""
+    import resource
+
+    import torch
+
+    from cp_assets.lib.tinygpt.model import train_tokenizer
+    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
+
+    size = SIZES["gpu"]
+    print("\n".join(C.machine_lines({"torch": f"{torch.__version__}, {torch.get_num_threads()} threads"})))
+    with C.Timer() as t_tok:
+        tok = train_tokenizer(train_texts, size.vocab_size)
+    print(f"size gpu   {size}; BPE {tok.vocab_size} tokens trained in {t_tok.s:.1f} s; on the CPU: {steps} steps "
+          f"of 2 x {size.seq_len} tokens per optimizer, fp32, validation on the first {8 * size.seq_len:,} held-out "
+          f"tokens at step 0 and at the end\n")
+    rows = []
+    for opt in OPTIMIZERS:
+        cfg = TrainConfig(optimizer=opt, batch_size=2, total_tokens=steps * 2 * size.seq_len, eval_every=10**9,
+                          n_checkpoints=0, eval_tokens=8 * size.seq_len, device="cpu", warmdown_frac=0.0)
+        r = train(train_texts, val_texts, "gpu", cfg, tmp / f"gpu-cpu-{opt}", tokenizer=tok, log=lambda _: None)
+        vals = [row["val_loss"] for row in r.curve if row.get("val_loss") is not None]
+        rows.append([opt, f"{r.n_params:,}", r.steps, f"{r.tokens:,}", f"{r.tokens_per_s:,.0f}", f"{r.seconds:.1f}",
+                     f"{vals[0]:.3f}", f"{vals[-1]:.3f}", C.loadavg()])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(C.table(["optimizer", "params", "steps", "tokens", "tok/s", "wall s", "val step 0", "val end", "load"],
+                  rows))
+    print(f"peak RSS of this process {peak:.1f} GiB")
 
 
 def _mean_sd(xs: list[float]) -> str:
