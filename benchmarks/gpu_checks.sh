@@ -14,7 +14,7 @@
 #   ingest_fp32  benchmarks/ingest.py, CPROX_EMBED_PRECISION=fp32: raw SentenceTransformer.encode vs the
 #                `embeddings` asset's embed_split -> pgvector, both fp32, large batches; ratio (b)/(a) >= 0.9
 #   ingest_bf16  the same with the pipeline at bf16 (CPROX_EMBED_PRECISION=bf16) and the raw encode under the same
-#                bf16 autocast (a wrapper patches SentenceTransformer.encode; ingest.py has no flag for it)
+#                bf16 autocast (ingest.py's --baseline-precision pipeline, its default)
 #   train        benchmarks/train.py --gpu-steps N: the tiny GPT's `gpu` size (12 x 768, seq 1024, bf16 autocast),
 #                AdamW and Muon: tokens/s, wall s, final val loss (+ the full 100M-token budget projected)
 #   vllm         the project's VLLMBackend vs raw vllm.LLM.generate on the same engine and prompts (tokens/s ratio).
@@ -274,29 +274,9 @@ check_ingest() {  # $1 = fp32 | bf16
     if [[ "$prec" == fp32 ]]; then
         run_check "ingest_$prec" 120 "$log" env CPROX_EMBED_PRECISION=fp32 "$PY" benchmarks/ingest.py "${INGEST_ARGS[@]}"
     else
-        # the raw baseline under the same bf16 autocast as the pipeline: ingest.py has no flag for the baseline's
-        # precision, so SentenceTransformer.encode is wrapped before ingest.py runs (nested autocast is a no-op in
-        # the pipeline, which already runs encode() under it)
-        cat > /tmp/gpu_ingest_bf16.py <<'PY'
-import runpy, sys
-import torch
-from sentence_transformers import SentenceTransformer
-
-_encode = SentenceTransformer.encode
-
-
-def encode_bf16(self, *args, **kwargs):
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-        return _encode(self, *args, **kwargs)
-
-
-SentenceTransformer.encode = encode_bf16
-print("wrapper: raw SentenceTransformer.encode runs under torch.autocast(cuda, bfloat16), like the pipeline")
-sys.path.insert(0, "benchmarks")
-sys.argv = ["benchmarks/ingest.py"] + sys.argv[1:]
-runpy.run_path("benchmarks/ingest.py", run_name="__main__")
-PY
-        run_check "ingest_$prec" 120 "$log" env CPROX_EMBED_PRECISION=bf16 "$PY" /tmp/gpu_ingest_bf16.py "${INGEST_ARGS[@]}"
+        # the raw baseline runs under the same bf16 autocast as the pipeline (ingest.py's default
+        # --baseline-precision pipeline)
+        run_check "ingest_$prec" 120 "$log" env CPROX_EMBED_PRECISION=bf16 "$PY" benchmarks/ingest.py "${INGEST_ARGS[@]}"
     fi
     local verdict=""
     if [[ "$STATUS" == RAN ]]; then

@@ -5,7 +5,8 @@ tokenizer), stores them as the chunks of a private split `bench` in a private em
 exactly those chunks, in the order embed_split reads them:
 
   (a) baseline  SentenceTransformer.encode(texts, batch_size, normalize_embeddings=True, convert_to_numpy=True), on
-                the object cp_assets.lib.corpus.encoder.load_model returns;
+                the object cp_assets.lib.corpus.encoder.load_model returns, at the pipeline's precision (bf16
+                autocast where CPROX_EMBED_PRECISION resolves to it; `--baseline-precision fp32` for plain fp32);
   (b) pipeline  cp_assets.lib.corpus.embeddings.embed_split(store, "bench", model), what the `embeddings` asset calls: read
                 the chunk rows, encode in `commit_every` slices, binary-COPY each slice into the build table, build
                 the HNSW index (publish_build) and swap the partition in. Wall-clock of the whole call.
@@ -47,6 +48,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32, help="encode batch size (SentenceEncoder default 32)")
     ap.add_argument("--commit-every", type=int, default=512, help="embed_split commit_every (SentenceEncoder default)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved passes (default 1)")
+    ap.add_argument("--baseline-precision", choices=("pipeline", "fp32"), default="pipeline",
+                    help="the raw encode's precision: the pipeline's (CPROX_EMBED_PRECISION resolved for the device: "
+                         "bf16 autocast where the CPU or GPU has it; the fair comparison, default) or plain fp32")
     ap.add_argument("--one-call", action="store_true",
                     help="also time (a) as a single encode call over all N chunks (reference, not interleaved)")
     ap.add_argument("--keep", action="store_true", help="keep the private CPROX_HOME (default: delete it)")
@@ -64,7 +68,8 @@ def run(args, home) -> int:
     from cp_assets.lib.core import settings
     from cp_assets.lib.corpus.chunking import ChunkConfig, chunk_documents
     from cp_assets.lib.corpus.embeddings import embed_split
-    from cp_assets.lib.corpus.encoder import encode, load_model, load_tokenizer, model_slug, resolve_model
+    from cp_assets.lib.corpus.encoder import (encode, load_model, load_tokenizer, model_precision, model_slug,
+                                              precision_context, resolve_model)
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.corpus.registry import load_registry
     from cp_assets.lib.corpus.sources import read_split
@@ -76,8 +81,18 @@ def run(args, home) -> int:
     with C.Timer() as t:
         model = load_model(model_name)
         tokenizer = load_tokenizer(model_name)
+    pipeline_precision = model_precision(model_name)
+    baseline_precision = pipeline_precision if args.baseline_precision == "pipeline" else "fp32"
     print(f"model      {model_name} ({resolve_model(model_name)}), loaded in {t.s:.1f}s, "
           f"max_seq_length {model.max_seq_length}, device {model.device}")
+    print(f"precision  pipeline {pipeline_precision} (CPROX_EMBED_PRECISION resolved for {model.device.type}), "
+          f"baseline {baseline_precision}")
+
+    def raw_encode(batch_texts):
+        """(a): SentenceTransformer.encode itself, at the baseline's precision."""
+        with precision_context(model.device.type, baseline_precision):
+            return model.encode(batch_texts, batch_size=args.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
 
     # -- the chunks -------------------------------------------------------------------------------------------------
     with C.Timer() as t:
@@ -131,8 +146,7 @@ def run(args, home) -> int:
     # embed_split encodes through encoder.encode -> load_model(name, device): lru_cache keys (name,) and
     # (name, None) differ, so that is a second model instance (see README). Warm both, and say so.
     with C.Timer() as t:
-        model.encode(texts[:4 * args.batch_size], batch_size=args.batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=False)
+        raw_encode(texts[:4 * args.batch_size])
     with C.Timer() as t2:
         encode(model_name, texts[:4 * args.batch_size], batch_size=args.batch_size)
     same = load_model(model_name) is load_model(model_name, None)
@@ -155,9 +169,7 @@ def run(args, home) -> int:
             pipe_slice = t0 - st["mark"]  # pipeline time since the previous callback: encode + COPY of this slice
             hi = int(m.group(1))
             with C.Timer(home) as ta:
-                st["vecs"].append(model.encode(texts[st["done"]:hi], batch_size=args.batch_size,
-                                               normalize_embeddings=True, convert_to_numpy=True,
-                                               show_progress_bar=False))
+                st["vecs"].append(raw_encode(texts[st["done"]:hi]))
             st["pairs"].append((hi - st["done"], ta.s, pipe_slice))
             st["done"] = hi
             st["a_wall"] += ta.s
@@ -192,8 +204,7 @@ def run(args, home) -> int:
     one = None
     if args.one_call:
         with C.Timer(home) as one:
-            model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                         show_progress_bar=False)
+            raw_encode(texts)
         print(f"one call  (a) over all {n:,} chunks at once: {one.s:.1f}s wall, {n / one.s:.1f} chunks/s "
               f"(not interleaved: compare with care)   loadavg {C.loadavg()}")
 

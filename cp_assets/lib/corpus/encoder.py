@@ -94,7 +94,8 @@ def resolve_precision(precision: str | None, device_type: str) -> str:
     return "fp32"
 
 
-def _autocast(device_type: str, precision: str):
+def precision_context(device_type: str, precision: str):
+    """What `encode` runs the model under at `precision` (resolved): nothing for fp32, bfloat16 autocast for bf16."""
     if precision == "fp32":
         return contextlib.nullcontext()
     import torch
@@ -109,7 +110,7 @@ def encode(name: str, texts: Sequence[str], batch_size: int = 32, device: str | 
         return np.zeros((0, model_dim(name)), dtype=np.float32)
     model = load_model(name, device)
     device_type = model.device.type
-    with _autocast(device_type, resolve_precision(precision, device_type)):
+    with precision_context(device_type, resolve_precision(precision, device_type)):
         vecs = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                             show_progress_bar=False)
     return np.ascontiguousarray(vecs, dtype=np.float32)
