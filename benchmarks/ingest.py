@@ -143,8 +143,8 @@ def run(args, home) -> int:
           f"({ntok.sum() / per_slice:.1%} useful): slicing alone predicts a ratio of {one / per_slice:.3f}")
 
     # -- warm-up ----------------------------------------------------------------------------------------------------
-    # embed_split encodes through encoder.encode -> load_model(name, device): lru_cache keys (name,) and
-    # (name, None) differ, so that is a second model instance (see README). Warm both, and say so.
+    # embed_split encodes through encoder.encode -> load_model(name, device); load_model(name) resolves to the same
+    # cache entry, so both paths share one model instance (printed below). Warm both.
     with C.Timer() as t:
         raw_encode(texts[:4 * args.batch_size])
     with C.Timer() as t2:

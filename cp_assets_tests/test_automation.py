@@ -252,6 +252,15 @@ def test_a_failed_blocking_check_holds_back_the_reports_that_read_that_partition
     materialized(instance, "ngram_index", math, "v2")  # rebuilt: its failed check no longer applies
     fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
     assert {r for r in _requested(fourth) if "[" in r} == {"contamination[gsm8k|math]"}
+    materialized(instance, "contamination", "gsm8k|math")
+
+    # eval_proximity[gsm8k|math] fails its check, then the eval set changes: the partitioned reports that read that
+    # partition wait; the unpartitioned ones, which read every partition, run over what exists
+    failed_check(instance, "eval_proximity", "check_eval_proximity_rows_consistent", "gsm8k|math")
+    materialized(instance, "eval_samples", "gsm8k", "v2")
+    fifth = _requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fourth.cursor))
+    assert fifth == {"eval_proximity[gsm8k|tiny]", "eval_proximity[gsm8k|math]", "contamination[gsm8k|tiny]",
+                     "nearest_neighbors", "distance_by_difficulty", "difficulty_report"}
 
 
 def _data_versions(result) -> dict[str, str]:

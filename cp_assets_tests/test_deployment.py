@@ -152,3 +152,20 @@ def test_cprox_device_reaches_every_model_resource(monkeypatch, deployment):
         device = resources[name].device
         assert isinstance(device, dg.EnvVar) and device.env_var_name == "CPROX_DEVICE", name
         assert device.get_value() == "cpu"
+
+
+def test_cprox_device_places_every_local_model(monkeypatch):
+    """CPROX_DEVICE reaches the encoder wherever it is loaded without an explicit device (proximity reports, cluster
+    naming, search), not only through the resources; an explicit device still wins. (The loader is replaced by a
+    recorder: on this CPU-only machine the real model lands on the CPU either way.)"""
+    from cp_assets.lib.core import settings
+    from cp_assets.lib.corpus import encoder
+
+    asked = []
+    monkeypatch.setattr(encoder, "_load_model", lambda name, device: asked.append(device))
+    monkeypatch.setenv("CPROX_DEVICE", "cuda:1")
+    encoder.load_model("m")
+    encoder.load_model("m", "cpu")
+    monkeypatch.delenv("CPROX_DEVICE")
+    encoder.load_model("m")
+    assert asked == ["cuda:1", "cpu", None] and settings.device() is None

@@ -113,11 +113,9 @@ def test_unknown_and_unreachable_models_fail_clearly(resources, tmp_path, monkey
         load_models().get(SMOL)
 
 
-
-
 def test_blocking_checks_of_samples_and_rollouts(instance, resources, results_db):
-    """eval_samples' and rollouts' checks pass on what the assets wrote, and the rollouts check fails on a rollout of
-    a sample the eval set no longer holds and on logprobs that are not one per token."""
+    """eval_samples' and rollouts' checks pass on what the assets wrote; the rollouts check fails on logprobs that
+    are not one per token, and counts (without failing) a rollout of a sample the eval set no longer holds."""
     from cp_assets.defs.evals.eval_samples import check_eval_samples_consistent
     from cp_assets.defs.evals.rollouts import check_rollouts_consistent
     from cp_assets.definitions import eval_assets
@@ -134,17 +132,38 @@ def test_blocking_checks_of_samples_and_rollouts(instance, resources, results_db
     assert samples == {"check_eval_samples_consistent": (True, {"samples": 500, "empty_prompts": 0,
                                                                 "distinct_row_idx": 500})}
     cfg = {"limit": 2, "max_tokens": 8}
-    [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
-    assert ok and figures == {"rollouts": 2, "not_in_eval_set": 0, "logprobs_not_one_per_token": 0,
-                              "completion_without_token_ids": 0}
-    with results_db.connect() as con:  # a leftover of a sample since removed, and a rollout with a logprob too many
-        con.execute("INSERT INTO rollouts SELECT * REPLACE ('math500:gone' AS sample_id) FROM rollouts "
-                    "WHERE sample_id = 'math500:0' AND model_id = ?", [SMOL])
-        con.execute("UPDATE rollouts SET logprobs = list_append(logprobs, -1.0) "
-                    "WHERE sample_id = 'math500:1' AND model_id = ?", [SMOL])
     try:
         [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
-        assert not ok and (figures["not_in_eval_set"], figures["logprobs_not_one_per_token"]) == (1, 1)
+        assert ok and figures == {"rollouts": 2, "logprobs_not_one_per_token": 0, "not_in_eval_samples": 0,
+                                  "completion_without_token_ids": 0}
+        with results_db.connect() as con:  # a leftover of a sample since removed: counted, not failed on
+            con.execute("INSERT INTO rollouts SELECT * REPLACE ('math500:gone' AS sample_id) FROM rollouts "
+                        "WHERE sample_id = 'math500:0' AND model_id = ?", [SMOL])
+        [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
+        assert ok and figures["not_in_eval_samples"] == 1
+        with results_db.connect() as con:  # a logprob too many: fails
+            con.execute("UPDATE rollouts SET logprobs = list_append(logprobs, -1.0) "
+                        "WHERE sample_id = 'math500:1' AND model_id = ?", [SMOL])
+        [(ok, figures)] = checked(["rollouts"], key("math500"), cfg).values()
+        assert not ok and figures["logprobs_not_one_per_token"] == 1
     finally:
         with results_db.connect() as con:
             con.execute("DELETE FROM rollouts WHERE eval_set = 'math500' AND model_id = ?", [SMOL])
+
+
+def test_samples_check_fails_on_an_empty_prompt_or_a_gap_in_row_indexes(tmp_path):
+    from cp_assets.lib.evals.eval_registry import samples_consistent
+    from cp_assets.lib.reports.results_db import ResultsDB
+
+    db = ResultsDB(tmp_path / "results.duckdb")
+    rows = [("s", f"s:{i}", i, f"question {i}", f"question {i}") for i in range(3)]
+    with db.connect() as con:
+        con.executemany("INSERT INTO eval_samples (eval_set, sample_id, row_idx, prompt, request_prompt) "
+                        "VALUES (?, ?, ?, ?, ?)", rows)
+    assert samples_consistent(db, "s") == (True, {"samples": 3, "empty_prompts": 0, "distinct_row_idx": 3})
+    assert samples_consistent(db, "none") == (False, {"samples": 0, "empty_prompts": 0, "distinct_row_idx": 0})
+    with db.connect() as con:
+        con.execute("INSERT INTO eval_samples (eval_set, sample_id, row_idx, prompt, request_prompt) "
+                    "VALUES ('s', 's:9', 9, '  ', 'x')")
+    ok, figures = samples_consistent(db, "s")
+    assert not ok and figures == {"samples": 4, "empty_prompts": 1, "distinct_row_idx": 4}

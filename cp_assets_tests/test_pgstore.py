@@ -17,9 +17,13 @@ def test_schema_setup_is_idempotent(store):
     survive, the marker comes back, and the shard-aware primary key is not dropped by the second pass."""
     assert store.replace_documents("t_schema", docs("t_schema", 3)) == 3
     again = PgStore(home=store.home)
-    for _ in range(2):
-        with again.connect() as conn:
-            conn.execute("COMMENT ON TABLE cprox_partitions IS NULL")
+    try:
+        for _ in range(2):
+            with again.connect() as conn:
+                conn.execute("COMMENT ON TABLE cprox_partitions IS NULL")
+            again._schema_ready = False
+            again.ensure_schema()
+    finally:  # the shared database gets its schema marker back whatever happened
         again._schema_ready = False
         again.ensure_schema()
     with again.connect() as conn:

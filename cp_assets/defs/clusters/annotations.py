@@ -15,6 +15,7 @@ from cp_assets.resources.encoder import SentenceEncoder
 from cp_assets.resources.pgvector_store import PgVectorStore
 from cp_assets.resources.results import ResultsStore
 
+
 @dg.asset(
     partitions_def=model_tree_partitions,
     deps=[dg.AssetDep(rollouts, partition_mapping=rollouts_of_model),

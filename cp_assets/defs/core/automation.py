@@ -13,9 +13,10 @@ reads them follows:
 - model x split reports (`rollout_proximity`, `rollout_traces`) need the split's embeddings and rollouts of at least
   one eval set for the model (a model rarely has rollouts for every eval set);
 - unpartitioned reports (SQL models, `difficulty_report`, `memorization_report`) run over whatever exists;
-- no report starts while a blocking check of an input partition it reads has failed (an embeddings shard with NaN
-  vectors, an n-gram index that does not match its corpus): blocking checks stop only the steps of their own run, and
-  automation starts reports in runs of their own.
+- no partitioned report starts while a blocking check of an input partition it reads has failed (an embeddings shard
+  with NaN vectors, an n-gram index that does not match its corpus): blocking checks stop only the steps of their own
+  run, and automation starts reports in runs of their own. Unpartitioned reports read every partition and run over
+  what exists (one bad shard would otherwise hold them back until it is fixed).
 
 The sensor is on by default; the daemon (`dagster dev`, or the compose `daemon` service) evaluates it every minute.
 Tests and `cprox` evaluate the same conditions in-process with `dg.evaluate_automation_conditions`.
@@ -27,17 +28,20 @@ import dagster as dg
 AC = dg.AutomationCondition
 
 INPUT_CHANGED = AC.any_deps_match(AC.data_version_changed()).with_label("an input's data version changed")
-# A blocking check stops later steps of its own run only; a report the sensor starts is another run, so it waits here
-# until the failed check of an input partition no longer applies (that input re-materialized, or the check re-run).
+ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress()
+                 & ~AC.in_progress()).with_label("report_on_new_inputs")
+# A blocking check stops later steps of its own run only; a report the sensor starts is another run, so a partitioned
+# report waits here until the failed check of an input partition it reads no longer applies (that input
+# re-materialized, or the check re-run). Unpartitioned reports (SQL models, difficulty_report, memorization_report)
+# read every partition: one bad shard anywhere would hold them back for good, so they run over what exists.
 NO_FAILED_BLOCKING_CHECK = ~AC.any_deps_match(AC.any_checks_match(AC.check_failed(), blocking_only=True)).with_label(
     "no input partition failed a blocking check")
-ON_NEW_INPUTS = (INPUT_CHANGED.since_last_handled() & ~AC.any_deps_in_progress() & ~AC.in_progress()
-                 & NO_FAILED_BLOCKING_CHECK).with_label("report_on_new_inputs")
+CHECKED_INPUTS = (ON_NEW_INPUTS & NO_FAILED_BLOCKING_CHECK).with_label("report_on_new_checked_inputs")
 # Corpus inputs are read per shard: a split's report needs some of its shards, not every shard number (a split with
 # fewer shards than another never materializes the numbers past its plan, see defs/core/partitions.py).
 CORPUS = dg.AssetSelection.assets("raw_corpus", "chunks", "embeddings", "ngram_index")
 SOME_SHARDS = AC.any_deps_match(~AC.missing()).allow(CORPUS).with_label("some shard of the split exists")
-WHEN_INPUTS_EXIST = (ON_NEW_INPUTS & ~AC.any_deps_missing().ignore(CORPUS) & SOME_SHARDS).with_label(
+WHEN_INPUTS_EXIST = (CHECKED_INPUTS & ~AC.any_deps_missing().ignore(CORPUS) & SOME_SHARDS).with_label(
     "report_on_new_inputs_when_all_exist")
 
 
@@ -46,7 +50,7 @@ def when_some_rollouts(rollouts: dg.AssetsDefinition) -> dg.AutomationCondition:
     partition of the model exists."""
     others_exist = ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(rollouts) | CORPUS)
     some_rollouts = AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(rollouts))
-    return (ON_NEW_INPUTS & others_exist & SOME_SHARDS & some_rollouts).with_label("report_on_new_rollouts")
+    return (CHECKED_INPUTS & others_exist & SOME_SHARDS & some_rollouts).with_label("report_on_new_rollouts")
 
 
 def automated(assets: list[dg.AssetsDefinition], conditions: dict[str, dg.AutomationCondition]) -> list:

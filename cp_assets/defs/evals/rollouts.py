@@ -50,8 +50,8 @@ def rollouts(context: dg.AssetExecutionContext, config: RolloutsConfig, llm: LLM
 
 
 @dg.asset_check(asset=rollouts, partitions_def=eval_model_partitions, blocking=True,
-                description="Rows; every rollout of a sample the eval set holds; logprobs one per completion token; "
-                            "token ids for every non-empty completion.")
+                description="Rows, and one logprob per completion token wherever both are recorded (rollouts of "
+                            "samples no longer in eval_samples and completions without token ids are counted).")
 def check_rollouts_consistent(context: dg.AssetCheckExecutionContext, results: ResultsStore) -> dg.AssetCheckResult:
     keys = context.partition_key.keys_by_dimension
     passed, figures = rollouts_consistent(results.db(), keys["eval_set"], keys["model"])

@@ -79,6 +79,12 @@ def database_url() -> str | None:
     return os.environ.get("CPROX_DATABASE_URL") or None
 
 
+def device() -> str | None:
+    """CPROX_DEVICE: the torch device of every local model (embedding, generation, tiny GPTs); None: CUDA when
+    available, else the CPU."""
+    return os.environ.get("CPROX_DEVICE") or None
+
+
 def embed_model() -> str:
     return os.environ.get("CPROX_EMBED_MODEL") or DEFAULT_EMBED_MODEL
 

@@ -46,7 +46,9 @@ def model_slug(name: str) -> str:
 
 
 def load_model(name: str, device: str | None = None):
-    return _load_model(name, device)  # one cache key for load_model(name) and load_model(name, None)
+    """The sentence-transformers model on `device`, else CPROX_DEVICE, else CUDA when available (one cache key for
+    load_model(name) and load_model(name, None))."""
+    return _load_model(name, device or settings.device())
 
 
 @lru_cache(maxsize=4)

@@ -151,17 +151,19 @@ def eval_rollouts(backend: Backend, eval_set: str, params: SamplingParams, db, *
 
 
 def rollouts_consistent(db, eval_set: str, model_id: str) -> tuple[bool, dict]:
-    """The `rollouts` partition's blocking check: it has rows; each is of a sample the eval set still holds (not a
-    leftover of samples since removed: `eval_samples` re-read with other ids); its logprobs, where recorded, are one
-    per completion token (membership and provenance read them token by token); its token ids are there when its
-    completion is not empty."""
+    """The `rollouts` partition's blocking check: it has rows, and where a rollout records both its completion's
+    token ids and logprobs (local, tiny and vLLM backends; an OpenAI-compatible server may return neither), there is
+    one logprob per token: membership and provenance read them token by token. Also counted, not failed on: rollouts
+    of samples `eval_samples` no longer holds (an eval set re-read, or rollouts asked past its `limit`), and completions
+    without token ids."""
     with db.connect() as con:
         n, orphans, bad_logprobs, no_ids = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE s.sample_id IS NULL), "
-            "count(*) FILTER (WHERE r.logprobs IS NOT NULL AND len(r.logprobs) <> len(r.completion_token_ids)), "
+            "count(*) FILTER (WHERE coalesce(len(r.completion_token_ids), 0) > 0 AND r.logprobs IS NOT NULL "
+            "AND len(r.logprobs) <> len(r.completion_token_ids)), "
             "count(*) FILTER (WHERE r.completion <> '' AND coalesce(len(r.completion_token_ids), 0) = 0) "
             "FROM rollouts r LEFT JOIN eval_samples s ON s.sample_id = r.sample_id AND s.eval_set = r.eval_set "
             "WHERE r.eval_set = ? AND r.model_id = ?", [eval_set, model_id]).fetchone()
-    figures = {"rollouts": n, "not_in_eval_set": orphans, "logprobs_not_one_per_token": bad_logprobs,
+    figures = {"rollouts": n, "logprobs_not_one_per_token": bad_logprobs, "not_in_eval_samples": orphans,
                "completion_without_token_ids": no_ids}
-    return n > 0 and orphans == bad_logprobs == no_ids == 0, figures
+    return n > 0 and bad_logprobs == 0, figures

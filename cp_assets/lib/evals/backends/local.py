@@ -127,7 +127,7 @@ def _convert(spec: ModelSpec, target: Path) -> None:
 
 @functools.lru_cache(maxsize=2)
 def load(spec: ModelSpec, device: str | None = None):
-    """(model, tokenizer) in eval mode, on `device` (default: CUDA when available)."""
+    """(model, tokenizer) in eval mode, on `device` (default: CPROX_DEVICE, else CUDA when available)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -140,7 +140,7 @@ def load(spec: ModelSpec, device: str | None = None):
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     except OSError as exc:
         raise GenerationError(spec.id, f"model files not found at {where}: {exc}") from exc
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or settings.device() or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     tok.padding_side = "left"
     if tok.pad_token is None:

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from cp_assets.lib.core import settings
 from cp_assets.lib.evals.generation import (
     GenerationError,
     GenerationRequest,
@@ -39,7 +40,7 @@ def load(path: str | Path, device: str | None = None):
     import torch
 
     p = Path(path).expanduser().resolve()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or settings.device() or ("cuda" if torch.cuda.is_available() else "cpu")
     stamp = (p / "config.json").stat().st_mtime_ns if (p / "config.json").exists() else 0
     return _load(str(p), device, stamp)
 
