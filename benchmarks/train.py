@@ -191,7 +191,7 @@ def gpu_size_on_cpu(steps: int, train_texts, val_texts, tmp: Path) -> None:
     rows = []
     for opt in OPTIMIZERS:
         cfg = TrainConfig(optimizer=opt, batch_size=2, total_tokens=steps * 2 * size.seq_len, eval_every=10**9,
-                          n_checkpoints=0, eval_tokens=8 * size.seq_len, device="cpu", warmdown_frac=0.0)
+                          n_checkpoints=0, eval_tokens=8 * size.seq_len, device="cpu")
         r = train(train_texts, val_texts, "gpu", cfg, tmp / f"gpu-cpu-{opt}", tokenizer=tok, log=lambda _: None)
         vals = [row["val_loss"] for row in r.curve if row.get("val_loss") is not None]
         rows.append([opt, f"{r.n_params:,}", r.steps, f"{r.tokens:,}", f"{r.tokens_per_s:,.0f}", f"{r.seconds:.1f}",

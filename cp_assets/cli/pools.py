@@ -140,8 +140,8 @@ class PoolWatcher:
         return {r.run_id for r in runs}
 
     def check(self) -> list[str]:
-        """One look: the messages logged (none when no run waits for a slot, or when only runs of this invocation
-        hold the slots: a fan-out's shard run behind its sibling is the plan, and its siblings are this process's
+        """One look: the messages logged (none when no run waits for a slot, when no slot is held (the wait is over
+        at the executor's next poll), or when only runs of this invocation hold the slots: a fan-out's shard run behind its sibling is the plan, and its siblings are this process's
         children, so nothing is reaped then either)."""
         from cp_assets.cli.common import reap_dead_runs
 
@@ -151,16 +151,18 @@ class PoolWatcher:
             info = self.inst.event_log_storage.get_concurrency_info(pool)
             waiting = _waiting(info, mine)
             holding = {slot.run_id for slot in info.claimed_slots}
-            if not waiting or (holding and holding <= mine):
-                continue
+            if not waiting or not holding or holding <= mine:
+                continue  # nothing waits; a slot is free (the wait ends on the executor's next poll); or the plan
             if not reaped:
                 reaped = True
                 messages += [f"marked run {dead} failed: its process is gone (killed?); its pool slots are free again"
                              for dead in reap_dead_runs(self.inst)]
             held = holders(self.inst, pool)
             for run_id, steps in sorted(waiting.items()):
-                who = "; ".join(h.describe() for h in held if h.run_id != run_id) or "no run (a slot frees up)"
-                messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, held by {who}")
+                who = "; ".join(h.describe() for h in held if h.run_id != run_id)
+                if who:  # (none: the slots came free between the two reads)
+                    messages.append(f"step {', '.join(steps)} of run {run_id} waits for a `{pool}` pool slot, "
+                                    f"held by {who}")
         for msg in messages:
             self.log(msg)
         return messages
