@@ -219,3 +219,28 @@ def test_rollout_proximity_asset(materialized, store, db, instance, resources):
 
     again, again_rows = run("math")
     assert len(again_rows) == len(rows) and again["reference_reused"] is True, "idempotent"
+
+
+def test_rollout_proximity_check_accepts_no_rows_only_when_no_answer_has_text(tmp_path):
+    """A model that ends every answer at once (the demo's test-size SFT models can) has nothing to measure: no
+    rows is right then, and wrong when some answer has text."""
+    from cp_assets.lib.reports.proximity import rollout_rows_consistent
+    from cp_assets.lib.reports.results_db import ResultsDB
+
+    db = ResultsDB(tmp_path / "results.duckdb")
+
+    def rollout(model, sample, completion):
+        with db.connect() as con:
+            con.execute("INSERT INTO rollouts (sample_id, eval_set, model_id, backend, prompt, completion, params, "
+                        "params_hash, finish_reason, latency_s, started_at, finished_at) VALUES (?, 'e', ?, 'tiny', "
+                        "'q', ?, '{}', 'h', 'stop', 0.1, now(), now())", [sample, model, completion])
+
+    rollout("silent", "e:0", "")
+    rollout("silent", "e:1", "  ")
+    rollout("talks", "e:0", "")
+    rollout("talks", "e:1", "An answer.")
+    assert rollout_rows_consistent(db, "silent", "sft") == (True, {
+        "rows": 0, "distinct_keys": 0, "percentile_out_of_range": 0, "l2_cosine_mismatch": 0,
+        "rollouts_with_text": 0})
+    ok, figures = rollout_rows_consistent(db, "talks", "sft")
+    assert not ok and (figures["rows"], figures["rollouts_with_text"]) == (0, 1)

@@ -55,11 +55,10 @@ def rollout_proximity(context: dg.AssetExecutionContext, config: RolloutProximit
 
 
 @dg.asset_check(asset=rollout_proximity, partitions_def=model_split_partitions, blocking=True,
-                description="One row per (rollout, unit, idx), percentiles within 0-100, l2^2 = 2 x cosine.")
+                description="One row per (rollout, unit, idx), percentiles within 0-100, l2^2 = 2 x cosine; no rows "
+                            "only when no answer has text.")
 def check_rollout_proximity_rows_consistent(context: dg.AssetCheckExecutionContext,
                                             results: ResultsStore) -> dg.AssetCheckResult:
     keys = context.partition_key.keys_by_dimension
-    passed, figures = proximity.rows_consistent(
-        results.db(), "rollout_proximity", {"model_id": keys["model"], "split": keys["split"]},
-        ["sample_id", "params_hash", "unit", "idx"], "cosine", "l2")
+    passed, figures = proximity.rollout_rows_consistent(results.db(), keys["model"], keys["split"])
     return dg.AssetCheckResult(passed=passed, metadata=figures)

@@ -317,3 +317,18 @@ def rows_consistent(db, table: str, where: dict[str, str], key: Sequence[str], c
             f"> 1e-4) FROM {table} WHERE {cond}", list(where.values())).fetchone()
     return (n > 0 and n == distinct and bad_pct == 0 and bad_l2 == 0,
             {"rows": n, "distinct_keys": distinct, "percentile_out_of_range": bad_pct, "l2_cosine_mismatch": bad_l2})
+
+
+def rollout_rows_consistent(db, model_id: str, split: str) -> tuple[bool, dict]:
+    """`rows_consistent` for one model x split of `rollout_proximity`, where no rows is right when the model has
+    no answer with text to measure (a tiny model that ends every answer at once, as the demo's SFT models can)."""
+    passed, figures = rows_consistent(db, "rollout_proximity", {"model_id": model_id, "split": split},
+                                      ["sample_id", "params_hash", "unit", "idx"], "cosine", "l2")
+    with db.connect() as con:
+        answered = con.execute("SELECT count(*) FILTER (WHERE trim(completion) <> '') FROM rollouts "
+                               "WHERE model_id = ?", [model_id]).fetchone()[0]
+    figures["rollouts_with_text"] = answered
+    if figures["rows"] == 0:
+        passed = answered == 0
+    return passed, figures
+
