@@ -200,6 +200,7 @@ def test_the_watcher_of_a_fan_out_looks_at_each_of_its_runs(tmp_path):
     # the freed slot goes to a waiting run's step (assigned now, claimed when that step asks again)
     claimed = [(s.run_id, s.step_key) for s in inst.event_log_storage.get_concurrency_info("gpu").claimed_slots]
     assert claimed == []
+    assert watcher.check() == [], "a free slot is no news: the wait ends at the executor's next poll"
     assert any(inst.event_log_storage.claim_concurrency_slot("gpu", r, "embeddings").is_claimed for r in waiting)
 
 
