@@ -37,6 +37,9 @@ def main() -> int:
     ap.add_argument("--doc-pattern", default=r"^Problem: (.*?)\nSolution:",
                     help="regex whose group 1 is a document's question part (whole text when it does not match)")
     ap.add_argument("--examples", type=int, default=3)
+    ap.add_argument("--unexplained", type=int, default=0, metavar="N",
+                    help="also count the flagged items without a near-duplicate (ratio < 70) that hold an Asymptote "
+                         "diagram, and list N of them: evidence, rare share, longest verbatim span, the question")
     args = ap.parse_args()
     os.environ["CPROX_HOME"] = str(Path(args.home).resolve())
 
@@ -53,7 +56,8 @@ def main() -> int:
     with gzip.open(settings.data_dir() / spec.path, "rt") as f:
         questions = [json.loads(line)[args.field] for line in f]
     with ResultsDB().connect(read_only=True) as con:
-        rows = con.execute("SELECT s.sample_id, s.row_idx, c.flagged, c.flag_reason FROM eval_samples s "
+        rows = con.execute("SELECT s.sample_id, s.row_idx, c.flagged, c.flag_reason, c.rare_share, c.longest_span "
+                           "FROM eval_samples s "
                            "JOIN contamination c USING (eval_set, sample_id) WHERE s.eval_set = ? AND c.split = ? "
                            "ORDER BY s.row_idx", [args.eval, args.split]).fetchall()
     if not rows:
@@ -62,7 +66,7 @@ def main() -> int:
     pattern = re.compile(args.doc_pattern, re.S)
     docs = [(d.doc_id, (m.group(1) if (m := pattern.search(d.text)) else d.text))
             for d in PgStore(url=settings.database_url()).iter_documents(args.split)]
-    texts = [questions[idx] for _, idx, _, _ in rows]
+    texts = [questions[idx] for _, idx, *_ in rows]
     t0 = time.perf_counter()
     scores = process.cdist(texts, [t for _, t in docs], scorer=fuzz.ratio, workers=-1)
     best = scores.argmax(axis=1)
@@ -87,6 +91,17 @@ def main() -> int:
     for i in sorted(groups["flagged"], key=lambda i: -scores[i, best[i]])[:args.examples]:
         print(f"\n{rows[i][0]} (ratio {scores[i, best[i]]:.0f} to {docs[best[i]][0]}):\n  item: {texts[i][:160]!r}\n"
               f"  doc:  {docs[best[i]][1][:160]!r}")
+    unexplained = [i for i in groups["flagged"] if scores[i, best[i]] < 70]
+    if args.unexplained:
+        print(f"\nflagged without a near-duplicate: {len(unexplained)} (showing {min(args.unexplained, len(unexplained))})")
+        asy = sum("[asy]" in texts[i] for i in unexplained)
+        print(f"of these, {asy} hold an Asymptote diagram ([asy] code, which problems share verbatim); of all "
+              f"{len(texts)} items, {sum('[asy]' in t for t in texts)}")
+        print(f"{'item':<14} {'evidence':<26} {'rare share':>10} {'longest span':>12} {'best ratio':>10}  question")
+        for i in unexplained[:args.unexplained]:
+            sid, _, _, reason, rare, longest = rows[i]
+            print(f"{sid:<14} {reason or '':<26} {rare or 0:>10.3f} {longest:>12} {scores[i, best[i]]:>10.0f}  "
+                  f"{texts[i][:70]!r}")
     return 0
 
 
