@@ -311,18 +311,16 @@ def local_section(args, spec, requests, params, tok, tmp, local_mod, backend_for
     loads = []
     if not args.skip_cold:
         cold_cache = tmp / "cold_cache"
-        cold_env = mock.patch.dict(os.environ, {"CPROX_MODEL_CACHE": str(cold_cache)})  # restored after
-        cold_env.start()
         try:
-            t0 = time.perf_counter()
-            local_mod.model_dir(spec)
-            t_conv = time.perf_counter() - t0
-            local_mod.load.cache_clear()
-            t0 = time.perf_counter()
-            local_mod.load(spec, "cpu")
-            t_load = time.perf_counter() - t0
+            with mock.patch.dict(os.environ, {"CPROX_MODEL_CACHE": str(cold_cache)}):  # the old value comes back
+                t0 = time.perf_counter()
+                local_mod.model_dir(spec)
+                t_conv = time.perf_counter() - t0
+                local_mod.load.cache_clear()
+                t0 = time.perf_counter()
+                local_mod.load(spec, "cpu")
+                t_load = time.perf_counter() - t0
         finally:
-            cold_env.stop()
             local_mod.load.cache_clear()
             shutil.rmtree(cold_cache, ignore_errors=True)
             gc.collect()

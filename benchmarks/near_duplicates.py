@@ -28,6 +28,9 @@ from pathlib import Path
 from cp_assets.lib.core import settings
 
 
+NEAR = 70  # a near-duplicate: the contamination acceptance test's cut-off (fixed 2026-11-25), not chosen here
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", default=str(settings.home()), help="a CPROX_HOME with the lab materialized")
@@ -45,7 +48,7 @@ def main() -> int:
 
     from rapidfuzz import fuzz, process
 
-    from benchmarks._common import machine_lines
+    from benchmarks._common import machine_lines, table
     from cp_assets.lib.corpus.pgvector_store import PgStore
     from cp_assets.lib.evals.eval_registry import load_evals
     from cp_assets.lib.reports.results_db import ResultsDB
@@ -75,33 +78,32 @@ def main() -> int:
 
     groups = {"flagged": [i for i, r in enumerate(rows) if r[2]], "not flagged": [i for i, r in enumerate(rows)
                                                                                   if not r[2]]}
-    print(f"{'items':<12} {'n':>5} {'exact (100)':>12} {'>= 90':>7} {'>= 70':>7} {'median best':>12}")
+    summary = []
     for name, idx in groups.items():
         b = [float(scores[i, best[i]]) for i in idx]
-        if not b:
-            continue
-        print(f"{name:<12} {len(b):>5} {sum(x >= 100 for x in b):>12} {sum(x >= 90 for x in b):>7} "
-              f"{sum(x >= 70 for x in b):>7} {statistics.median(b):>12.1f}")
+        if b:
+            summary.append([name, len(b), sum(x >= 100 for x in b), sum(x >= 90 for x in b),
+                            sum(x >= NEAR for x in b), f"{statistics.median(b):.1f}"])
+    print(table(["items", "n", "exact (100)", ">= 90", f">= {NEAR}", "median best"], summary))
     reasons: dict[str, list[float]] = {}
     for i in groups["flagged"]:
         reasons.setdefault(rows[i][3] or "", []).append(float(scores[i, best[i]]))
     print("\nflagged, by the evidence that fired: " + "; ".join(
-        f"{r}: n {len(v)}, >= 70: {sum(x >= 70 for x in v)}, median best {statistics.median(v):.1f}"
+        f"{r}: n {len(v)}, >= {NEAR}: {sum(x >= NEAR for x in v)}, median best {statistics.median(v):.1f}"
         for r, v in sorted(reasons.items(), key=lambda kv: -len(kv[1]))))
     for i in sorted(groups["flagged"], key=lambda i: -scores[i, best[i]])[:args.examples]:
         print(f"\n{rows[i][0]} (ratio {scores[i, best[i]]:.0f} to {docs[best[i]][0]}):\n  item: {texts[i][:160]!r}\n"
               f"  doc:  {docs[best[i]][1][:160]!r}")
-    unexplained = [i for i in groups["flagged"] if scores[i, best[i]] < 70]
+    unexplained = [i for i in groups["flagged"] if scores[i, best[i]] < NEAR]
     if args.unexplained:
         print(f"\nflagged without a near-duplicate: {len(unexplained)} (showing {min(args.unexplained, len(unexplained))})")
         asy = sum("[asy]" in texts[i] for i in unexplained)
         print(f"of these, {asy} hold an Asymptote diagram ([asy] code, which problems share verbatim); of all "
               f"{len(texts)} items, {sum('[asy]' in t for t in texts)}")
-        print(f"{'item':<14} {'evidence':<26} {'rare share':>10} {'longest span':>12} {'best ratio':>10}  question")
-        for i in unexplained[:args.unexplained]:
-            sid, _, _, reason, rare, longest = rows[i]
-            print(f"{sid:<14} {reason or '':<26} {rare or 0:>10.3f} {longest:>12} {scores[i, best[i]]:>10.0f}  "
-                  f"{texts[i][:70]!r}")
+        listed = [[rows[i][0], rows[i][3] or "", f"{rows[i][4] or 0:.3f}", rows[i][5], f"{scores[i, best[i]]:.0f}",
+                   repr(texts[i][:70])] for i in unexplained[:args.unexplained]]
+        print(table(["item", "evidence", "rare share", "longest span", "best ratio", "question"], listed,
+                    align="llrrrl"))
     return 0
 
 

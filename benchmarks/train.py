@@ -148,24 +148,38 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _gpu_size_runs(steps: int, batch_size: int, device: str, tok, train_texts, val_texts, tmp: Path) -> list:
+    """(optimizer, TrainResult) of the `gpu` size for `steps` steps of `batch_size` sequences per optimizer, with a
+    validation at step 0 and at the end (no checkpoints)."""
+    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
+
+    size = SIZES["gpu"]
+    out = []
+    for opt in OPTIMIZERS:
+        cfg = TrainConfig(optimizer=opt, batch_size=batch_size, total_tokens=steps * batch_size * size.seq_len,
+                          eval_every=10**9, n_checkpoints=0, eval_tokens=8 * size.seq_len, device=device)
+        out.append((opt, train(train_texts, val_texts, "gpu", cfg, tmp / f"gpu-{device}-{opt}", tokenizer=tok,
+                               log=lambda _: None)))
+    return out
+
+
+def _run_row(opt: str, r) -> list:
+    return [opt, f"{r.n_params:,}", r.steps, f"{r.tokens:,}", f"{r.tokens_per_s:,.0f}", f"{r.seconds:.1f}"]
+
+
 def gpu_section(args, train_texts, val_texts, tmp: Path) -> None:
     import torch
 
     from cp_assets.lib.tinygpt.model import train_tokenizer
-    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
+    from cp_assets.lib.tinygpt.train import SIZES
 
     if not torch.cuda.is_available():
         print("\ngpu size: skipped (no CUDA on this machine)")
         return
     size = SIZES["gpu"]
     tok = train_tokenizer(train_texts, size.vocab_size)
-    rows = []
-    for opt in OPTIMIZERS:
-        cfg = TrainConfig(optimizer=opt, total_tokens=args.gpu_steps * size.batch_size * size.seq_len, eval_every=10**9,
-                          n_checkpoints=0, eval_tokens=size.seq_len * 8, device="cuda")
-        r = train(train_texts, val_texts, "gpu", cfg, tmp / f"gpu-{opt}", tokenizer=tok, log=lambda _: None)
-        rows.append([opt, f"{r.n_params:,}", r.steps, f"{r.tokens:,}", f"{r.tokens_per_s:,.0f}", f"{r.seconds:.1f}",
-                     f"{r.final_val_loss:.3f}", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])
+    rows = [_run_row(opt, r) + [f"{r.final_val_loss:.3f}", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"]
+            for opt, r in _gpu_size_runs(args.gpu_steps, size.batch_size, "cuda", tok, train_texts, val_texts, tmp)]
     print(f"\ngpu size {size} on {torch.cuda.get_device_name()}, bf16 autocast")
     print(C.table(["optimizer", "params", "steps", "tokens", "tok/s", "wall s", "val end", "peak GiB"], rows))
 
@@ -179,7 +193,7 @@ def gpu_size_on_cpu(steps: int, train_texts, val_texts, tmp: Path) -> None:
     import torch
 
     from cp_assets.lib.tinygpt.model import train_tokenizer
-    from cp_assets.lib.tinygpt.train import SIZES, TrainConfig, train
+    from cp_assets.lib.tinygpt.train import SIZES
 
     size = SIZES["gpu"]
     print("\n".join(C.machine_lines({"torch": f"{torch.__version__}, {torch.get_num_threads()} threads"})))
@@ -189,13 +203,9 @@ def gpu_size_on_cpu(steps: int, train_texts, val_texts, tmp: Path) -> None:
           f"of 2 x {size.seq_len} tokens per optimizer, fp32, validation on the first {8 * size.seq_len:,} held-out "
           f"tokens at step 0 and at the end\n")
     rows = []
-    for opt in OPTIMIZERS:
-        cfg = TrainConfig(optimizer=opt, batch_size=2, total_tokens=steps * 2 * size.seq_len, eval_every=10**9,
-                          n_checkpoints=0, eval_tokens=8 * size.seq_len, device="cpu")
-        r = train(train_texts, val_texts, "gpu", cfg, tmp / f"gpu-cpu-{opt}", tokenizer=tok, log=lambda _: None)
+    for opt, r in _gpu_size_runs(steps, 2, "cpu", tok, train_texts, val_texts, tmp):
         vals = [row["val_loss"] for row in r.curve if row.get("val_loss") is not None]
-        rows.append([opt, f"{r.n_params:,}", r.steps, f"{r.tokens:,}", f"{r.tokens_per_s:,.0f}", f"{r.seconds:.1f}",
-                     f"{vals[0]:.3f}", f"{vals[-1]:.3f}", C.loadavg()])
+        rows.append(_run_row(opt, r) + [f"{vals[0]:.3f}", f"{vals[-1]:.3f}", C.loadavg()])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(C.table(["optimizer", "params", "steps", "tokens", "tok/s", "wall s", "val step 0", "val end", "load"],
                   rows))
